@@ -1,0 +1,53 @@
+"""Errors that ppml-image reports to its users.
+
+Every error raised on purpose by the library derives from :class:`PpmlError`.
+Its message is one line naming the file or image and what is wrong; the CLI
+prints it as is and exits with :attr:`PpmlError.exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class PpmlError(Exception):
+    """Base class: a user-facing, one-line error."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+class UsageError(PpmlError):
+    """The command line or configuration asks for something impossible."""
+
+    exit_code = 2
+
+
+class KeyFileError(PpmlError):
+    """A signing key is missing, unreadable, malformed or unsuitable for SGX."""
+
+
+class ManifestError(PpmlError):
+    """A manifest or manifest template is invalid, or a file it names is missing."""
+
+
+class ElfError(PpmlError):
+    """A file that should be an ELF64 x86-64 object is not one."""
+
+
+class SigstructError(PpmlError):
+    """A .sig file is truncated, malformed, or its signature does not verify."""
+
+
+class VerificationError(PpmlError):
+    """An image or signature does not match what was expected."""
+
+    exit_code = 3
+
+
+class EngineError(PpmlError):
+    """The Docker engine is unreachable or an image operation failed."""
+
+
+class BuildError(PpmlError):
+    """An image build failed."""

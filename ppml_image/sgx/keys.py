@@ -1,0 +1,126 @@
+"""Enclave signing keys: generation, loading, and MRSIGNER.
+
+SGX accepts only 3072-bit RSA keys with public exponent 3 for SIGSTRUCT.
+Keys are written as unencrypted PKCS#1 PEM ("RSA PRIVATE KEY"), the format
+``gramine-sgx-gen-private-key`` writes, with mode 0600 from creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ppml_image._fs import write_private
+from ppml_image.errors import KeyFileError
+
+SGX_RSA_KEY_SIZE = 3072
+SGX_RSA_PUBLIC_EXPONENT = 3
+MODULUS_BYTES = SGX_RSA_KEY_SIZE // 8
+PASSPHRASE_ENV = "PPML_IMAGE_KEY_PASSPHRASE"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What ``keygen`` reports about a key it wrote."""
+
+    path: Path
+    mr_signer: str
+
+
+def mr_signer_of(public_key: rsa.RSAPublicKey) -> str:
+    """MRSIGNER: SHA-256 of the modulus as 384 little-endian bytes, in hex."""
+    modulus = public_key.public_numbers().n
+    return hashlib.sha256(modulus.to_bytes(MODULUS_BYTES, "little")).hexdigest()
+
+
+def generate_key(path: Path = Path("enclave-key.pem"), *, force: bool = False) -> KeyInfo:
+    """Generate an SGX enclave signing key at *path* and return its MRSIGNER.
+
+    The file is created 0600 (its parents 0700) and is never world-readable,
+    not even for an instant. An existing file is kept unless *force* is set.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise KeyFileError(f"{path}: is a folder, not a key file path")
+    if path.exists() and not force:
+        raise KeyFileError(f"{path}: already exists; pass --force to replace it")
+    key = rsa.generate_private_key(
+        public_exponent=SGX_RSA_PUBLIC_EXPONENT, key_size=SGX_RSA_KEY_SIZE
+    )
+    pem = key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.TraditionalOpenSSL,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+    try:
+        write_private(path, pem, overwrite=force)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: already exists; pass --force to replace it") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot write key: {exc.strerror}") from None
+    return KeyInfo(path=path, mr_signer=mr_signer_of(key.public_key()))
+
+
+def read_passphrase(passphrase_file: Path | None) -> bytes | None:
+    """Passphrase from a file (first line) or the PPML_IMAGE_KEY_PASSPHRASE variable.
+
+    Passphrases never travel on the command line, where ``ps`` and shell
+    history would show them.
+    """
+    if passphrase_file is not None:
+        try:
+            text = Path(passphrase_file).read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"{passphrase_file}: cannot read passphrase: {exc.strerror}") from None
+        return text.splitlines()[0] if text else b""
+    env = os.environ.get(PASSPHRASE_ENV)
+    return env.encode() if env is not None else None
+
+
+def load_signing_key(path: Path, passphrase: bytes | None = None) -> rsa.RSAPrivateKey:
+    """Load a PEM private key and check it is usable for SGX (RSA-3072, e = 3)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    except IsADirectoryError:
+        raise KeyFileError(f"{path}: is a folder, not a key file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError as exc:
+        if "encrypted" in str(exc) and passphrase is None:
+            raise KeyFileError(
+                f"{path}: key is encrypted; give --passphrase-file or set {PASSPHRASE_ENV}"
+            ) from None
+        raise KeyFileError(f"{path}: key is not encrypted but a passphrase was given") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        if passphrase is not None and b"ENCRYPTED" in data:
+            raise KeyFileError(f"{path}: wrong passphrase for the encrypted key") from None
+        raise KeyFileError(f"{path}: not a valid PEM private key ({exc})") from None
+    check_sgx_key(key, path)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def check_sgx_key(key: object, path: Path) -> None:
+    """Refuse keys SGX cannot use: non-RSA, not 3072-bit, exponent not 3."""
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeyFileError(f"{path}: expected an RSA private key, found {type(key).__name__}")
+    if key.key_size != SGX_RSA_KEY_SIZE:
+        raise KeyFileError(
+            f"{path}: RSA key is {key.key_size}-bit; SGX requires {SGX_RSA_KEY_SIZE}-bit"
+        )
+    exponent = key.public_key().public_numbers().e
+    if exponent != SGX_RSA_PUBLIC_EXPONENT:
+        raise KeyFileError(
+            f"{path}: RSA public exponent is {exponent}; SGX requires {SGX_RSA_PUBLIC_EXPONENT}"
+        )

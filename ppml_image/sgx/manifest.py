@@ -1,0 +1,367 @@
+"""Gramine manifests: rendering templates, defaults, trusted files, output.
+
+This mirrors Gramine 1.9's ``gramine-manifest`` and the manifest handling of
+``gramine-sgx-sign``. The written manifest is measured into MRENCLAVE, so key
+order and layout matter to the byte: defaults are inserted in the order
+Gramine inserts them and the TOML is written by tomli-w, as Gramine does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import sysconfig
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+import tomli_w
+
+from ppml_image._fs import write_atomic
+from ppml_image.errors import ManifestError
+from ppml_image.sgx.schema import validate_manifest
+from ppml_image.sgx.tree import DIR, FILE, Tree, tree_for
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PKGLIBDIR = "/usr/lib/x86_64-linux-gnu/gramine"
+DEFAULT_ENCLAVE_SIZE_NO_EDMM = "256M"
+DEFAULT_ENCLAVE_SIZE_WITH_EDMM = "1024G"
+DEFAULT_MAX_THREADS = 4
+
+Manifest = dict[str, Any]
+
+
+# --------------------------------------------------------------------------
+# Template rendering
+# --------------------------------------------------------------------------
+class _Runtimedir:
+    """``gramine.runtimedir``: callable as ``runtimedir()`` or ``runtimedir(libc='musl')``.
+
+    Unlike Gramine's own tool we do not resolve the path on the host: the
+    target file system (a chroot or an image) is not the host's.
+    """
+
+    def __init__(self, pkglibdir: str) -> None:
+        self._pkglibdir = PurePosixPath(pkglibdir)
+
+    def __call__(self, libc: str = "glibc") -> PurePosixPath:
+        return self._pkglibdir / "runtime" / libc
+
+    def __str__(self) -> str:
+        return str(self())
+
+    def __truediv__(self, other: str) -> PurePosixPath:
+        return self() / other
+
+
+@dataclass
+class PythonInfo:
+    """What the ``python.*`` template helpers answer.
+
+    By default the host interpreter answers; ``build-custom`` passes the
+    answers of the image's own interpreter (see :meth:`from_snapshot`).
+    """
+
+    paths: dict[str, str]
+    config_vars: dict[str, Any]
+    sys_path: list[str] = field(default_factory=list)
+    implementation: Any = None
+
+    @classmethod
+    def from_host(cls) -> PythonInfo:
+        return cls(dict(sysconfig.get_paths()), dict(sysconfig.get_config_vars()),
+                   list(sys.path), sys.implementation)
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> PythonInfo:
+        """Build from the JSON that :data:`SNAPSHOT_SCRIPT` prints inside an image."""
+        return cls(dict(data["paths"]), dict(data["config_vars"]), list(data["sys_path"]),
+                   data.get("implementation"))
+
+    def globals(self) -> dict[str, Any]:
+        paths = {k: PurePosixPath(v) for k, v in self.paths.items()}
+        version_major = str(self.config_vars.get("py_version_short", "3")).split(".")[0]
+        stdlib = paths.get("stdlib", PurePosixPath("/usr/lib/python3"))
+        return {
+            "stdlib": stdlib,
+            "platstdlib": paths.get("platstdlib", stdlib),
+            "purelib": paths.get("purelib", stdlib),
+            "distlib": stdlib.parent / f"python{version_major}" / "dist-packages",
+            "get_config_var": self.config_vars.get,
+            "ext_suffix": self.config_vars.get("EXT_SUFFIX"),
+            "get_path": lambda name: paths[name],
+            "get_paths": lambda: dict(paths),
+            "get_sys_path": lambda *_args: [p for p in self.sys_path if p],
+            "implementation": self.implementation,
+        }
+
+
+# Printed as JSON by an image's interpreter to answer python.* for that image.
+SNAPSHOT_SCRIPT = (
+    "import json, sys, sysconfig; "
+    "print(json.dumps({'paths': sysconfig.get_paths(), "
+    "'config_vars': {k: v for k, v in sysconfig.get_config_vars().items() "
+    "if isinstance(v, (str, int, float))}, 'sys_path': sys.path, "
+    "'implementation': {'name': sys.implementation.name, "
+    "'cache_tag': sys.implementation.cache_tag}}))"
+)
+
+
+def make_environment(pkglibdir: str = DEFAULT_PKGLIBDIR,
+                     python: PythonInfo | None = None) -> jinja2.Environment:
+    """The Jinja2 environment of ``gramine-manifest``: strict, with Gramine's globals."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.globals["gramine"] = {
+        "libos": PurePosixPath(pkglibdir) / "libsysdb.so",
+        "pkglibdir": PurePosixPath(pkglibdir),
+        "runtimedir": _Runtimedir(pkglibdir),
+    }
+    env.globals["python"] = (python or PythonInfo.from_host()).globals()
+    env.globals["env"] = os.environ
+    return env
+
+
+def parse_defines(values: list[str]) -> dict[str, Any]:
+    """``-D key=value`` gives the string value; a bare ``-D key`` gives True."""
+    defines: dict[str, Any] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not key:
+            raise ManifestError(f"-D {value!r}: a define needs a name")
+        defines[key] = text if sep else True
+    return defines
+
+
+def render_template(text: str, defines: Mapping[str, Any] | None = None, *,
+                    pkglibdir: str = DEFAULT_PKGLIBDIR, python: PythonInfo | None = None,
+                    name: str = "<template>") -> str:
+    """Render a manifest template; template errors name the file and line."""
+    env = make_environment(pkglibdir, python)
+    try:
+        return env.from_string(text).render(**dict(defines or {}))
+    except jinja2.TemplateSyntaxError as exc:
+        raise ManifestError(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise ManifestError(f"{name}: undefined template variable: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise ManifestError(f"{name}: template error: {exc}") from None
+
+
+# --------------------------------------------------------------------------
+# Parsing and defaults
+# --------------------------------------------------------------------------
+def parse_manifest(text: str, name: str = "<manifest>", *,
+                   pkglibdir: str = DEFAULT_PKGLIBDIR) -> Manifest:
+    """Parse TOML, check it against the schema, and fill in Gramine's defaults."""
+    try:
+        manifest: Manifest = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{name}: invalid TOML: {exc}") from None
+    apply_defaults(manifest, pkglibdir=pkglibdir, name=name)
+    validate_manifest(manifest, name)
+    return manifest
+
+
+def apply_defaults(manifest: Manifest, *, pkglibdir: str = DEFAULT_PKGLIBDIR,
+                   name: str = "<manifest>") -> None:
+    """Insert Gramine's defaults, in Gramine's order (it is visible in the output)."""
+    sgx = _table(manifest, "sgx", name)
+    sgx.setdefault("trusted_files", [])
+    sgx.setdefault("max_threads", DEFAULT_MAX_THREADS)
+    sgx.setdefault("isvprodid", 0)
+    sgx.setdefault("isvsvn", 0)
+    sgx.setdefault("remote_attestation", "none")
+    sgx.setdefault("debug", False)
+    sgx.setdefault("enable_stats", False)
+    sgx.setdefault("edmm_enable", False)
+    sgx.setdefault("enclave_size", DEFAULT_ENCLAVE_SIZE_WITH_EDMM if sgx["edmm_enable"] is True
+                   else DEFAULT_ENCLAVE_SIZE_NO_EDMM)
+    sgx.setdefault("use_exinfo", False)
+    features = _table(sgx, "cpu_features", name, "sgx.")
+    features.setdefault("avx", "unspecified")
+    features.setdefault("avx512", "unspecified")
+    features.setdefault("amx", "unspecified")
+    features.setdefault("mpx", "disabled")
+    features.setdefault("pkru", "disabled")
+
+    loader = _table(manifest, "loader", name)
+    entrypoint = loader.setdefault("entrypoint", {})
+    if isinstance(entrypoint, dict):
+        entrypoint.setdefault("uri", f"file:{pkglibdir}/libsysdb.so")
+
+    if not isinstance(sgx["trusted_files"], list):
+        raise ManifestError(f"{name}: sgx.trusted_files must be an array")
+    sgx["trusted_files"] = [_normalise_trusted_file(tf, name) for tf in sgx["trusted_files"]]
+
+
+def _table(parent: dict[str, Any], key: str, name: str, prefix: str = "") -> dict[str, Any]:
+    value = parent.setdefault(key, {})
+    if not isinstance(value, dict):
+        raise ManifestError(f"{name}: {prefix}{key} must be a table")
+    return value
+
+
+def _normalise_trusted_file(entry: Any, name: str) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"uri": entry}
+    if isinstance(entry, dict) and "uri" in entry:
+        extra = set(entry) - {"uri", "sha256"}
+        if extra:
+            raise ManifestError(
+                f"{name}: trusted file {entry['uri']!r} has unknown keys: {', '.join(sorted(extra))}"
+            )
+        return entry
+    raise ManifestError(f"{name}: unknown trusted file format: {entry!r}")
+
+
+# --------------------------------------------------------------------------
+# Trusted files
+# --------------------------------------------------------------------------
+def uri_to_path(uri: str, name: str) -> PurePosixPath:
+    if not isinstance(uri, str) or not uri.startswith("file:"):
+        raise ManifestError(f"{name}: unsupported URI {uri!r} (only file: URIs can be measured)")
+    return PurePosixPath(uri[len("file:"):])
+
+
+@dataclass
+class _Entry:
+    uri: str
+    sha256: str | None
+    real: PurePosixPath  # where the content is, as the tree resolves it
+
+
+def _expand(tree: Tree, uri: str, sha256: str | None, name: str) -> list[_Entry]:
+    path = uri_to_path(uri, name)
+    real = tree.resolve(path) if tree.chrooted else path
+    kind = tree.kind(real)
+    if uri.endswith("/"):
+        if kind != DIR:
+            raise ManifestError(
+                f"{name}: trusted file URI {uri!r} ends with '/' but "
+                f"{tree.display(real)} is not a folder"
+            )
+        if sha256 is not None:
+            raise ManifestError(f"{name}: folder URI {uri!r} cannot have a sha256")
+        return _walk(tree, real, name)
+    if kind == DIR:
+        raise ManifestError(f"{name}: trusted file URI {uri!r} is a folder; end it with '/'")
+    return [_Entry(uri, sha256, real)]
+
+
+def _walk(tree: Tree, folder: PurePosixPath, name: str) -> list[_Entry]:
+    """Regular files below *folder*, depth first, each folder in name order.
+
+    Like Gramine: entries that are neither files nor folders (after following
+    links), or that cannot be read, are skipped; linked folders are not
+    descended into.
+    """
+    found: list[_Entry] = []
+    for child_name in sorted(tree.list_dir(folder)):
+        child = folder / child_name
+        kind = tree.kind(child)
+        if kind not in (FILE, DIR) or not tree.readable(child):
+            continue
+        if kind == DIR:
+            if tree.is_symlink(child):
+                continue
+            found.extend(_expand(tree, f"file:{child}/", None, name))
+        else:
+            found.extend(_expand(tree, f"file:{child}", None, name))
+    return found
+
+
+def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> None:
+    """Expand folders, drop duplicates and hash every unhashed trusted file."""
+    entries: dict[str, _Entry] = {}
+    for item in manifest["sgx"]["trusted_files"]:
+        for entry in _expand(tree, item["uri"], item.get("sha256"), name):
+            old = entries.get(entry.uri)
+            if old is not None and old.sha256 is not None:
+                if entry.sha256 is not None and entry.sha256 != old.sha256:
+                    raise ManifestError(
+                        f"{name}: trusted file {entry.uri!r} has two different sha256 values"
+                    )
+                continue
+            entries[entry.uri] = entry
+    _hash_entries(tree, [e for e in entries.values() if e.sha256 is None], name)
+    manifest["sgx"]["trusted_files"] = [
+        {"uri": e.uri, "sha256": e.sha256} for e in entries.values()
+    ]
+
+
+def _hash_entries(tree: Tree, todo: list[_Entry], name: str) -> None:
+    for entry in todo:
+        if tree.kind(entry.real) != FILE:
+            raise ManifestError(
+                f"{name}: trusted file {entry.uri!r} not found at {tree.display(entry.real)}"
+            )
+    try:
+        digests = tree.hash_files([e.real for e in todo])
+    except OSError as exc:
+        raise ManifestError(
+            f"{name}: cannot read trusted file {exc.filename}: {exc.strerror}"
+        ) from None
+    for entry, digest in zip(todo, digests):
+        entry.sha256 = digest
+
+
+def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> None:
+    """Fill ``loader.entrypoint.sha256`` from the file its URI names, if absent."""
+    entrypoint = manifest["loader"]["entrypoint"]
+    if not isinstance(entrypoint, dict) or entrypoint.get("sha256") is not None:
+        return
+    [entry] = _expand(tree, entrypoint["uri"], None, name)
+    _hash_entries(tree, [entry], f"{name}: loader.entrypoint")
+    entrypoint["sha256"] = entry.sha256
+
+
+def finalize(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> Manifest:
+    """Hash everything the manifest needs hashed; returns a new manifest."""
+    result = copy.deepcopy(manifest)
+    hash_loader_entrypoint(result, tree, name)
+    expand_trusted_files(result, tree, name)
+    return result
+
+
+def dumps(manifest: Manifest) -> str:
+    """The manifest as Gramine writes it (tomli-w's layout)."""
+    return tomli_w.dumps(manifest)
+
+
+# --------------------------------------------------------------------------
+# The `manifest` command
+# --------------------------------------------------------------------------
+def render_manifest_file(template: Path, outfile: Path | None = None, *,
+                         defines: Mapping[str, Any] | None = None, chroot: Path | None = None,
+                         pkglibdir: str = DEFAULT_PKGLIBDIR,
+                         python: PythonInfo | None = None) -> str:
+    """Render *template* like ``gramine-manifest``: defaults, trusted files hashed.
+
+    Returns the manifest text and, if *outfile* is given, writes it there
+    atomically.
+    """
+    try:
+        text = Path(template).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{template}: cannot read template: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{template}: template is not UTF-8 text") from None
+    name = str(template)
+    rendered = render_template(text, defines, pkglibdir=pkglibdir, python=python, name=name)
+    manifest = parse_manifest(rendered, f"{name} (rendered)", pkglibdir=pkglibdir)
+    result = dumps(finalize(manifest, tree_for(chroot), name))
+    if outfile is not None:
+        write_atomic(Path(outfile), result.encode("utf-8"))
+    return result
+
+
+def manifest_json(manifest: Manifest) -> str:
+    return json.dumps(manifest, indent=2, default=str)

@@ -1,0 +1,293 @@
+"""Enclave layout and MRENCLAVE, as the CPU computes it when Gramine loads.
+
+MRENCLAVE is SHA-256 over the log of enclave-building instructions: one
+ECREATE record, then for every page an EADD record (its offset and page
+flags) and, for measured pages, 16 EEXTEND records each followed by 256 bytes
+of the page. The layout (what lies where, which pages are measured) must be
+exactly the one Gramine 1.9's loader builds, or the enclave will not start.
+
+A large non-EDMM enclave is mostly unmeasured "free" pages: 64 GiB is 16.7
+million EADD records. Those records are built in bulk, a 64 MiB block at a
+time, instead of one Python call per page.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from ppml_image.errors import ManifestError
+from ppml_image.sgx.elf import PF_R, PF_W, PF_X, ElfImage
+
+PAGE = 0x1000
+
+# Gramine 1.9's generated offsets (x86-64), see the module docstring.
+SSA_FRAME_SIZE = 0x4000
+SSA_FRAME_NUM = 2
+TCS_SIZE = 0x1000
+ENCLAVE_STACK_SIZE = 0x40000
+ENCLAVE_SIG_STACK_SIZE = 0x10000
+DEFAULT_ENCLAVE_BASE = 0x0
+MMAP_MIN_ADDR = 0x10000
+STACK_PROTECTOR_CANARY_DEFAULT = 0xBADBADBADBADBADB
+SGX_GPR_SIZE = 0xB8
+
+# TCS field offsets.
+TCS_OSSA, TCS_NSSA, TCS_OENTRY, TCS_OGS_BASE, TCS_OFS_LIMIT, TCS_OGS_LIMIT = (
+    0x10, 0x1C, 0x20, 0x38, 0x40, 0x44)
+
+# Offsets of the per-thread TLS fields the loader initialises.
+TLS_FIELDS: dict[str, int] = {
+    "self": 0x0,
+    "stack_protector_canary": 0x8,
+    "enclave_size": 0x20,
+    "tcs_offset": 0x28,
+    "initial_stack_addr": 0x30,
+    "sig_stack_low": 0x40,
+    "sig_stack_high": 0x48,
+    "ssa": 0x58,
+    "gpr": 0x60,
+    "manifest_size": 0xC8,
+    "heap_min": 0xD0,
+    "heap_max": 0xD8,
+}
+
+# EADD page flags (SECINFO): permissions and page type.
+PAGEINFO_R, PAGEINFO_W, PAGEINFO_X = 0x1, 0x2, 0x4
+PAGEINFO_TCS, PAGEINFO_REG = 0x100, 0x200
+_RW_REG = PAGEINFO_R | PAGEINFO_W | PAGEINFO_REG
+_FREE = PAGEINFO_R | PAGEINFO_W | PAGEINFO_X | PAGEINFO_REG
+
+
+def _roundup(value: int) -> int:
+    return (value + PAGE - 1) // PAGE * PAGE
+
+
+def _rounddown(value: int) -> int:
+    return value // PAGE * PAGE
+
+
+@dataclass
+class Area:
+    """A range of enclave pages added with one kind of flags."""
+
+    desc: str
+    size: int
+    flags: int
+    addr: int = -1
+    measured: bool = True
+    content: bytes | None = None
+
+
+@dataclass(frozen=True)
+class EnclaveParams:
+    """What the measurement depends on, from the manifest."""
+
+    enclave_size: int
+    max_threads: int
+    edmm: bool
+
+
+def _pal_span(pal: ElfImage) -> tuple[int, int]:
+    start = min(_rounddown(s.vaddr) for s in pal.segments)
+    end = max(_roundup(s.vaddr + s.memsz) for s in pal.segments)
+    return start, end
+
+
+def build_layout(params: EnclaveParams, manifest: bytes, pal: ElfImage) -> list[Area]:
+    """The enclave's areas from the top down, addresses assigned.
+
+    The manifest (NUL-terminated) goes at the top, then SSA frames, TCS
+    pages, TLS pages, stacks, signal stacks and the PAL, each below the
+    previous (a PAL linked at a fixed address keeps it). Everything between
+    MMAP_MIN_ADDR and the lowest area is the heap: added unmeasured without
+    EDMM, not added at all with EDMM.
+    """
+    threads = params.max_threads
+    pal_start, pal_end = _pal_span(pal)
+    areas = [Area("manifest", _roundup(len(manifest) + 1), PAGEINFO_R | PAGEINFO_REG,
+                  content=manifest + b"\0"),
+             Area("ssa", threads * SSA_FRAME_SIZE * SSA_FRAME_NUM, _RW_REG),
+             Area("tcs", threads * TCS_SIZE, PAGEINFO_TCS),
+             Area("tls", threads * PAGE, _RW_REG)]
+    areas += [Area("stack", ENCLAVE_STACK_SIZE, _RW_REG) for _ in range(threads)]
+    areas += [Area("sig_stack", ENCLAVE_SIG_STACK_SIZE, _RW_REG) for _ in range(threads)]
+    pal_area = Area("pal", pal_end - pal_start, PAGEINFO_REG)
+    if pal_start > 0:
+        pal_area.addr = pal_start
+    areas.append(pal_area)
+
+    top = DEFAULT_ENCLAVE_BASE + params.enclave_size
+    for area in areas:
+        if area.addr >= 0:
+            continue
+        area.addr = top - area.size
+        if area.addr < MMAP_MIN_ADDR:
+            raise ManifestError(
+                f"enclave size {params.enclave_size:#x} is not large enough for "
+                f"{threads} threads (each needs SSA, TCS, TLS, stack and signal stack)"
+            )
+        top = area.addr
+    _fill_tcs_tls(params, areas, pal, len(manifest) + 1, pal_area.addr)
+    if not params.edmm:
+        areas += _free_areas(areas, top)
+    return areas
+
+
+def _free_areas(areas: list[Area], lowest: int) -> list[Area]:
+    """Unmeasured read-write-execute pages filling the heap (and any gap
+    left below a fixed-address PAL), as Gramine adds them without EDMM."""
+    free: list[Area] = []
+    for area in areas:
+        end = area.addr + area.size
+        if end < lowest:
+            free.append(Area("free", lowest - end, _FREE, addr=end, measured=False))
+            lowest = area.addr
+    if lowest > MMAP_MIN_ADDR:
+        free.append(Area("free", lowest - MMAP_MIN_ADDR, _FREE, addr=MMAP_MIN_ADDR,
+                         measured=False))
+    return free
+
+
+def _fill_tcs_tls(params: EnclaveParams, areas: list[Area], pal: ElfImage,
+                  manifest_size: int, heap_max: int) -> None:
+    by_desc: dict[str, list[Area]] = {}
+    for area in areas:
+        by_desc.setdefault(area.desc, []).append(area)
+    ssa, tcs, tls = by_desc["ssa"][0], by_desc["tcs"][0], by_desc["tls"][0]
+    pal_area = by_desc["pal"][0]
+    stacks, sig_stacks = by_desc["stack"], by_desc["sig_stack"]
+    base = DEFAULT_ENCLAVE_BASE
+    pal_load_base = pal_area.addr - _pal_span(pal)[0]
+    tcs_data, tls_data = bytearray(tcs.size), bytearray(tls.size)
+    for t in range(params.max_threads):
+        ssa_addr = ssa.addr + SSA_FRAME_SIZE * SSA_FRAME_NUM * t
+        o = t * TCS_SIZE
+        struct.pack_into("<Q", tcs_data, o + TCS_OSSA, ssa_addr - base)
+        struct.pack_into("<L", tcs_data, o + TCS_NSSA, SSA_FRAME_NUM)
+        struct.pack_into("<Q", tcs_data, o + TCS_OENTRY, pal_load_base + pal.entry - base)
+        struct.pack_into("<Q", tcs_data, o + TCS_OGS_BASE, tls.addr - base + PAGE * t)
+        struct.pack_into("<L", tcs_data, o + TCS_OFS_LIMIT, 0xFFF)
+        struct.pack_into("<L", tcs_data, o + TCS_OGS_LIMIT, 0xFFF)
+        values = {
+            "self": tls.addr + PAGE * t,
+            "stack_protector_canary": STACK_PROTECTOR_CANARY_DEFAULT,
+            "enclave_size": params.enclave_size,
+            "tcs_offset": tcs.addr - base + TCS_SIZE * t,
+            "initial_stack_addr": stacks[t].addr + stacks[t].size,
+            "sig_stack_low": sig_stacks[t].addr,
+            "sig_stack_high": sig_stacks[t].addr + sig_stacks[t].size,
+            "ssa": ssa_addr,
+            "gpr": ssa_addr + SSA_FRAME_SIZE - SGX_GPR_SIZE,
+            "manifest_size": manifest_size,
+            "heap_min": MMAP_MIN_ADDR,
+            "heap_max": heap_max,
+        }
+        for key, value in values.items():
+            struct.pack_into("<Q", tls_data, t * PAGE + TLS_FIELDS[key], value)
+    tcs.content, tls.content = bytes(tcs_data), bytes(tls_data)
+
+
+# --------------------------------------------------------------------------
+# The measurement log
+# --------------------------------------------------------------------------
+_EADD = struct.Struct("<8sQQ40s")
+_EEXTEND = struct.Struct("<8sQ48s")
+_BLOCK = 1 << 20  # EADD records per bulk block (64 MiB)
+_LOW_DWORDS = None  # lazily built: low 32 bits of page offsets in a 4 GiB window
+
+
+class Measurement:
+    """Accumulates MRENCLAVE (the ECREATE/EADD/EEXTEND log)."""
+
+    def __init__(self, enclave_size: int) -> None:
+        self.enclave_size = enclave_size
+        self.digest = hashlib.sha256()
+        self.digest.update(struct.pack("<8sLQ44s", b"ECREATE", SSA_FRAME_SIZE // PAGE,
+                                       enclave_size, b""))
+
+    def add_page(self, offset: int, flags: int, content: bytes | None) -> None:
+        """EADD one page; with *content*, EEXTEND it (measured page)."""
+        update = self.digest.update
+        update(_EADD.pack(b"EADD", offset, flags, b""))
+        if content is None:
+            return
+        for i in range(0, PAGE, 256):
+            update(_EEXTEND.pack(b"EEXTEND", offset + i, b""))
+            update(content[i : i + 256])
+
+    def add_unmeasured_run(self, offset: int, count: int, flags: int) -> None:
+        """EADD *count* consecutive unmeasured pages, in bulk.
+
+        Each record is 64 bytes: "EADD", the 64-bit offset, the flags, zeros.
+        Within an aligned 4 GiB window only the offset's low dword changes,
+        and it does so exactly like a precomputed table, so a block is built
+        by two strided copies instead of a Python call per page.
+        """
+        global _LOW_DWORDS
+        if _LOW_DWORDS is None:
+            _LOW_DWORDS = array.array("I", range(0, 1 << 32, PAGE))
+        template = bytearray(_EADD.pack(b"EADD", 0, flags, b"") * _BLOCK)
+        while count:
+            window_index = (offset & 0xFFFFFFFF) // PAGE
+            n = min(count, _BLOCK, (1 << 20) - window_index)
+            view = memoryview(template)[: n * 64].cast("I")
+            view[2::16] = _LOW_DWORDS[window_index : window_index + n]
+            view[3::16] = array.array("I", [offset >> 32]) * n
+            self.digest.update(view)
+            offset += n * PAGE
+            count -= n
+
+    def value(self) -> bytes:
+        return self.digest.digest()
+
+
+def _load_pal(m: Measurement, area: Area, pal: ElfImage) -> None:
+    """Measure each PT_LOAD segment page by page at its load address.
+
+    A segment's pages hold zeros up to the segment's file offset within the
+    first page, then its ``filesz`` file bytes, then zeros (``.bss``).
+    """
+    load_base = area.addr - _pal_span(pal)[0]
+    for seg in pal.segments:
+        flags = area.flags
+        flags |= PAGEINFO_R if seg.flags & PF_R else 0
+        flags |= PAGEINFO_W if seg.flags & PF_W else 0
+        flags |= PAGEINFO_X if seg.flags & PF_X else 0
+        first_page = _rounddown(seg.vaddr)
+        size = _roundup(seg.vaddr + seg.memsz) - first_page
+        lead = seg.offset % PAGE
+        image = bytearray(max(size, lead + seg.filesz))
+        image[lead : lead + seg.filesz] = pal.segment_bytes(seg)
+        for i in range(0, size, PAGE):
+            m.add_page(load_base + first_page + i - DEFAULT_ENCLAVE_BASE, flags,
+                       bytes(image[i : i + PAGE]))
+
+
+def measure(params: EnclaveParams, areas: list[Area], pal: ElfImage) -> bytes:
+    """MRENCLAVE of the enclave laid out as *areas*."""
+    m = Measurement(params.enclave_size)
+    zero = bytes(PAGE)
+    for area in areas:
+        if area.desc == "pal":
+            _load_pal(m, area, pal)
+            continue
+        if not area.measured:
+            m.add_unmeasured_run(area.addr - DEFAULT_ENCLAVE_BASE, area.size // PAGE, area.flags)
+            continue
+        for i in range(0, area.size, PAGE):
+            page = zero
+            if area.content is not None:
+                page = area.content[i : i + PAGE].ljust(PAGE, b"\0")
+            m.add_page(area.addr + i - DEFAULT_ENCLAVE_BASE, area.flags, page)
+    return m.value()
+
+
+def enclave_params(sgx: dict[str, Any], name: str) -> EnclaveParams:
+    from ppml_image.sgx.schema import parse_size
+
+    return EnclaveParams(parse_size(sgx["enclave_size"], "sgx.enclave_size", name),
+                         sgx["max_threads"], sgx["edmm_enable"] is True)

@@ -1,0 +1,153 @@
+"""Signing an enclave: the library behind ``ppml-image sign``.
+
+The equivalent of Gramine 1.9's ``gramine-sgx-sign``: hash the trusted files,
+write the ``.manifest.sgx``, measure the enclave, and write the SIGSTRUCT
+signed with the enclave key. Nothing is written unless every step succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ppml_image._fs import atomic_output
+from ppml_image.errors import ManifestError, PpmlError, UsageError
+from ppml_image.sgx import manifest as mf
+from ppml_image.sgx.elf import ElfImage, load_elf
+from ppml_image.sgx.keys import load_signing_key
+from ppml_image.sgx.measure import build_layout, enclave_params, measure
+from ppml_image.sgx.sigstruct import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, Sigstruct
+from ppml_image.sgx.tree import Tree, tree_for
+
+SGX_MISCSELECT_EXINFO = 0x1
+SGX_XFRM_LEGACY = 0x3
+SGX_XFRM_MASK_CONST = 0xFFFFFFFFFFF9FD03
+XFRM_BITS = {"avx": 0x4, "avx512": 0xE4, "amx": 0x60000, "mpx": 0x18, "pkru": 0x200}
+
+
+@dataclass(frozen=True)
+class SignedEnclave:
+    """The outputs of signing, in memory."""
+
+    manifest_sgx: bytes
+    sigstruct: Sigstruct
+    manifest: dict[str, Any]
+
+    @property
+    def mr_enclave(self) -> str:
+        return self.sigstruct.mr_enclave
+
+    @property
+    def mr_signer(self) -> str:
+        return self.sigstruct.mr_signer
+
+
+def parse_date(value: str | dt.date | None) -> dt.date:
+    """``YYYY-MM-DD``, ``today`` or None (today, as Gramine's default)."""
+    if value is None or value == "today":
+        return dt.date.today()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--date {value!r}: expected YYYY-MM-DD or 'today'") from None
+
+
+def enclave_attributes(sgx: dict[str, Any]) -> tuple[int, int, int, int]:
+    """ATTRIBUTES.FLAGS, MISCSELECT, ATTRIBUTES.XFRM and its mask from ``sgx.*``."""
+    flags = SGX_FLAGS_MODE64BIT | (SGX_FLAGS_DEBUG if sgx.get("debug") is True else 0)
+    misc = SGX_MISCSELECT_EXINFO if sgx.get("use_exinfo") is True else 0
+    xfrm, mask = SGX_XFRM_LEGACY, SGX_XFRM_MASK_CONST
+    for feature, bits in XFRM_BITS.items():
+        setting = sgx["cpu_features"].get(feature)
+        if setting == "required":
+            xfrm, mask = xfrm | bits, mask | bits
+        elif setting == "disabled":
+            xfrm, mask = xfrm & ~bits, mask | bits
+    return flags, misc, xfrm, mask
+
+
+def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImage,
+                     name: str) -> bytes:
+    """MRENCLAVE of an enclave running *manifest_sgx* on *pal*."""
+    params = enclave_params(manifest["sgx"], name)
+    return measure(params, build_layout(params, manifest_sgx, pal), pal)
+
+
+def sign_enclave(manifest_text: str, *, pal: ElfImage, key: rsa.RSAPrivateKey,
+                 tree: Tree, date: dt.date, name: str = "<manifest>",
+                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> SignedEnclave:
+    """Hash, measure and sign a manifest; nothing touches the disk."""
+    manifest = mf.parse_manifest(manifest_text, name, pkglibdir=pkglibdir)
+    final = mf.finalize(manifest, tree, name)
+    manifest_sgx = mf.dumps(final).encode("utf-8")
+    tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name)
+    tbs.sign(key)
+    return SignedEnclave(manifest_sgx, tbs, final)
+
+
+def tbs_sigstruct(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImage,
+                  date: dt.date, name: str) -> Sigstruct:
+    """The to-be-signed SIGSTRUCT of a finished ``.manifest.sgx``."""
+    sgx = manifest["sgx"]
+    flags, misc, xfrm, xfrm_mask = enclave_attributes(sgx)
+    return Sigstruct(
+        enclave_hash=measure_manifest(manifest_sgx, manifest, pal, name), date=date,
+        attribute_flags=flags, attribute_xfrms=xfrm, attribute_xfrm_mask=xfrm_mask,
+        misc_select=misc, isv_prod_id=sgx["isvprodid"], isv_svn=sgx["isvsvn"],
+    )
+
+
+def default_sigfile(output: Path) -> Path:
+    """``app.manifest.sgx`` -> ``app.sig``; anything else gets ``.sig`` appended."""
+    text = str(output)
+    suffix = ".manifest.sgx"
+    return Path(text[: -len(suffix)] + ".sig" if text.endswith(suffix) else text + ".sig")
+
+
+def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path, *,
+                  date: str | dt.date | None = None, sigfile: Path | None = None,
+                  chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
+                  passphrase: bytes | None = None) -> SignedEnclave:
+    """Sign the manifest file like ``gramine-sgx-sign`` and write both outputs.
+
+    Writes *output* (the ``.manifest.sgx``) and *sigfile* (default: *output*
+    with ``.manifest.sgx`` replaced by ``.sig``) only if everything succeeded.
+    """
+    signing_key = load_signing_key(key, passphrase)
+    when = parse_date(date)
+    try:
+        text = Path(manifest).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{manifest}: cannot read manifest: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{manifest}: manifest is not UTF-8 text") from None
+    signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),
+                          date=when, name=str(manifest), pkglibdir=pkglibdir)
+    write_outputs(signed, Path(output), Path(sigfile) if sigfile else default_sigfile(output))
+    return signed
+
+
+def write_outputs(signed: SignedEnclave, output: Path, sigfile: Path) -> None:
+    """Write the ``.manifest.sgx`` and ``.sig`` together: both or neither."""
+    if output.resolve() == sigfile.resolve():
+        raise UsageError(f"{output}: the manifest and the signature cannot be the same file")
+    with contextlib.ExitStack() as stack:
+        try:
+            sgx_file = stack.enter_context(atomic_output(output))
+            sig_file = stack.enter_context(atomic_output(sigfile))
+        except OSError as exc:
+            raise PpmlError(f"{exc.filename or output}: cannot write: {exc.strerror}") from None
+        sgx_file.write(signed.manifest_sgx)
+        sig_file.write(signed.sigstruct.to_bytes())
+
+
+def file_mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o777

@@ -1,0 +1,217 @@
+"""SIGSTRUCT: the 1808-byte enclave signature structure.
+
+Layout (Intel SDM vol. 3D, "Enclave Signature Structure"); all integers are
+little-endian, the RSA modulus, signature, Q1 and Q2 as 384-byte numbers.
+The RSA signature (PKCS#1 v1.5, SHA-256) covers bytes 0-127 followed by
+bytes 900-1027. Q1 and Q2 let the CPU check the signature without division:
+Q1 = floor(S^2 / N), Q2 = floor((S^3 - Q1*S*N) / N).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import struct
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ppml_image.errors import SigstructError
+
+SIGSTRUCT_SIZE = 1808
+HEADER = bytes.fromhex("06000000e10000000000010000000000")
+HEADER2 = bytes.fromhex("01010000600000006000000001000000")
+SGX_FLAGS_DEBUG = 0x2
+SGX_FLAGS_MODE64BIT = 0x4
+SGX_MISCSELECT_EXINFO = 0x1
+_RSA_BYTES = 384
+
+# (name, offset, struct format); integer fields only.
+_FIELDS: tuple[tuple[str, int, str], ...] = (
+    ("vendor", 16, "<I"),
+    ("date_raw", 20, "<I"),
+    ("swdefined", 40, "<I"),
+    ("exponent", 512, "<I"),
+    ("misc_select", 900, "<I"),
+    ("misc_mask", 904, "<I"),
+    ("attribute_flags", 928, "<Q"),
+    ("attribute_xfrms", 936, "<Q"),
+    ("attribute_flags_mask", 944, "<Q"),
+    ("attribute_xfrm_mask", 952, "<Q"),
+    ("isv_prod_id", 1024, "<H"),
+    ("isv_svn", 1026, "<H"),
+)
+_MODULUS, _SIGNATURE, _ENCLAVE_HASH, _Q1, _Q2 = 128, 516, 960, 1040, 1424
+
+
+def _bcd(value: int) -> int:
+    """Decimal digits of *value* as BCD nibbles: 2024 -> 0x2024."""
+    return int(str(value), 16)
+
+
+def _from_bcd(value: int) -> int:
+    text = f"{value:x}"
+    if not text.isdigit():
+        raise ValueError(f"not BCD: {value:#x}")
+    return int(text)
+
+
+def encode_date(date: dt.date) -> int:
+    """SIGSTRUCT DATE: year, month and day in BCD as 0xYYYYMMDD."""
+    return (_bcd(date.year) << 16) | (_bcd(date.month) << 8) | _bcd(date.day)
+
+
+def decode_date(raw: int) -> dt.date:
+    return dt.date(_from_bcd(raw >> 16), _from_bcd((raw >> 8) & 0xFF), _from_bcd(raw & 0xFF))
+
+
+@dataclass
+class Sigstruct:
+    """The fields of a SIGSTRUCT. ``modulus``/``signature`` are integers."""
+
+    enclave_hash: bytes
+    date: dt.date
+    attribute_flags: int
+    attribute_xfrms: int
+    attribute_xfrm_mask: int
+    misc_select: int = 0
+    isv_prod_id: int = 0
+    isv_svn: int = 0
+    attribute_flags_mask: int = 0xFFFFFFFFFFFFFFFF
+    misc_mask: int = 0xFFFFFFFF
+    vendor: int = 0
+    swdefined: int = 0
+    exponent: int = 0
+    modulus: int = 0
+    signature: int = 0
+    q1: int = 0
+    q2: int = 0
+
+    # --- serialisation -------------------------------------------------
+    def to_bytes(self) -> bytes:
+        buf = bytearray(SIGSTRUCT_SIZE)
+        buf[0:16] = HEADER
+        buf[24:40] = HEADER2
+        values = asdict(self)
+        values["date_raw"] = encode_date(self.date)
+        for name, offset, fmt in _FIELDS:
+            struct.pack_into(fmt, buf, offset, values[name])
+        buf[_ENCLAVE_HASH : _ENCLAVE_HASH + 32] = self.enclave_hash
+        for offset, number in ((_MODULUS, self.modulus), (_SIGNATURE, self.signature),
+                               (_Q1, self.q1), (_Q2, self.q2)):
+            buf[offset : offset + _RSA_BYTES] = number.to_bytes(_RSA_BYTES, "little")
+        return bytes(buf)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<sigstruct>") -> Sigstruct:
+        """Parse a SIGSTRUCT; raises :class:`SigstructError` on a malformed one."""
+        if len(data) != SIGSTRUCT_SIZE:
+            raise SigstructError(
+                f"{name}: SIGSTRUCT must be {SIGSTRUCT_SIZE} bytes, file has {len(data)}"
+            )
+        if data[0:16] != HEADER or data[24:40] != HEADER2:
+            raise SigstructError(f"{name}: not a SIGSTRUCT (bad header constants)")
+        values = {n: struct.unpack_from(f, data, o)[0] for n, o, f in _FIELDS}
+        try:
+            date = decode_date(values.pop("date_raw"))
+        except ValueError:
+            raise SigstructError(f"{name}: SIGSTRUCT date is not a valid BCD date") from None
+
+        def rsa_number(offset: int) -> int:
+            return int.from_bytes(data[offset : offset + _RSA_BYTES], "little")
+
+        return cls(
+            enclave_hash=bytes(data[_ENCLAVE_HASH : _ENCLAVE_HASH + 32]), date=date,
+            modulus=rsa_number(_MODULUS), signature=rsa_number(_SIGNATURE),
+            q1=rsa_number(_Q1), q2=rsa_number(_Q2), **values,
+        )
+
+    def signed_bytes(self) -> bytes:
+        """The bytes the RSA signature covers."""
+        raw = self.to_bytes()
+        return raw[0:128] + raw[900:1028]
+
+    # --- signing and checking ------------------------------------------
+    def sign(self, key: rsa.RSAPrivateKey) -> None:
+        """Fill modulus, exponent, signature, Q1 and Q2 using *key*."""
+        numbers = key.public_key().public_numbers()
+        self.modulus, self.exponent = numbers.n, numbers.e
+        self.signature, self.q1, self.q2 = 0, 0, 0
+        signature = key.sign(self.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+        self.signature = int.from_bytes(signature, "big")
+        self.q1, self.q2 = compute_q1_q2(self.signature, self.modulus)
+
+    def verify(self, name: str = "<sigstruct>") -> None:
+        """Check the RSA signature and Q1/Q2; raise :class:`SigstructError` if wrong."""
+        if self.exponent != 3:
+            raise SigstructError(f"{name}: SIGSTRUCT exponent is {self.exponent}, SGX requires 3")
+        if self.modulus.bit_length() != 3072:
+            raise SigstructError(f"{name}: SIGSTRUCT modulus is not a 3072-bit number")
+        public = rsa.RSAPublicNumbers(self.exponent, self.modulus).public_key()
+        try:
+            public.verify(self.signature.to_bytes(_RSA_BYTES, "big"), self.signed_bytes(),
+                          padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, ValueError):
+            raise SigstructError(
+                f"{name}: RSA signature does not verify (forged or modified SIGSTRUCT)"
+            ) from None
+        if (self.q1, self.q2) != compute_q1_q2(self.signature, self.modulus):
+            raise SigstructError(f"{name}: Q1/Q2 do not match the signature")
+
+    # --- views -----------------------------------------------------------
+    @property
+    def mr_enclave(self) -> str:
+        return self.enclave_hash.hex()
+
+    @property
+    def mr_signer(self) -> str:
+        return hashlib.sha256(self.modulus.to_bytes(_RSA_BYTES, "little")).hexdigest()
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.attribute_flags & SGX_FLAGS_DEBUG)
+
+    def view(self) -> dict[str, Any]:
+        """The fields as ``gramine-sgx-sigstruct-view --output-format json`` names them."""
+        return {
+            "mr_signer": self.mr_signer,
+            "mr_enclave": self.mr_enclave,
+            "isv_prod_id": self.isv_prod_id,
+            "isv_svn": self.isv_svn,
+            "attribute_flags": hex(self.attribute_flags),
+            "attribute_xfrms": hex(self.attribute_xfrms),
+            "misc_select": hex(self.misc_select),
+            "attribute_flags_mask": hex(self.attribute_flags_mask),
+            "attribute_xfrm_mask": hex(self.attribute_xfrm_mask),
+            "misc_mask": hex(self.misc_mask),
+            "date": self.date.isoformat(),
+            "debug_enclave": self.debug,
+        }
+
+    def view_json(self) -> str:
+        return json.dumps(self.view(), indent=4)
+
+
+def compute_q1_q2(signature: int, modulus: int) -> tuple[int, int]:
+    q1 = signature * signature // modulus
+    q2 = (signature**3 - q1 * signature * modulus) // modulus
+    return q1, q2
+
+
+def read_sigstruct(path: str | bytes, *, verify: bool = True) -> Sigstruct:
+    """Read and (by default) verify the SIGSTRUCT in the file at *path*."""
+    from pathlib import Path
+
+    name = str(path)
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise SigstructError(f"{name}: cannot read: {exc.strerror}") from None
+    sig = Sigstruct.from_bytes(data, name)
+    if verify:
+        sig.verify(name)
+    return sig
