@@ -24,7 +24,8 @@ from ppml_image.sgx.elf import PF_R, PF_W, PF_X, ElfImage
 
 PAGE = 0x1000
 
-# Gramine 1.9's generated offsets (x86-64), see the module docstring.
+# Gramine 1.9's generated offsets for x86-64 (pal_linux_defs.h, sgx_arch.h,
+# pal_tcb.h); any change here changes every MRENCLAVE.
 SSA_FRAME_SIZE = 0x4000
 SSA_FRAME_NUM = 2
 TCS_SIZE = 0x1000
@@ -32,7 +33,7 @@ ENCLAVE_STACK_SIZE = 0x40000
 ENCLAVE_SIG_STACK_SIZE = 0x10000
 DEFAULT_ENCLAVE_BASE = 0x0
 MMAP_MIN_ADDR = 0x10000
-STACK_PROTECTOR_CANARY_DEFAULT = 0xBADBADBADBADBADB
+STACK_PROTECTOR_CANARY_DEFAULT = 0xBADBADBADBAD
 SGX_GPR_SIZE = 0xB8
 
 # TCS field offsets.
@@ -43,16 +44,17 @@ TCS_OSSA, TCS_NSSA, TCS_OENTRY, TCS_OGS_BASE, TCS_OFS_LIMIT, TCS_OGS_LIMIT = (
 TLS_FIELDS: dict[str, int] = {
     "self": 0x0,
     "stack_protector_canary": 0x8,
-    "enclave_size": 0x20,
-    "tcs_offset": 0x28,
-    "initial_stack_addr": 0x30,
-    "sig_stack_low": 0x40,
-    "sig_stack_high": 0x48,
-    "ssa": 0x58,
-    "gpr": 0x60,
-    "manifest_size": 0xC8,
-    "heap_min": 0xD0,
-    "heap_max": 0xD8,
+    # After the 272-byte common PAL TCB (self, canary, 256 bytes for the LibOS):
+    "enclave_size": 0x110,
+    "tcs_offset": 0x118,
+    "initial_stack_addr": 0x120,
+    "sig_stack_low": 0x130,
+    "sig_stack_high": 0x138,
+    "ssa": 0x148,
+    "gpr": 0x150,
+    "manifest_size": 0x1A0,
+    "heap_min": 0x1A8,
+    "heap_max": 0x1B0,
 }
 
 # EADD page flags (SECINFO): permissions and page type.

@@ -27,7 +27,7 @@ from ppml_image.sgx.tree import Tree, tree_for
 
 SGX_MISCSELECT_EXINFO = 0x1
 SGX_XFRM_LEGACY = 0x3
-SGX_XFRM_MASK_CONST = 0xFFFFFFFFFFF9FD03
+SGX_XFRM_MASK_CONST = 0xFFFFFFFFFFF9FF1B  # every bit but AVX, AVX-512 and AMX
 XFRM_BITS = {"avx": 0x4, "avx512": 0xE4, "amx": 0x60000, "mpx": 0x18, "pkru": 0x200}
 
 

@@ -1,0 +1,58 @@
+# ppml-image developer entry points. Everything installs what it needs:
+# a virtual environment in .venv, and a Docker engine for the image tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv test test-fast test-full test-slow demo bench lint wheel docker clean
+
+help:
+	@echo "make demo       run the whole chain on this machine (key, base image, sign)"
+	@echo "make test       the test suite (real Docker engine, slim image)"
+	@echo "make test-full  the whole suite including the full ML image (slow)"
+	@echo "make bench      measure MRENCLAVE and trusted-file hashing speed"
+	@echo "make lint       ruff and mypy"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+docker:
+	bash scripts/ensure-docker.sh
+
+# The default suite: everything but the full ML image.
+test: $(STAMP) docker
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Only what needs no engine: the signing core.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+
+# Only the slow tests (the full image with Spark and the JDK).
+test-slow: $(STAMP) docker
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-full: $(STAMP) docker
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) docker
+	bash scripts/demo.sh
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check ppml_image tests scripts
+	$(BIN)/mypy
+
+wheel: $(STAMP)
+	$(BIN)/python -m build --wheel --outdir dist .
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

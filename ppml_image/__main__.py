@@ -1,0 +1,5 @@
+"""``python -m ppml_image`` runs the CLI."""
+
+from ppml_image.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Shared test helpers: the conformance vectors, fresh keys, running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+VECTORS = TESTS / "vectors"
+COMMON = VECTORS / "_common"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None,
+            env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    """Run ``python -m ppml_image ARGS`` as a user would, in a subprocess."""
+    full_env = dict(os.environ)
+    full_env.pop("PPML_IMAGE_KEY_PASSPHRASE", None)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppml_image", *map(str, args)], cwd=cwd, env=full_env,
+        capture_output=True, text=True, input=input, timeout=600, check=False)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    """A failed command: non-zero exit, one line on stderr, no traceback."""
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ppml-image: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+
+
+def load_case(name: str) -> dict:
+    return json.loads((VECTORS / name / "case.json").read_text())
+
+
+def cases(tool: str, *, errors: bool | None = None) -> list[str]:
+    found = []
+    for case_dir in sorted(VECTORS.iterdir()):
+        if not (case_dir / "case.json").is_file():
+            continue
+        case = load_case(case_dir.name)
+        if case["tool"] != tool:
+            continue
+        if errors is not None and bool(case.get("expect_error")) != errors:
+            continue
+        found.append(case_dir.name)
+    return found
+
+
+@pytest.fixture(scope="session")
+def enclave_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh SGX signing key made by the tool itself (never a committed one)."""
+    from ppml_image.sgx.keys import generate_key
+
+    path = tmp_path_factory.mktemp("keys") / "enclave-key.pem"
+    generate_key(path)
+    return path
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    """A small chroot: an app, a library, and Gramine's libsysdb.so."""
+    root = tmp_path / "rootfs"
+    (root / "app/bin").mkdir(parents=True)
+    (root / "app/lib").mkdir(parents=True)
+    (root / "usr/lib/x86_64-linux-gnu/gramine").mkdir(parents=True)
+    (root / "app/bin/app").write_bytes(b"\x7fELF app" * 100)
+    (root / "app/lib/libfoo.so").write_bytes(b"foo" * 1000)
+    (root / "usr/lib/x86_64-linux-gnu/gramine/libsysdb.so").write_bytes(b"libos" * 50)
+    return root
+
+
+BASIC_MANIFEST = """\
+libos.entrypoint = "/app/bin/app"
+loader.log_level = "error"
+sgx.debug = false
+sgx.enclave_size = "{size}"
+sgx.max_threads = {threads}
+sgx.trusted_files = [
+  "file:/app/bin/app",
+  "file:/app/lib/libfoo.so",
+]
+"""
+
+
+def write_manifest(folder: Path, text: str | None = None, *, size: str = "64M",
+                   threads: int = 2) -> Path:
+    path = folder / "app.manifest"
+    path.write_text(text if text is not None else BASIC_MANIFEST.format(size=size,
+                                                                       threads=threads))
+    return path
