@@ -41,11 +41,13 @@ def manifest_cmd(
                                        help="Resolve file: URIs inside this root folder."),
     pkglibdir: str = typer.Option(manifest.DEFAULT_PKGLIBDIR, "--pkglibdir",
                                   help=PKGLIBDIR_HELP),
+    check: bool = typer.Option(True, "--check/--no-check",
+                               help="Check the result against Gramine's manifest schema."),
 ) -> None:
     """Render a manifest template like gramine-manifest (defaults, trusted files hashed)."""
     text = manifest.render_manifest_file(
         template, outfile, defines=manifest.parse_defines(define), chroot=chroot,
-        pkglibdir=pkglibdir)
+        pkglibdir=pkglibdir, check=check)
     if outfile is None:
         typer.echo(text, nl=False)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,23 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     _state["debug"] = debug
+    _setup_logging()
+
+
+class _WarningFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"ppml-image: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging() -> None:
+    """Library warnings go to stderr as one line each."""
+    logger = logging.getLogger("ppml_image")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_WarningFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _register_commands() -> None:

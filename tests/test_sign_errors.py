@@ -104,8 +104,11 @@ MANIFEST_ERRORS = [
     ("dir-no-slash", 'sgx.trusted_files = ["file:/app/bin"]\n', "end it with '/'"),
     ("slash-not-dir", 'sgx.trusted_files = ["file:/app/bin/app/"]\n', "not a folder"),
     ("too-small", 'sgx.enclave_size = "1M"\nsgx.max_threads = 8\n', "not large enough"),
-    ("not-power-of-two", 'sgx.enclave_size = "96M"\n', "power of two"),
     ("bad-size", 'sgx.enclave_size = "lots"\n', "not a size"),
+    ("lower-case-suffix", 'sgx.enclave_size = "256m"\n', "not a size"),
+    ("size-as-int", 'sgx.enclave_size = 268435456\n', "must be a string"),
+    ("isvsvn-range", 'sgx.isvsvn = 70000\n', "sgx.isvsvn"),
+    ("entrypoint-string", 'loader.entrypoint = "file:/x"\n', "loader.entrypoint"),
     ("cpu-feature-value", 'sgx.cpu_features.avx = "maybe"\n', "sgx.cpu_features.avx"),
     ("cpu-feature-unknown", 'sgx.cpu_features.sse9 = "required"\n', "sgx.cpu_features.sse9"),
     ("mpx-unspecified", 'sgx.cpu_features.mpx = "unspecified"\n', "sgx.cpu_features.mpx"),
@@ -177,3 +180,25 @@ def test_truncated_and_forged_sig(tmp_path: Path) -> None:
     bad_q_path = tmp_path / "badq.sig"
     bad_q_path.write_bytes(bytes(bad_q))
     assert_one_line_error(run_cli("sigstruct", bad_q_path), "Q1/Q2")
+
+
+def test_size_not_power_of_two_signs_with_warning(tmp_path: Path, rootfs: Path,
+                                                  enclave_key: Path, out: Path) -> None:
+    """gramine-sgx-sign signs such a manifest, but the loader refuses it: we warn."""
+    manifest = write_manifest(tmp_path, size="96M")
+    result = _sign(manifest, enclave_key, out, "--chroot", rootfs)
+    assert result.returncode == 0, result.stderr
+    assert "warning" in result.stderr and "power of two" in result.stderr
+    assert _outputs(out) == ["app.manifest.sgx", "app.sig"]
+
+
+def test_manifest_schema_rejects_unknown_keys(tmp_path: Path, rootfs: Path) -> None:
+    template = tmp_path / "t.template"
+    template.write_text('libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
+                        'loader.entrypoint.uri = "file:/app/bin/app"\n'
+                        'sgx.enclave_szie = "64M"\n')
+    result = run_cli("manifest", template, "--chroot", rootfs)
+    assert_one_line_error(result, str(template), "sgx.enclave_szie")
+    unchecked = run_cli("manifest", template, "--chroot", rootfs, "--no-check")
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert 'enclave_szie = "64M"' in unchecked.stdout

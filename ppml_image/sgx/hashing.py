@@ -60,5 +60,13 @@ def sha256_many(
     items = list(paths)
     if len(items) <= 1:
         return [hasher(p) for p in items]
+    # Few tasks, each a batch: a future per small file would cost more than
+    # hashing it. Interleaving spreads large files over the batches.
+    count = min(len(items), (workers or default_workers()) * 4)
+    batches = [items[i::count] for i in range(count)]
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        return list(pool.map(hasher, items))
+        results = list(pool.map(lambda batch: [hasher(p) for p in batch], batches))
+    ordered: list[str] = [""] * len(items)
+    for i, batch_result in enumerate(results):
+        ordered[i::count] = batch_result
+    return ordered

@@ -23,7 +23,7 @@ import tomli_w
 
 from ppml_image._fs import write_atomic
 from ppml_image.errors import ManifestError
-from ppml_image.sgx.schema import validate_manifest
+from ppml_image.sgx.schema import check_schema, validate_manifest
 from ppml_image.sgx.tree import DIR, FILE, Tree, tree_for
 
 if sys.version_info >= (3, 11):
@@ -225,21 +225,23 @@ def _normalise_trusted_file(entry: Any, name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Trusted files
 # --------------------------------------------------------------------------
-def uri_to_path(uri: str, name: str) -> PurePosixPath:
+def uri_to_path(uri: str, name: str) -> str:
+    """The path of a ``file:`` URI, normalised as pathlib would (no trailing '/')."""
     if not isinstance(uri, str) or not uri.startswith("file:"):
         raise ManifestError(f"{name}: unsupported URI {uri!r} (only file: URIs can be measured)")
-    return PurePosixPath(uri[len("file:"):])
+    return str(PurePosixPath(uri[len("file:"):]))
 
 
 @dataclass
 class _Entry:
     uri: str
     sha256: str | None
-    real: PurePosixPath  # where the content is, as the tree resolves it
+    real: str  # where the content is, as the tree resolves it
 
 
-def _expand(tree: Tree, uri: str, sha256: str | None, name: str) -> list[_Entry]:
-    path = uri_to_path(uri, name)
+def _expand(tree: Tree, uri: str, sha256: str | None, name: str,
+            path: str | None = None) -> list[_Entry]:
+    path = uri_to_path(uri, name) if path is None else path
     real = tree.resolve(path) if tree.chrooted else path
     kind = tree.kind(real)
     if uri.endswith("/"):
@@ -256,7 +258,7 @@ def _expand(tree: Tree, uri: str, sha256: str | None, name: str) -> list[_Entry]
     return [_Entry(uri, sha256, real)]
 
 
-def _walk(tree: Tree, folder: PurePosixPath, name: str) -> list[_Entry]:
+def _walk(tree: Tree, folder: str, name: str) -> list[_Entry]:
     """Regular files below *folder*, depth first, each folder in name order.
 
     Like Gramine: entries that are neither files nor folders (after following
@@ -264,17 +266,18 @@ def _walk(tree: Tree, folder: PurePosixPath, name: str) -> list[_Entry]:
     descended into.
     """
     found: list[_Entry] = []
+    prefix = folder.rstrip("/") + "/"
     for child_name in sorted(tree.list_dir(folder)):
-        child = folder / child_name
+        child = prefix + child_name
         kind = tree.kind(child)
         if kind not in (FILE, DIR) or not tree.readable(child):
             continue
         if kind == DIR:
             if tree.is_symlink(child):
                 continue
-            found.extend(_expand(tree, f"file:{child}/", None, name))
+            found.extend(_expand(tree, f"file:{child}/", None, name, child))
         else:
-            found.extend(_expand(tree, f"file:{child}", None, name))
+            found.extend(_expand(tree, f"file:{child}", None, name, child))
     return found
 
 
@@ -342,11 +345,12 @@ def dumps(manifest: Manifest) -> str:
 def render_manifest_file(template: Path, outfile: Path | None = None, *,
                          defines: Mapping[str, Any] | None = None, chroot: Path | None = None,
                          pkglibdir: str = DEFAULT_PKGLIBDIR,
-                         python: PythonInfo | None = None) -> str:
+                         python: PythonInfo | None = None, check: bool = True) -> str:
     """Render *template* like ``gramine-manifest``: defaults, trusted files hashed.
 
     Returns the manifest text and, if *outfile* is given, writes it there
-    atomically.
+    atomically. With *check* (the default), the rendered manifest must also
+    follow Gramine's full schema (unknown keys are errors).
     """
     try:
         text = Path(template).read_text(encoding="utf-8")
@@ -357,7 +361,10 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     name = str(template)
     rendered = render_template(text, defines, pkglibdir=pkglibdir, python=python, name=name)
     manifest = parse_manifest(rendered, f"{name} (rendered)", pkglibdir=pkglibdir)
-    result = dumps(finalize(manifest, tree_for(chroot), name))
+    tree = tree_for(chroot)
+    if check:
+        check_schema(manifest, f"{name} (rendered)")
+    result = dumps(finalize(manifest, tree, name))
     if outfile is not None:
         write_atomic(Path(outfile), result.encode("utf-8"))
     return result

@@ -16,6 +16,8 @@ from __future__ import annotations
 import array
 import hashlib
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +101,8 @@ def _pal_span(pal: ElfImage) -> tuple[int, int]:
     return start, end
 
 
-def build_layout(params: EnclaveParams, manifest: bytes, pal: ElfImage) -> list[Area]:
+def build_layout(params: EnclaveParams, manifest: bytes, pal: ElfImage,
+                 name: str = "<manifest>") -> list[Area]:
     """The enclave's areas from the top down, addresses assigned.
 
     The manifest (NUL-terminated) goes at the top, then SSA frames, TCS
@@ -129,7 +132,7 @@ def build_layout(params: EnclaveParams, manifest: bytes, pal: ElfImage) -> list[
         area.addr = top - area.size
         if area.addr < MMAP_MIN_ADDR:
             raise ManifestError(
-                f"enclave size {params.enclave_size:#x} is not large enough for "
+                f"{name}: enclave size {params.enclave_size:#x} is not large enough for "
                 f"{threads} threads (each needs SSA, TCS, TLS, stack and signal stack)"
             )
         top = area.addr
@@ -198,7 +201,7 @@ def _fill_tcs_tls(params: EnclaveParams, areas: list[Area], pal: ElfImage,
 # --------------------------------------------------------------------------
 _EADD = struct.Struct("<8sQQ40s")
 _EEXTEND = struct.Struct("<8sQ48s")
-_BLOCK = 1 << 20  # EADD records per bulk block (64 MiB)
+_BLOCK = 1 << 16  # EADD records per bulk block (4 MiB: stays in cache)
 _LOW_DWORDS = None  # lazily built: low 32 bits of page offsets in a 4 GiB window
 
 
@@ -227,24 +230,56 @@ class Measurement:
         Each record is 64 bytes: "EADD", the 64-bit offset, the flags, zeros.
         Within an aligned 4 GiB window only the offset's low dword changes,
         and it does so exactly like a precomputed table, so a block is built
-        by two strided copies instead of a Python call per page.
+        by two strided copies instead of a Python call per page. hashlib
+        releases the GIL, so the next block is built while a helper thread
+        hashes the current one.
         """
         global _LOW_DWORDS
         if _LOW_DWORDS is None:
             _LOW_DWORDS = array.array("I", range(0, 1 << 32, PAGE))
-        template = bytearray(_EADD.pack(b"EADD", 0, flags, b"") * _BLOCK)
-        while count:
-            window_index = (offset & 0xFFFFFFFF) // PAGE
-            n = min(count, _BLOCK, (1 << 20) - window_index)
-            view = memoryview(template)[: n * 64].cast("I")
-            view[2::16] = _LOW_DWORDS[window_index : window_index + n]
-            view[3::16] = array.array("I", [offset >> 32]) * n
-            self.digest.update(view)
-            offset += n * PAGE
-            count -= n
+        record = _EADD.pack(b"EADD", 0, flags, b"")
+        size = min(count, _BLOCK)
+        buffers = [bytearray(record * size), bytearray(record * size)]
+        high_dwords = [0, 0]  # what each buffer's records hold in their high dword
+        with ThreadPoolExecutor(max_workers=1) as hasher:
+            pending: Future[None] | None = None
+            for turn, (start, n) in enumerate(_windows(offset, count)):
+                which = turn % 2
+                block = _eadd_block(buffers[which], start, n, high_dwords[which])
+                high_dwords[which] = start >> 32
+                if pending is not None:
+                    pending.result()
+                pending = hasher.submit(self.digest.update, block)
+            if pending is not None:
+                pending.result()
 
     def value(self) -> bytes:
         return self.digest.digest()
+
+
+def _windows(offset: int, count: int) -> Iterator[tuple[int, int]]:
+    """Split a run of pages into blocks that never cross a 4 GiB boundary."""
+    while count:
+        n = min(count, _BLOCK, (1 << 20) - (offset & 0xFFFFFFFF) // PAGE)
+        yield offset, n
+        offset += n * PAGE
+        count -= n
+
+
+def _eadd_block(buffer: bytearray, offset: int, n: int, old_high: int) -> memoryview:
+    """Fill *buffer*'s first *n* EADD records with consecutive page offsets.
+
+    The run must not cross a 4 GiB boundary, so the high dword is the same in
+    every record; it is rewritten only if it differs from *old_high*.
+    """
+    assert _LOW_DWORDS is not None
+    start = (offset & 0xFFFFFFFF) // PAGE
+    whole = memoryview(buffer).cast("I")
+    if offset >> 32 != old_high:
+        whole[3::16] = array.array("I", [offset >> 32]) * (len(buffer) // 64)
+    view = whole[: n * 16]
+    view[2::16] = _LOW_DWORDS[start : start + n]
+    return view
 
 
 def _load_pal(m: Measurement, area: Area, pal: ElfImage) -> None:

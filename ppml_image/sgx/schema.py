@@ -1,81 +1,221 @@
-"""Manifest checks that Gramine 1.9 makes before it signs.
+"""Manifest checks.
 
-Gramine validates a manifest against its schema; here we check what the
-measurement and the enclave's start depend on and report each problem as one
-line naming the key.
+Two levels, as in Gramine 1.9:
+
+* :func:`validate_manifest` checks what signing depends on (sizes, thread
+  count, cpu_features, ISV numbers, the loader entrypoint). ``sign`` runs it.
+* :func:`check_schema` checks the whole manifest against Gramine's schema:
+  unknown keys (usually typos) and wrong types are errors. ``manifest`` runs
+  it after rendering, as ``gramine-manifest --check`` does.
+
+Each problem is one line naming the manifest and the key.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from typing import Any
 
 from ppml_image.errors import ManifestError
 
+log = logging.getLogger("ppml_image")
+
 CPU_FEATURES = ("avx", "avx512", "amx", "mpx", "pkru")
-CPU_FEATURE_VALUES = ("unspecified", "required", "disabled")
-_SIZE_RE = re.compile(r"^(0x[0-9a-fA-F]+|0o[0-7]+|0b[01]+|[0-9]+)([KMG]?)$")
+_TRI = ("unspecified", "disabled", "required")
+_HARDENING = ("disabled", "required")
+_SCALES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 def parse_size(value: Any, key: str, name: str) -> int:
-    """A Gramine size: an integer or a string like "256M", "0x20000000", "1G"."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ManifestError(f"{name}: {key} must be a size such as \"256M\", got {value!r}")
-    if isinstance(value, int):
-        return value
-    match = _SIZE_RE.match(value.strip())
-    if not match:
-        raise ManifestError(f"{name}: {key} = {value!r} is not a size (e.g. \"512M\", \"4G\")")
-    number = int(match.group(1), 0)
-    return number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2)]
+    """A Gramine size string: a number (``int(x, 0)``: decimal, 0x.., 0o..)
+    with an optional upper-case K, M or G suffix, e.g. "256M", "0x20000000"."""
+    if not isinstance(value, str):
+        raise ManifestError(f"{name}: {key} must be a string such as \"256M\", got {value!r}")
+    number, scale = value, 1
+    if value[-1:] in _SCALES:
+        number, scale = value[:-1], _SCALES[value[-1]]
+    try:
+        size = int(number, 0) * scale
+    except ValueError:
+        raise ManifestError(
+            f"{name}: {key} = {value!r} is not a size (e.g. \"512M\", \"4G\", \"0x20000000\")"
+        ) from None
+    if size <= 0:
+        raise ManifestError(f"{name}: {key} = {value!r} must be positive")
+    return size
 
 
-def _require(cond: bool, name: str, message: str) -> None:
-    if not cond:
-        raise ManifestError(f"{name}: {message}")
+def _fail(name: str, message: str) -> None:
+    raise ManifestError(f"{name}: {message}")
 
 
-def _check_bool(table: dict[str, Any], key: str, prefix: str, name: str) -> None:
-    if key in table:
-        _require(isinstance(table[key], bool), name,
-                 f"{prefix}{key} must be true or false, got {table[key]!r}")
-
-
-def _check_int(table: dict[str, Any], key: str, prefix: str, name: str, lo: int, hi: int) -> None:
-    value = table.get(key)
-    ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
-    _require(ok, name, f"{prefix}{key} must be an integer from {lo} to {hi}, got {value!r}")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_manifest(manifest: dict[str, Any], name: str) -> None:
-    """Raise :class:`ManifestError` for the first problem found."""
+    """Check what measurement and signing use; raise for the first problem."""
     sgx = manifest["sgx"]
     for key in ("debug", "edmm_enable", "enable_stats", "use_exinfo"):
-        _check_bool(sgx, key, "sgx.", name)
-    _check_int(sgx, "max_threads", "sgx.", name, 1, 1 << 20)
-    _check_int(sgx, "isvprodid", "sgx.", name, 0, 0xFFFF)
-    _check_int(sgx, "isvsvn", "sgx.", name, 0, 0xFFFF)
+        if not isinstance(sgx.get(key), bool):
+            _fail(name, f"sgx.{key} must be true or false, got {sgx.get(key)!r}")
+    for key, low, high in (("max_threads", 1, 1 << 16), ("isvprodid", 0, 0xFFFF),
+                           ("isvsvn", 0, 0xFFFF)):
+        value = sgx.get(key)
+        if not _is_int(value) or not low <= value <= high:
+            _fail(name, f"sgx.{key} must be an integer from {low} to {high}, got {value!r}")
     size = parse_size(sgx["enclave_size"], "sgx.enclave_size", name)
-    _require(size > 0 and size & (size - 1) == 0, name,
-             f"sgx.enclave_size = {sgx['enclave_size']!r} is not a power of two "
-             "(Gramine's loader refuses such enclaves)")
-    _require(sgx.get("remote_attestation") in ("none", "epid", "dcap"), name,
-             f"sgx.remote_attestation must be \"none\", \"epid\" or \"dcap\", "
-             f"got {sgx.get('remote_attestation')!r}")
-    features = sgx["cpu_features"]
-    for key, value in features.items():
-        _require(key in CPU_FEATURES, name, f"unknown sgx.cpu_features.{key} "
-                 f"(known: {', '.join(CPU_FEATURES)})")
-        allowed = CPU_FEATURE_VALUES if key in ("avx", "avx512", "amx") else CPU_FEATURE_VALUES[1:]
-        _require(value in allowed, name, f"sgx.cpu_features.{key} = {value!r} is not one of "
-                 f"{', '.join(repr(v) for v in allowed)}")
+    if size & (size - 1):
+        # gramine-sgx-sign accepts this, but Gramine's loader will refuse to
+        # start the enclave; we sign (byte compatibility) and say so loudly.
+        log.warning("%s: sgx.enclave_size = %r is not a power of two: Gramine's loader "
+                    "will refuse to start this enclave", name, sgx["enclave_size"])
+    _check_cpu_features(sgx["cpu_features"], name)
     entrypoint = manifest["loader"]["entrypoint"]
-    _require(isinstance(entrypoint, dict), name,
-             "loader.entrypoint must be a table with uri (and sha256), e.g. "
-             "loader.entrypoint.uri = \"file:...\"")
-    _require(isinstance(entrypoint.get("uri"), str), name, "loader.entrypoint.uri must be a string")
+    if not isinstance(entrypoint, dict):
+        _fail(name, "loader.entrypoint must be a table (loader.entrypoint.uri = \"file:...\"), "
+              "not a string")
+    if not isinstance(entrypoint.get("uri"), str):
+        _fail(name, "loader.entrypoint.uri must be a string")
     for tf in sgx["trusted_files"]:
         sha = tf.get("sha256")
-        if sha is not None:
-            _require(isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None, name,
-                     f"trusted file {tf['uri']!r}: sha256 must be 64 lower-case hex digits")
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                    and all(c in "0123456789abcdef" for c in sha)):
+            _fail(name, f"trusted file {tf['uri']!r}: sha256 must be 64 lower-case hex digits")
+
+
+def _check_cpu_features(features: Any, name: str) -> None:
+    if not isinstance(features, dict):
+        _fail(name, "sgx.cpu_features must be a table")
+    for key, value in features.items():
+        if key not in CPU_FEATURES:
+            _fail(name, f"unknown sgx.cpu_features.{key} (known: {', '.join(CPU_FEATURES)})")
+        allowed = _HARDENING if key in ("mpx", "pkru") else _TRI
+        if value not in allowed:
+            _fail(name, f"sgx.cpu_features.{key} = {value!r}; allowed: "
+                  + ", ".join(f'"{v}"' for v in allowed))
+
+
+# --------------------------------------------------------------------------
+# The full schema (gramine-manifest --check)
+# --------------------------------------------------------------------------
+class Req:
+    """Marks a required key in a table spec."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class OneOf:
+    """The value must match one of several specs."""
+
+    def __init__(self, *specs: Any) -> None:
+        self.specs = specs
+
+
+class Enum:
+    def __init__(self, *values: str) -> None:
+        self.values = values
+
+
+_MOUNT = {Req("path"): str, Req("uri"): str, "type": Enum("chroot", "encrypted", "tmpfs",
+                                                             "untrusted_shm"),
+          "key_name": str, "enable_recovery": bool}
+_ENV_VALUE = OneOf(str, {Req("value"): str}, {Req("passthrough"): bool})
+_LOG_LEVELS = Enum("none", "error", "warning", "debug", "trace", "all")
+
+SCHEMA: dict[Any, Any] = {
+    Req("libos"): {Req("entrypoint"): str, "check_invalid_pointers": bool},
+    Req("loader"): {
+        Req("entrypoint"): {Req("uri"): str, "sha256": str},
+        "argv": [str], "argv_src_file": str, "env": {str: _ENV_VALUE}, "env_src_file": str,
+        "gid": int, "uid": int, "insecure__use_cmdline_argv": bool,
+        "insecure__use_host_env": bool, "insecure__disable_aslr": bool, "log_file": str,
+        "log_level": _LOG_LEVELS,
+    },
+    Req("fs"): {Req("mounts"): [_MOUNT], "root": {"uri": str, "type": str}, "start_dir": str,
+                "insecure__keys": {str: str}},
+    "sgx": {
+        "allowed_files": [str],
+        "cpu_features": {"avx": Enum(*_TRI), "avx512": Enum(*_TRI), "amx": Enum(*_TRI),
+                         "mpx": Enum(*_HARDENING), "pkru": Enum(*_HARDENING)},
+        "debug": bool, "edmm_enable": bool, "enable_stats": bool, "enclave_size": str,
+        "file_check_policy": Enum("strict", "allow_all_but_log"),
+        "insecure__allow_memfaults_without_exinfo": bool, "insecure__rpc_thread_num": int,
+        "isvprodid": int, "isvsvn": int, "max_threads": int, "preheat_enclave": bool,
+        "profile": {"enable": Enum("none", "main", "all"),
+                    "mode": Enum("aex", "ocall_inner", "ocall_outer"),
+                    "with_stack": bool, "frequency": int},
+        "remote_attestation": Enum("none", "dcap"),
+        "seal_key": {"flags_mask": str, "xfrm_mask": str, "misc_mask": str},
+        "trusted_files": [OneOf(str, {Req("uri"): str, "sha256": str})],
+        "use_exinfo": bool, "vtune_profile": bool,
+    },
+    "sys": {
+        "allowed_ioctls": [{Req("request_code"): int, "struct": str}],
+        "brk": {"max_size": str}, "disallow_subprocesses": bool,
+        "enable_extra_runtime_domain_names_conf": bool, "enable_sigterm_injection": bool,
+        "experimental__enable_flock": bool, "insecure__allow_eventfd": bool,
+        "ioctl_structs": {str: object}, "debug__mock_syscalls": [{Req("name"): str,
+                                                                 "return": int}],
+        "stack": {"size": str}, "fds": {"limit": int},
+    },
+}
+
+
+def check_schema(manifest: dict[str, Any], name: str) -> None:
+    """Check *manifest* against Gramine 1.9's manifest schema."""
+    problem = _match(manifest, SCHEMA, "")
+    if problem:
+        _fail(name, f"manifest does not follow Gramine's schema: {problem}")
+
+
+def _match(value: Any, spec: Any, where: str) -> str | None:
+    """None if *value* fits *spec*, else a description of the first misfit."""
+    label = where or "the manifest"
+    if spec is object:
+        return None
+    if spec is bool or spec is str:
+        return None if isinstance(value, spec) else f"{label} must be {_type_name(spec)}"
+    if spec is int:
+        return None if _is_int(value) else f"{label} must be an integer"
+    if isinstance(spec, Enum):
+        return None if value in spec.values else (
+            f"{label} = {value!r}; allowed: " + ", ".join(f'"{v}"' for v in spec.values))
+    if isinstance(spec, OneOf):
+        misfits = [_match(value, s, where) for s in spec.specs]
+        return None if None in misfits else misfits[-1]
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{label} must be an array"
+        for index, item in enumerate(value):
+            problem = _match(item, spec[0], f"{where}[{index}]")
+            if problem:
+                return problem
+        return None
+    return _match_table(value, spec, where)
+
+
+def _match_table(value: Any, spec: dict[Any, Any], where: str) -> str | None:
+    if not isinstance(value, dict):
+        return f"{where or 'the manifest'} must be a table"
+    prefix = f"{where}." if where else ""
+    keys = {k.key if isinstance(k, Req) else k: v for k, v in spec.items()}
+    for k in spec:
+        if isinstance(k, Req) and k.key not in value:
+            return f"required key {prefix}{k.key} is missing"
+    for key, item in value.items():
+        if key in keys:
+            item_spec = keys[key]
+        elif str in keys:  # a free-form table such as loader.env
+            item_spec = keys[str]
+        else:
+            return f"unknown key {prefix}{key}"
+        problem = _match(item, item_spec, f"{prefix}{key}")
+        if problem:
+            return problem
+    return None
+
+
+def _type_name(spec: Any) -> str:
+    return {bool: "true or false", str: "a string"}.get(spec, str(spec))

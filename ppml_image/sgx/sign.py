@@ -78,7 +78,7 @@ def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImag
                      name: str) -> bytes:
     """MRENCLAVE of an enclave running *manifest_sgx* on *pal*."""
     params = enclave_params(manifest["sgx"], name)
-    return measure(params, build_layout(params, manifest_sgx, pal), pal)
+    return measure(params, build_layout(params, manifest_sgx, pal, name), pal)
 
 
 def sign_enclave(manifest_text: str, *, pal: ElfImage, key: rsa.RSAPrivateKey,

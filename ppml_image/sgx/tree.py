@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 from abc import ABC, abstractmethod
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ppml_image.errors import ManifestError
 from ppml_image.sgx.hashing import sha256_many
@@ -31,79 +32,99 @@ class Tree(ABC):
     chrooted: bool = True
 
     @abstractmethod
-    def lstat_kind(self, path: PurePosixPath) -> str | None:
+    def lstat_kind(self, path: str) -> str | None:
         """FILE, DIR, LINK or OTHER for *path* itself, or None if it does not exist."""
 
     @abstractmethod
-    def readlink(self, path: PurePosixPath) -> str:
+    def readlink(self, path: str) -> str:
         """The target of the symlink at *path*."""
 
     @abstractmethod
-    def list_dir(self, path: PurePosixPath) -> list[str]:
+    def list_dir(self, path: str) -> list[str]:
         """Names in the (resolved) folder *path*."""
 
     @abstractmethod
-    def hash_files(self, paths: list[PurePosixPath]) -> list[str]:
+    def hash_files(self, paths: list[str]) -> list[str]:
         """Hex SHA-256 of each (resolved) regular file, in order."""
 
     @abstractmethod
-    def read_bytes(self, path: PurePosixPath) -> bytes:
+    def read_bytes(self, path: str) -> bytes:
         """Contents of the (resolved) regular file *path*."""
 
     @abstractmethod
-    def display(self, path: PurePosixPath) -> str:
+    def display(self, path: str) -> str:
         """How to name *path* in an error message."""
 
-    def readable(self, path: PurePosixPath) -> bool:
+    def readable(self, path: str) -> bool:
         return True
 
     # -- resolution -------------------------------------------------------
-    def resolve(self, path: PurePosixPath) -> PurePosixPath:
+    # Trees are read-only while a manifest is measured, so lookups are
+    # memoised: a folder of thousands of files resolves its parent once.
+    _memo_kind: dict[str, str | None]
+    _memo_resolved: dict[str, str]
+
+    def _lstat(self, path: str) -> str | None:
+        memo = self.__dict__.setdefault("_memo_kind", {})
+        if path not in memo:
+            memo[path] = self.lstat_kind(path)
+        return memo[path]
+
+    def resolve(self, path: str) -> str:
         """Resolve every symlink in *path* inside the tree."""
-        if not path.is_absolute():
+        if not path.startswith("/"):
             raise ManifestError(f"{path}: only absolute paths can be measured inside a chroot")
-        budget = [_MAX_LINKS]
-        return self._resolve(PurePosixPath("/"), list(path.parts[1:]), budget, path)
+        parts = [p for p in str(path).split("/") if p]
+        try:
+            return self._resolve_parts(parts, [_MAX_LINKS])
+        except _Unresolvable as exc:
+            raise ManifestError(f"{self.display(path)}: {exc}") from None
 
-    def _resolve(self, current: PurePosixPath, parts: list[str], budget: list[int],
-                 original: PurePosixPath) -> PurePosixPath:
-        while parts:
-            part = parts.pop(0)
-            if part in ("", "."):
-                continue
-            current_kind = self.lstat_kind(current)
-            if current_kind != DIR:
-                problem = "does not exist" if current_kind is None else "is not a folder"
-                raise ManifestError(f"{self.display(original)}: {current} {problem}")
-            if part == "..":
-                current = current.parent
-                continue
-            candidate = current / part
-            if self.lstat_kind(candidate) != LINK:
-                current = candidate
-                continue
-            budget[0] -= 1
-            if budget[0] < 0:
-                raise ManifestError(
-                    f"{self.display(original)}: {os.strerror(errno.ELOOP)} (symlink loop)"
-                )
-            target = PurePosixPath(self.readlink(candidate))
-            if target.is_absolute():
-                current = PurePosixPath("/")
-                parts[:0] = list(target.parts[1:])
-            else:
-                parts[:0] = list(target.parts)
-        return current
+    def _resolve_parts(self, parts: list[str], budget: list[int]) -> str:
+        """Resolved form of "/" + "/".join(parts) (memoised per prefix)."""
+        if not parts:
+            return "/"
+        key = "/" + "/".join(parts)
+        memo = self.__dict__.setdefault("_memo_resolved", {})
+        if key in memo:
+            return memo[key]
+        parent = self._resolve_parts(parts[:-1], budget)
+        parent_kind = self._lstat(parent)
+        if parent_kind != DIR:
+            problem = "does not exist" if parent_kind is None else "is not a folder"
+            raise _Unresolvable(f"{parent} {problem}")
+        name = parts[-1]
+        if name == ".":
+            result = parent
+        elif name == "..":
+            result = posixpath.dirname(parent)
+        else:
+            candidate = posixpath.join(parent, name)
+            result = candidate
+            if self._lstat(candidate) == LINK:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise _Unresolvable(f"{os.strerror(errno.ELOOP)} (symlink loop)")
+                target = self.readlink(candidate)
+                base = "" if target.startswith("/") else parent
+                joined = posixpath.join(base or "/", target)
+                result = self._resolve_parts([p for p in joined.split("/") if p], budget)
+        memo[key] = result
+        return result
 
-    def kind(self, path: PurePosixPath) -> str | None:
+    def kind(self, path: str) -> str | None:
         """Kind of *path* after following symlinks (never LINK)."""
         try:
-            return self.lstat_kind(self.resolve(path))
+            return self._lstat(self.resolve(path))
         except ManifestError:
             return None
 
-    def is_symlink(self, path: PurePosixPath) -> bool:
-        return self.lstat_kind(path) == LINK
+    def is_symlink(self, path: str) -> bool:
+        return self._lstat(path) == LINK
+
+
+class _Unresolvable(Exception):
+    pass
 
 
 class DiskTree(Tree):
@@ -111,33 +132,34 @@ class DiskTree(Tree):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._root_str = str(self.root).rstrip("/")
 
-    def outer(self, path: PurePosixPath) -> Path:
-        return self.root / str(path).lstrip("/")
+    def outer(self, path: str) -> Path:
+        return Path(self._root_str + str(path))
 
-    def lstat_kind(self, path: PurePosixPath) -> str | None:
+    def lstat_kind(self, path: str) -> str | None:
         try:
             mode = os.lstat(self.outer(path)).st_mode
         except (FileNotFoundError, NotADirectoryError):
             return None
         return _kind_of(mode)
 
-    def readlink(self, path: PurePosixPath) -> str:
+    def readlink(self, path: str) -> str:
         return os.readlink(self.outer(path))
 
-    def list_dir(self, path: PurePosixPath) -> list[str]:
+    def list_dir(self, path: str) -> list[str]:
         return os.listdir(self.outer(path))
 
-    def readable(self, path: PurePosixPath) -> bool:
+    def readable(self, path: str) -> bool:
         return os.access(self.outer(path), os.R_OK)
 
-    def hash_files(self, paths: list[PurePosixPath]) -> list[str]:
+    def hash_files(self, paths: list[str]) -> list[str]:
         return sha256_many([self.outer(p) for p in paths])
 
-    def read_bytes(self, path: PurePosixPath) -> bytes:
+    def read_bytes(self, path: str) -> bytes:
         return self.outer(path).read_bytes()
 
-    def display(self, path: PurePosixPath) -> str:
+    def display(self, path: str) -> str:
         return str(self.outer(path))
 
 
@@ -153,13 +175,13 @@ class HostTree(DiskTree):
     def __init__(self) -> None:
         super().__init__(Path("/"))
 
-    def outer(self, path: PurePosixPath) -> Path:
+    def outer(self, path: str) -> Path:
         return Path(path)
 
-    def resolve(self, path: PurePosixPath) -> PurePosixPath:
+    def resolve(self, path: str) -> str:
         return path
 
-    def lstat_kind(self, path: PurePosixPath) -> str | None:
+    def lstat_kind(self, path: str) -> str | None:
         try:
             return _kind_of(os.stat(path).st_mode)
         except (FileNotFoundError, NotADirectoryError):
@@ -169,7 +191,10 @@ class HostTree(DiskTree):
                 return None
             raise
 
-    def is_symlink(self, path: PurePosixPath) -> bool:
+    def kind(self, path: str) -> str | None:
+        return self._lstat(path)
+
+    def is_symlink(self, path: str) -> bool:
         return os.path.islink(path)
 
 
