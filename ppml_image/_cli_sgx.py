@@ -64,8 +64,8 @@ def sign_cmd(
     date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
     sigfile: Path | None = typer.Option(None, "--sigfile", help="Output .sig (default: "
                                         "OUTPUT with .manifest.sgx replaced by .sig)."),
-    chroot: Path | None = typer.Option(None, "--chroot",
-                                       help="Read every file the manifest names inside this folder."),
+    chroot: Path | None = typer.Option(
+        None, "--chroot", help="Read every file the manifest names inside this folder."),
     pkglibdir: str = typer.Option(manifest.DEFAULT_PKGLIBDIR, "--pkglibdir",
                                   help=PKGLIBDIR_HELP),
     passphrase_file: Path | None = typer.Option(

@@ -104,15 +104,6 @@ def _register_commands() -> None:
     # Each group lives beside its library code; importing registers it.
     from ppml_image import _cli_sgx  # noqa: F401
 
-    try:
-        from ppml_image import _cli_images  # noqa: F401
-    except ImportError:  # pragma: no cover - optional while parts are built
-        pass
-    try:
-        from ppml_image import _cli_secrets  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
-
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
@@ -120,4 +111,4 @@ def main(argv: list[str] | None = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="ppml-image")
 
 
-__all__ = ["app", "emit_json", "fail", "handles_errors", "main", "Path"]
+__all__ = ["Path", "app", "emit_json", "fail", "handles_errors", "main"]

@@ -6,10 +6,10 @@ import os
 import stat
 from pathlib import Path
 
+from conftest import assert_one_line_error, run_cli
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import assert_one_line_error, run_cli
 from ppml_image.sgx.keys import mr_signer_of
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
 
 PAL = COMMON / "fake_libpal.so"
 

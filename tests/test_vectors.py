@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import VECTORS, assert_one_line_error, cases, load_case, run_cli
 
 

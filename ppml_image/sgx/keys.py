@@ -77,7 +77,8 @@ def read_passphrase(passphrase_file: Path | None) -> bytes | None:
         try:
             text = Path(passphrase_file).read_bytes()
         except OSError as exc:
-            raise KeyFileError(f"{passphrase_file}: cannot read passphrase: {exc.strerror}") from None
+            raise KeyFileError(
+                f"{passphrase_file}: cannot read passphrase: {exc.strerror}") from None
         return text.splitlines()[0] if text else b""
     env = os.environ.get(PASSPHRASE_ENV)
     return env.encode() if env is not None else None

@@ -215,9 +215,9 @@ def _normalise_trusted_file(entry: Any, name: str) -> dict[str, Any]:
     if isinstance(entry, dict) and "uri" in entry:
         extra = set(entry) - {"uri", "sha256"}
         if extra:
+            unknown = ", ".join(sorted(extra))
             raise ManifestError(
-                f"{name}: trusted file {entry['uri']!r} has unknown keys: {', '.join(sorted(extra))}"
-            )
+                f"{name}: trusted file {entry['uri']!r} has unknown keys: {unknown}")
         return entry
     raise ManifestError(f"{name}: unknown trusted file format: {entry!r}")
 
@@ -312,7 +312,7 @@ def _hash_entries(tree: Tree, todo: list[_Entry], name: str) -> None:
         raise ManifestError(
             f"{name}: cannot read trusted file {exc.filename}: {exc.strerror}"
         ) from None
-    for entry, digest in zip(todo, digests):
+    for entry, digest in zip(todo, digests, strict=False):
         entry.sha256 = digest
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import array
 import hashlib
 import struct
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 

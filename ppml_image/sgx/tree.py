@@ -65,7 +65,7 @@ class Tree(ABC):
     _memo_resolved: dict[str, str]
 
     def _lstat(self, path: str) -> str | None:
-        memo = self.__dict__.setdefault("_memo_kind", {})
+        memo: dict[str, str | None] = self.__dict__.setdefault("_memo_kind", {})
         if path not in memo:
             memo[path] = self.lstat_kind(path)
         return memo[path]
@@ -85,7 +85,7 @@ class Tree(ABC):
         if not parts:
             return "/"
         key = "/" + "/".join(parts)
-        memo = self.__dict__.setdefault("_memo_resolved", {})
+        memo: dict[str, str] = self.__dict__.setdefault("_memo_resolved", {})
         if key in memo:
             return memo[key]
         parent = self._resolve_parts(parts[:-1], budget)
