@@ -1,0 +1,1 @@
+"""Container images: the Docker engine wrapper, the base image, custom images."""

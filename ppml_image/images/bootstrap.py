@@ -1,0 +1,69 @@
+"""``bootstrap-os``: an OS base image built from Debian packages, no registry.
+
+Machines without a container registry (air-gapped sites, corporate proxies,
+CI behind a package mirror only) can still reach a Debian mirror. debootstrap
+builds a minimal root file system from it, which is imported as an image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ppml_image.errors import BuildError, UsageError
+from ppml_image.images import engine
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
+                 mirror: str = DEFAULT_MIRROR, quiet: bool = False) -> str:
+    """Build a minimal Debian *suite* root file system and import it as *tag*.
+
+    Needs root (debootstrap creates device nodes and chroots). Returns the
+    image id.
+    """
+    tag = tag or f"debian:{suite}"
+    if os.geteuid() != 0:
+        raise UsageError("bootstrap-os needs root (debootstrap must chroot); rerun as root")
+    if shutil.which("debootstrap") is None:
+        raise UsageError("debootstrap is not installed (Debian/Ubuntu: apt-get install "
+                         "debootstrap)")
+    client = engine.connect()
+    progress = engine.Progress(f"bootstrap-os {tag}", quiet=quiet)
+    with tempfile.TemporaryDirectory(prefix="ppml-rootfs-") as tmp:
+        root = Path(tmp) / "root"
+        progress.step(1, 3, f"debootstrap --variant=minbase {suite} {mirror}")
+        _run(["debootstrap", "--variant=minbase", suite, str(root), mirror],
+             f"debootstrap {suite}")
+        # No package caches or apt lists in the image.
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (root / junk).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        progress.step(2, 3, "packing the root file system")
+        tarball = Path(tmp) / "rootfs.tar"
+        _run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
+             "packing the root file system")
+        progress.step(3, 3, f"importing as {tag}")
+        repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] \
+            else (tag, "", "latest")
+        with engine.engine_call(f"importing {tag}"):
+            client.api.import_image_from_file(str(tarball), repository=repository,
+                                              tag=version or "latest",
+                                              changes=['CMD ["/bin/bash"]'])
+        with engine.engine_call(f"image {tag}"):
+            image_id = str(client.images.get(tag).id)
+    progress.done(f"imported {tag} ({image_id[7:19]})")
+    return image_id
+
+
+def _run(command: list[str], what: str) -> None:
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = " | ".join(proc.stderr.strip().splitlines()[-3:]
+                          or proc.stdout.strip().splitlines()[-3:])
+        raise BuildError(f"{what} failed (exit {proc.returncode}): {last}")
