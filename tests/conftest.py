@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -106,3 +107,93 @@ def write_manifest(folder: Path, text: str | None = None, *, size: str = "64M",
     path.write_text(text if text is not None else BASIC_MANIFEST.format(size=size,
                                                                        threads=threads))
     return path
+
+
+# --------------------------------------------------------------------------
+# A real Docker engine (no mocks). `make test` starts one if needed.
+# --------------------------------------------------------------------------
+TEST_REPO = "ppml-test"
+OS_IMAGE = "debian:bookworm"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    from ppml_image.images.engine import connect
+
+    return connect()
+
+
+@pytest.fixture(scope="session")
+def os_image(docker_client) -> str:
+    """The OS base: present, or built from Debian packages (kept: it is the
+    machine's OS base image, like a pulled one, not a test artefact)."""
+    from ppml_image.images.engine import image_exists
+
+    if not image_exists(docker_client, OS_IMAGE):
+        result = run_cli("bootstrap-os", "--tag", OS_IMAGE)
+        assert result.returncode == 0, result.stderr
+    return OS_IMAGE
+
+
+@pytest.fixture(scope="session")
+def gramine_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ppml_image.testing import make_gramine_tree
+
+    return make_gramine_tree(tmp_path_factory.mktemp("gramine") / "tree")
+
+
+def unique_tag(name: str) -> str:
+    return f"{TEST_REPO}/{name}:{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class ImageJanitor:
+    """Remembers every image and container a test makes; removes them at the end."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.tags: list[str] = []
+
+    def track(self, tag: str) -> str:
+        self.tags.append(tag)
+        return tag
+
+    def cleanup(self) -> None:
+        import docker.errors
+
+        for container in self.client.containers.list(all=True):
+            image_tags = container.image.tags if container.image else []
+            if any(t in self.tags for t in image_tags):
+                container.remove(force=True)
+        for tag in reversed(self.tags):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                self.client.images.remove(tag, force=True)
+        self.client.images.prune(filters={"dangling": True})
+
+
+@pytest.fixture(scope="session")
+def janitor(docker_client):
+    j = ImageJanitor(docker_client)
+    yield j
+    j.cleanup()
+
+
+def build_base_cli(tag: str, tree: Path, *extra: str, profile: str = "slim",
+                   source: str = "tree") -> Result:
+    return run_cli("build-base", "--profile", profile, "--gramine-source", source,
+                   "--gramine-path", tree, "--tag", tag, "--json", *extra,
+                   env={"SOURCE_DATE_EPOCH": "1700000000"})
+
+
+@pytest.fixture(scope="session")
+def slim_base(os_image: str, gramine_tree: Path, janitor) -> dict:
+    """The slim base image, built once per session by the CLI, removed at the end."""
+    tag = janitor.track(unique_tag("base-slim"))
+    result = build_base_cli(tag, gramine_tree)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def docker_run(client, image: str, command: list[str]) -> str:
+    """Run a command in a throw-away container and return its output."""
+    output = client.containers.run(image, command, remove=True, network_disabled=True)
+    return output.decode()

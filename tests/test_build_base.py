@@ -1,0 +1,152 @@
+"""build-base on a real Docker engine: the slim image, built and run for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import (
+    assert_one_line_error,
+    build_base_cli,
+    docker_run,
+    run_cli,
+    unique_tag,
+)
+
+from ppml_image.images.base import render_dockerfile
+from ppml_image.images.config import BaseConfig
+
+pytestmark = pytest.mark.docker
+
+TRAIN = """
+import lightgbm as lgb, sklearn
+from sklearn.datasets import make_classification
+X, y = make_classification(n_samples=300, n_features=8, random_state=0)
+model = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, y)
+print("accuracy", model.score(X, y))
+"""
+
+
+def test_slim_image_trains_lightgbm(slim_base: dict, docker_client) -> None:
+    out = docker_run(docker_client, slim_base["tags"][0], ["python3", "-c", TRAIN])
+    accuracy = float(out.split()[-1])
+    assert accuracy > 0.9
+
+
+def test_labels_and_recorded_gramine_paths(slim_base: dict, docker_client) -> None:
+    labels = docker_client.images.get(slim_base["image_id"]).labels
+    assert labels["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    assert labels["org.opencontainers.image.title"] == "ppml-image base (slim)"
+    assert labels["org.opencontainers.image.revision"]
+    assert labels["ppml-image.gramine.libpal"] == \
+        "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so"
+    assert labels["ppml-image.version.lightgbm"] == "4.7.0"
+    assert slim_base["versions"]["scikit-learn"] == "1.9.1"
+    info = json.loads(docker_run(docker_client, slim_base["tags"][0],
+                                 ["cat", "/etc/ppml-image/base.json"]))
+    assert info["gramine"]["libsysdb"] == "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
+    assert info["python_packages"]["lightgbm"] == "4.7.0"
+    assert info["python"]["paths"]["stdlib"] == "/usr/lib/python3.11"
+    listing = docker_run(docker_client, slim_base["tags"][0],
+                         ["ls", "/usr/lib/x86_64-linux-gnu/gramine/sgx/"])
+    assert "libpal.so" in listing
+
+
+def test_no_caches_wheels_or_build_tools_left(slim_base: dict, docker_client) -> None:
+    script = ("find / -xdev \\( -name '*.whl' -o -name '*.deb' \\) -print; "
+              "ls -A /var/lib/apt/lists /var/cache/apt/archives 2>/dev/null "
+              "| grep -v -x -e partial -e lock -e auxfiles -e '/var/.*:' -e ''; "
+              "ls -A /root/.cache 2>/dev/null; "
+              "command -v gcc; true")
+    out = docker_run(docker_client, slim_base["tags"][0], ["sh", "-c", script])
+    assert out.strip() == "", out
+
+
+def test_no_spark_or_jdk_in_slim(slim_base: dict, docker_client) -> None:
+    out = docker_run(docker_client, slim_base["tags"][0],
+                     ["sh", "-c", "command -v java spark-submit; python3 -c 'import pyspark' "
+                      "2>&1 | tail -1; true"])
+    assert "java" not in out.split("\n")[0]
+    assert "No module named 'pyspark'" in out
+
+
+def test_unchanged_rebuild_is_the_same_image(slim_base: dict, gramine_tree: Path,
+                                             janitor) -> None:
+    tag = janitor.track(unique_tag("base-slim-again"))
+    result = build_base_cli(tag, gramine_tree)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["image_id"] == slim_base["image_id"]
+
+
+def test_failed_build_moves_no_tag(slim_base: dict, gramine_tree: Path, tmp_path: Path,
+                                   docker_client) -> None:
+    tag = slim_base["tags"][0]
+    config = tmp_path / "ppml-image.toml"
+    config.write_text('[base]\nextra_apt_packages = ["ppml-no-such-package"]\n')
+    result = build_base_cli(tag, gramine_tree, "--config", str(config))
+    assert_one_line_error(result, "build failed at step", "ppml-no-such-package")
+    assert docker_client.images.get(tag).id == slim_base["image_id"]
+
+
+def test_deb_dir_source_installs_gramine_packages(os_image: str, gramine_tree: Path,
+                                                  tmp_path: Path, janitor, docker_client) -> None:
+    """A Gramine .deb (made here from the stand-in tree) installed from a local folder."""
+    package = tmp_path / "pkg"
+    subprocess.run(["cp", "-a", f"{gramine_tree}/.", str(package)], check=True)
+    (package / "DEBIAN").mkdir()
+    (package / "DEBIAN/control").write_text(
+        "Package: gramine\nVersion: 0.0+standin\nArchitecture: amd64\n"
+        "Maintainer: ppml-image tests <tests@invalid>\nDescription: stand-in, not Gramine\n")
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(package),
+                    str(debs / "gramine_0.0+standin_amd64.deb")], check=True,
+                   capture_output=True)
+    tag = janitor.track(unique_tag("base-debs"))
+    result = build_base_cli(tag, debs, source="deb-dir")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(docker_run(docker_client, tag, ["cat", "/etc/ppml-image/base.json"]))
+    assert info["gramine"]["version"] == "0.0+standin"
+    assert info["gramine"]["source"] == "deb-dir"
+    leftovers = docker_run(docker_client, tag, ["sh", "-c", "find / -xdev -name '*.deb'"])
+    assert leftovers.strip() == ""
+
+
+def test_missing_os_image_says_how_to_bootstrap(gramine_tree: Path) -> None:
+    result = build_base_cli(unique_tag("never"), gramine_tree, "--os-image",
+                            "ppml-test/no-such-os:1")
+    assert_one_line_error(result, "ppml-test/no-such-os:1", "bootstrap-os")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--profile", "huge"], "profile"),
+    (["--gramine-source", "tree"], "needs --gramine-path"),
+    (["--gramine-source", "tree", "--gramine-path", "/nonexistent"], "does not exist"),
+])
+def test_bad_options(args: list[str], fragment: str) -> None:
+    assert_one_line_error(run_cli("build-base", *args), fragment)
+
+
+def test_config_file_unknown_key(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[base]\nprofil = "slim"\n')
+    assert_one_line_error(run_cli("build-base", "--config", config), str(config), "profil")
+
+
+@pytest.mark.parametrize("source", ["apt", "deb-dir", "tree"])
+@pytest.mark.parametrize("profile", ["full", "slim"])
+def test_dockerfile_for_each_source_and_profile(source: str, profile: str) -> None:
+    config = BaseConfig(profile=profile, gramine_source=source)
+    text = render_dockerfile(config, file_server="http://127.0.0.1:1", ml_digest="m" * 64,
+                             spark_digest="s" * 64, debs=["gramine_1.9_amd64.deb"],
+                             debs_digest="d" * 64)
+    assert ("packages.gramineproject.io" in text) == (source == "apt")
+    assert ("gramine_1.9_amd64.deb" in text) == (source == "deb-dir")
+    assert ("COPY gramine-tree/ /" in text) == (source == "tree")
+    assert ("openjdk-17" in text) == (profile == "full")
+    assert ("/spark/requirements.txt" in text) == (profile == "full")
+    # The Python list is the last heavy layer: changing it cannot re-run the OS or JDK.
+    assert text.index("/ml/requirements.txt") > text.index("Layer 3: Gramine")
+    assert "m" * 64 in text  # the requirements hash is part of the cache key

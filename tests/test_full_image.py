@@ -1,0 +1,42 @@
+"""The full profile: JDK 17 and Spark, built and run for real (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TESTS, build_base_cli, unique_tag
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def full_base(os_image: str, gramine_tree: Path, janitor) -> dict:
+    tag = janitor.track(unique_tag("base-full"))
+    result = build_base_cli(tag, gramine_tree, profile="full")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_java_version(full_base: dict, docker_client) -> None:
+    out = docker_client.containers.run(full_base["tags"][0], ["java", "-version"],
+                                       remove=True, stdout=False, stderr=True)
+    assert b'version "17.' in out
+
+
+def test_spark_local_random_forest(full_base: dict, docker_client) -> None:
+    job = TESTS / "data" / "spark_random_forest.py"
+    out = docker_client.containers.run(
+        full_base["tags"][0], ["spark-submit", "--master", "local[2]", "/job/job.py"],
+        volumes={str(job): {"bind": "/job/job.py", "mode": "ro"}}, remove=True,
+        network_mode="none", hostname="localhost",
+        environment={"SPARK_LOCAL_IP": "127.0.0.1"}, stdout=True, stderr=False).decode()
+    accuracy = float(out.split("ACCURACY")[-1].split()[0])
+    assert accuracy > 0.9
+
+
+def test_full_image_labels(full_base: dict) -> None:
+    assert full_base["profile"] == "full"
+    assert full_base["versions"]["pyspark"] == "4.3.0"
+    assert full_base["labels"]["ppml-image.profile"] == "full"
