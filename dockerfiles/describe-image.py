@@ -7,6 +7,7 @@ a custom image never guesses from the host.
 
 import importlib.metadata as md
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +27,7 @@ info = {
                 "runtimedir": f"{pkglibdir}/runtime/glibc",
                 "version": packages.get("gramine", "")},
     "python": {"paths": sysconfig.get_paths(), "sys_path": [p for p in sys.path[1:] if p],
+               "executable": os.path.realpath(sys.executable),
                "config_vars": {k: v for k, v in sysconfig.get_config_vars().items()
                                if isinstance(v, (str, int, float))},
                "implementation": {"name": sys.implementation.name,

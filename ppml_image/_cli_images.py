@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from ppml_image.cli import app, emit_json, handles_errors
-from ppml_image.images import base, bootstrap, config
+from ppml_image.cli import app, emit_json, fail, handles_errors
+from ppml_image.images import base, bootstrap, config, custom, inspect
+from ppml_image.sgx import keys
+from ppml_image.sgx.manifest import parse_defines
 
 
 @app.command("bootstrap-os", epilog=(
@@ -56,3 +58,112 @@ def build_base_cmd(
     typer.echo(f"tags:    {', '.join(result.tags)}")
     typer.echo(f"size:    {result.size / 1e6:.0f} MB")
     typer.echo(f"libpal:  {result.gramine['libpal']}")
+
+
+def _print_measurement(result: custom.CustomImage) -> None:
+    typer.echo(f"image:       {result.image} ({result.image_id[7:19]})")
+    typer.echo(f"unsigned:    {result.unsigned_image}")
+    typer.echo("Register these values with your attestation service:")
+    typer.echo(f"mr_enclave: {result.mr_enclave}")
+    typer.echo(f"mr_signer:  {result.mr_signer}")
+
+
+@app.command("build-custom", epilog=(
+    "Examples:\n\n"
+    "  ppml-image build-custom --key enclave-key.pem --app ./app -D entrypoint=train.py\n\n"
+    "  ppml-image build-custom --key k.pem --manifest spark --base ppml/base:full "
+    "--tag ppml/job:1 --release --output measurements.json"))
+@handles_errors
+def build_custom_cmd(
+    key: Path = typer.Option(..., "--key", "-k", help="Enclave signing key (PEM); never "
+                             "leaves this process."),
+    base_image: str = typer.Option(custom.DEFAULT_BASE, "--base", help="Base image."),
+    app_dir: Path | None = typer.Option(None, "--app", help="Application folder (-> /ppml/app)."),
+    manifest: str = typer.Option(custom.DEFAULT_TEMPLATE, "--manifest",
+                                 help="Template: a shipped name (python-ml, spark) or a path."),
+    define: list[str] = typer.Option([], "--define", "-D", help="Template variable key=value."),
+    tag: str = typer.Option(custom.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
+    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    release: bool = typer.Option(False, "--release", help="Refuse a debug enclave."),
+    allow_debug: bool = typer.Option(False, "--allow-debug",
+                                     help="Accept a debug enclave (with a warning)."),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file",
+                                                help="File with the key's passphrase."),
+    output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
+) -> None:
+    """Build a customer image, measure and sign it on the host, print mr_enclave/mr_signer."""
+    if release and allow_debug:
+        fail("--release and --allow-debug exclude each other", 2)
+    result = custom.build_custom(
+        key, base=base_image, app=app_dir, template=manifest,
+        defines=parse_defines(define), tag=tag, date=date, release=release,
+        passphrase=keys.read_passphrase(passphrase_file), quiet=as_json)
+    if output is not None:
+        custom.write_measurements(result, output)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_measurement(result)
+
+
+@app.command("sign-image", epilog=(
+    "Example: ppml-image sign-image ppml/job:1-unsigned --key prod-key.pem --tag ppml/job:1"))
+@handles_errors
+def sign_image_cmd(
+    unsigned: str = typer.Argument(..., help="An unsigned image made by build-custom."),
+    key: Path = typer.Option(..., "--key", "-k", help="Enclave signing key (PEM)."),
+    tag: str | None = typer.Option(None, "--tag", help="Signed image tag (default: the "
+                                   "unsigned tag without -unsigned)."),
+    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    release: bool = typer.Option(False, "--release", help="Refuse a debug enclave."),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file",
+                                                help="File with the key's passphrase."),
+    output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
+) -> None:
+    """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
+    result = custom.sign_image(unsigned, key, tag=tag, date=date, release=release,
+                               passphrase=keys.read_passphrase(passphrase_file), quiet=as_json)
+    if output is not None:
+        custom.write_measurements(result, output)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_measurement(result)
+
+
+@app.command("inspect", epilog="Example: ppml-image inspect ppml/job:1 --json")
+@handles_errors
+def inspect_cmd(
+    image: str = typer.Argument(..., help="A signed image."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Print the SIGSTRUCT fields of a signed image (no key needed)."""
+    result = inspect.inspect_image(image)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for key, value in result.to_json().items():
+        typer.echo(f"{key + ':':22}{value}")
+
+
+@app.command("verify", epilog=(
+    "Example: ppml-image verify ppml/job:1 --mr-enclave 6c04...a229 --mr-signer 5c3f...15a0"))
+@handles_errors
+def verify_cmd(
+    image: str = typer.Argument(..., help="A signed image."),
+    mr_enclave: str | None = typer.Option(None, "--mr-enclave", help="Expected MRENCLAVE."),
+    mr_signer: str | None = typer.Option(None, "--mr-signer", help="Expected MRSIGNER."),
+    allow_debug: bool = typer.Option(False, "--allow-debug", help="Accept a debug enclave."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Re-hash and re-measure an image from its own files; exit 3 on any difference."""
+    result = inspect.verify_image(image, mr_enclave=mr_enclave, mr_signer=mr_signer,
+                                  allow_debug=allow_debug)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for check in result.checks:
+        typer.echo(f"ok: {check}")
+    typer.echo(f"verified {image}: mr_enclave {result.sigstruct['mr_enclave']}")

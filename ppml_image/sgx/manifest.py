@@ -74,17 +74,18 @@ class PythonInfo:
     config_vars: dict[str, Any]
     sys_path: list[str] = field(default_factory=list)
     implementation: Any = None
+    executable: str = ""
 
     @classmethod
     def from_host(cls) -> PythonInfo:
         return cls(dict(sysconfig.get_paths()), dict(sysconfig.get_config_vars()),
-                   list(sys.path), sys.implementation)
+                   list(sys.path), sys.implementation, os.path.realpath(sys.executable))
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> PythonInfo:
         """Build from the JSON that :data:`SNAPSHOT_SCRIPT` prints inside an image."""
         return cls(dict(data["paths"]), dict(data["config_vars"]), list(data["sys_path"]),
-                   data.get("implementation"))
+                   data.get("implementation"), data.get("executable", ""))
 
     def globals(self) -> dict[str, Any]:
         paths = {k: PurePosixPath(v) for k, v in self.paths.items()}
@@ -101,18 +102,9 @@ class PythonInfo:
             "get_paths": lambda: dict(paths),
             "get_sys_path": lambda *_args: [p for p in self.sys_path if p],
             "implementation": self.implementation,
+            # An extension of Gramine's helpers: the interpreter's real path.
+            "executable": PurePosixPath(self.executable) if self.executable else None,
         }
-
-
-# Printed as JSON by an image's interpreter to answer python.* for that image.
-SNAPSHOT_SCRIPT = (
-    "import json, sys, sysconfig; "
-    "print(json.dumps({'paths': sysconfig.get_paths(), "
-    "'config_vars': {k: v for k, v in sysconfig.get_config_vars().items() "
-    "if isinstance(v, (str, int, float))}, 'sys_path': sys.path, "
-    "'implementation': {'name': sys.implementation.name, "
-    "'cache_tag': sys.implementation.cache_tag}}))"
-)
 
 
 def make_environment(pkglibdir: str = DEFAULT_PKGLIBDIR,

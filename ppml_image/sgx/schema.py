@@ -118,9 +118,13 @@ class Enum:
         self.values = values
 
 
-_MOUNT = {Req("path"): str, Req("uri"): str, "type": Enum("chroot", "encrypted", "tmpfs",
-                                                             "untrusted_shm"),
-          "key_name": str, "enable_recovery": bool}
+_MOUNT = OneOf(
+    {Req("path"): str, Req("uri"): str, "type": Enum("chroot")},
+    {Req("path"): str, Req("uri"): str, Req("type"): Enum("encrypted"), "key_name": str,
+     "enable_recovery": bool},
+    {Req("path"): str, Req("type"): Enum("tmpfs"), "uri": str},
+    {Req("path"): str, Req("uri"): str, Req("type"): Enum("untrusted_shm")},
+)
 _ENV_VALUE = OneOf(str, {Req("value"): str}, {Req("passthrough"): bool})
 _LOG_LEVELS = Enum("none", "error", "warning", "debug", "trace", "all")
 
