@@ -197,3 +197,45 @@ def docker_run(client, image: str, command: list[str]) -> str:
     """Run a command in a throw-away container and return its output."""
     output = client.containers.run(image, command, remove=True, network_disabled=True)
     return output.decode()
+
+
+APP_MAIN = """\
+import lightgbm as lgb
+from sklearn.datasets import make_classification
+X, y = make_classification(n_samples=300, n_features=8, random_state=0)
+print("accuracy", lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, y).score(X, y))
+"""
+
+
+@pytest.fixture(scope="session")
+def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("app") / "app"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "main.py").write_text(APP_MAIN)
+    (folder / "lib" / "helpers.py").write_text("ANSWER = 42\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def second_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ppml_image.sgx.keys import generate_key
+
+    path = tmp_path_factory.mktemp("keys2") / "prod-key.pem"
+    generate_key(path)
+    return path
+
+
+def build_custom_cli(key: Path, base: str, app: Path, tag: str, *extra: str,
+                     env: dict[str, str] | None = None) -> Result:
+    return run_cli("build-custom", "--key", key, "--base", base, "--app", app, "--tag", tag,
+                   "--date", "2025-01-31", "--json", *extra, env=env)
+
+
+@pytest.fixture(scope="session")
+def custom_image(slim_base: dict, enclave_key: Path, app_dir: Path, janitor) -> dict:
+    """A signed custom image on the slim base, built once by the CLI."""
+    tag = janitor.track(unique_tag("custom"))
+    janitor.track(tag.replace(":", ":", 1) + "-unsigned")
+    result = build_custom_cli(enclave_key, slim_base["tags"][0], app_dir, tag)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -17,6 +17,7 @@ from conftest import (
 
 from ppml_image.images.base import render_dockerfile
 from ppml_image.images.config import BaseConfig
+from ppml_image.images.engine import read_file_from_image
 
 pytestmark = pytest.mark.docker
 
@@ -44,8 +45,8 @@ def test_labels_and_recorded_gramine_paths(slim_base: dict, docker_client) -> No
         "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so"
     assert labels["ppml-image.version.lightgbm"] == "4.7.0"
     assert slim_base["versions"]["scikit-learn"] == "1.9.1"
-    info = json.loads(docker_run(docker_client, slim_base["tags"][0],
-                                 ["cat", "/etc/ppml-image/base.json"]))
+    info = json.loads(read_file_from_image(docker_client, slim_base["tags"][0],
+                                           "/etc/ppml-image/base.json"))
     assert info["gramine"]["libsysdb"] == "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
     assert info["python_packages"]["lightgbm"] == "4.7.0"
     assert info["python"]["paths"]["stdlib"] == "/usr/lib/python3.11"
@@ -107,7 +108,7 @@ def test_deb_dir_source_installs_gramine_packages(os_image: str, gramine_tree: P
     tag = janitor.track(unique_tag("base-debs"))
     result = build_base_cli(tag, debs, source="deb-dir")
     assert result.returncode == 0, result.stderr
-    info = json.loads(docker_run(docker_client, tag, ["cat", "/etc/ppml-image/base.json"]))
+    info = json.loads(read_file_from_image(docker_client, tag, "/etc/ppml-image/base.json"))
     assert info["gramine"]["version"] == "0.0+standin"
     assert info["gramine"]["source"] == "deb-dir"
     leftovers = docker_run(docker_client, tag, ["sh", "-c", "find / -xdev -name '*.deb'"])

@@ -101,8 +101,10 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     sgx_path = labels.get(f"{LABEL_PREFIX}manifest-sgx") or sig_path[:-4] + ".manifest.sgx"
     index = imagefs.index_image(client, image.id)  # fresh: no pipeline cache is trusted
     tree = imagefs.ImageTree(index, client, str(image.id))
-    sig_bytes = tree.read_bytes(sig_path)
-    sig = Sigstruct.from_bytes(sig_bytes, f"{ref}:{sig_path}")
+    try:
+        sig = Sigstruct.from_bytes(tree.read_bytes(sig_path), f"{ref}:{sig_path}")
+    except PpmlError as exc:
+        raise VerificationError(str(exc)) from None
     result = Verification(image=ref, sigstruct=sig.view())
     _check(result, "SIGSTRUCT signature and Q1/Q2", lambda: sig.verify(f"{ref}:{sig_path}"))
     manifest_sgx = tree.read_bytes(sgx_path)
