@@ -44,8 +44,9 @@ test-full: $(STAMP) docker
 demo: $(STAMP) docker
 	bash scripts/demo.sh
 
-bench: $(STAMP)
+bench: $(STAMP) docker
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_images.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check ppml_image tests scripts

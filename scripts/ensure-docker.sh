@@ -9,6 +9,15 @@ log() { printf 'ensure-docker: %s\n' "$*" >&2; }
 
 engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+# debootstrap builds the OS base image when no registry answers (bootstrap-os).
+if ! command -v debootstrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+    log "installing debootstrap from the distribution"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q debootstrap >/dev/null
+fi
+
 if engine_up; then
     exit 0
 fi
