@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -60,13 +61,13 @@ def main() -> int:
         files = sum(e.size for e in index.entries.values() if e.kind == "file")
         rootfs = work / "rootfs"
         rootfs.mkdir()
-        with engine.temporary_container(client, BASE) as container:
-            with tempfile.TemporaryFile() as tar_file:
-                for chunk in container.export():
-                    tar_file.write(chunk)
-                tar_file.seek(0)
-                with tarfile.open(fileobj=tar_file) as tar:
-                    tar.extractall(rootfs, filter="fully_trusted")
+        with engine.temporary_container(client, BASE) as container, \
+                tempfile.TemporaryFile() as tar_file:
+            for chunk in container.export():
+                tar_file.write(chunk)
+            tar_file.seek(0)
+            with tarfile.open(fileobj=tar_file) as tar:
+                tar.extractall(rootfs, filter="fully_trusted")
         cmd = (f"find {rootfs} -type f -print0 | xargs -0 -P{os.cpu_count()} "
                "openssl dgst -sha256 > /dev/null")
         subprocess.run(cmd, shell=True, check=True)  # warm the page cache
@@ -85,10 +86,8 @@ def main() -> int:
               f"{raw / ceiling / 1e6:.0f} MB/s; hashing keeps {ceiling / stream:.0%} of it")
     finally:
         for ref in (TAG, custom.unsigned_tag(TAG), BASE):
-            try:
+            with contextlib.suppress(Exception):
                 client.images.remove(ref, force=True)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
         client.images.prune(filters={"dangling": True})
         shutil.rmtree(work, ignore_errors=True)
     return 0
