@@ -1,0 +1,1 @@
+"""Kubernetes manifests: Secrets for Spark's security material, Spark pod templates."""

@@ -1,0 +1,1 @@
+"""Spark security material: TLS keys and keystores, and the encrypted password."""
