@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TESTS, build_base_cli, unique_tag
+from conftest import TESTS, build_base_cli, run_cli, unique_tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -40,3 +40,21 @@ def test_full_image_labels(full_base: dict) -> None:
     assert full_base["profile"] == "full"
     assert full_base["versions"]["pyspark"] == "4.3.0"
     assert full_base["labels"]["ppml-image.profile"] == "full"
+
+
+def test_spark_template_custom_image_signs_and_verifies(full_base: dict, enclave_key: Path,
+                                                        tmp_path: Path, janitor) -> None:
+    """The Spark manifest measures the JDK, Spark's jars and bash on the full base."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text((TESTS / "data" / "spark_random_forest.py").read_text())
+    tag = janitor.track(unique_tag("custom-spark"))
+    janitor.track(tag + "-unsigned")
+    result = run_cli("build-custom", "--key", enclave_key, "--base", full_base["tags"][0],
+                     "--app", app, "--manifest", "spark", "--tag", tag, "--release", "--json")
+    assert result.returncode == 0, result.stderr
+    signed = json.loads(result.stdout)
+    verified = run_cli("verify", tag, "--mr-enclave", signed["mr_enclave"], "--json")
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["ok"] and report["trusted_files"] > 1000
