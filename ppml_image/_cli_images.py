@@ -60,7 +60,13 @@ def build_base_cmd(
     typer.echo(f"libpal:  {result.gramine['libpal']}")
 
 
-def _print_measurement(result: custom.CustomImage) -> None:
+def _report(result: custom.CustomImage, output: Path | None, as_json: bool) -> None:
+    """The measurement: to --output, and as JSON or the lines teams copy."""
+    if output is not None:
+        custom.write_measurements(result, output)
+    if as_json:
+        emit_json(result.to_json())
+        return
     typer.echo(f"image:       {result.image} ({result.image_id[7:19]})")
     typer.echo(f"unsigned:    {result.unsigned_image}")
     typer.echo("Register these values with your attestation service:")
@@ -99,12 +105,7 @@ def build_custom_cmd(
         key, base=base_image, app=app_dir, template=manifest,
         defines=parse_defines(define), tag=tag, date=date, release=release,
         passphrase=keys.read_passphrase(passphrase_file), quiet=as_json)
-    if output is not None:
-        custom.write_measurements(result, output)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        _print_measurement(result)
+    _report(result, output, as_json)
 
 
 @app.command("sign-image", epilog=(
@@ -125,12 +126,7 @@ def sign_image_cmd(
     """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
     result = custom.sign_image(unsigned, key, tag=tag, date=date, release=release,
                                passphrase=keys.read_passphrase(passphrase_file), quiet=as_json)
-    if output is not None:
-        custom.write_measurements(result, output)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        _print_measurement(result)
+    _report(result, output, as_json)
 
 
 @app.command("inspect", epilog="Example: ppml-image inspect ppml/job:1 --json")

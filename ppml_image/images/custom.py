@@ -27,7 +27,7 @@ from typing import Any
 import docker
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image.errors import EngineError, ManifestError, UsageError
+from ppml_image.errors import EngineError, UsageError
 from ppml_image.images import engine, imagefs, wheelhouse
 from ppml_image.images.base import LABEL_PREFIX, base_info
 from ppml_image.resources import data_dir
@@ -111,10 +111,7 @@ def render_for_base(template: Path, defines: dict[str, Any], info: dict[str, Any
     """Render *template* with the base image's Gramine paths and Python."""
     python = mf.PythonInfo.from_snapshot(info["python"])
     values = {"app_dir": APP_DIR, "enclave_dir": ENCLAVE_DIR, "base": info, **defines}
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{template}: cannot read template: {exc.strerror}") from None
+    text = mf.read_text(template, "template")
     return mf.render_template(text, values, pkglibdir=info["gramine"]["pkglibdir"],
                               python=python, name=str(template))
 

@@ -107,8 +107,11 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
         raise VerificationError(str(exc)) from None
     result = Verification(image=ref, sigstruct=sig.view())
     _check(result, "SIGSTRUCT signature and Q1/Q2", lambda: sig.verify(f"{ref}:{sig_path}"))
-    manifest_sgx = tree.read_bytes(sgx_path)
     name = f"{ref}:{sgx_path}"
+    try:
+        manifest_sgx = tree.read_bytes(sgx_path)
+    except ManifestError as exc:
+        raise VerificationError(f"{name}: cannot read the signed manifest: {exc}") from None
     try:
         manifest = mf.parse_manifest(manifest_sgx.decode("utf-8"), name)
     except (ManifestError, UnicodeDecodeError) as exc:

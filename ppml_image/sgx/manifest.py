@@ -344,12 +344,7 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     atomically. With *check* (the default), the rendered manifest must also
     follow Gramine's full schema (unknown keys are errors).
     """
-    try:
-        text = Path(template).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{template}: cannot read template: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ManifestError(f"{template}: template is not UTF-8 text") from None
+    text = read_text(template, "template")
     name = str(template)
     rendered = render_template(text, defines, pkglibdir=pkglibdir, python=python, name=name)
     manifest = parse_manifest(rendered, f"{name} (rendered)", pkglibdir=pkglibdir)
@@ -360,6 +355,16 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     if outfile is not None:
         write_atomic(Path(outfile), result.encode("utf-8"))
     return result
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 manifest or template file; errors name the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: {what} is not UTF-8 text") from None
 
 
 def manifest_json(manifest: Manifest) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image._fs import atomic_output
-from ppml_image.errors import ManifestError, PpmlError, UsageError
+from ppml_image.errors import PpmlError, UsageError
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import ElfImage, load_elf
 from ppml_image.sgx.keys import load_signing_key
@@ -123,12 +123,7 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path, *,
     """
     signing_key = load_signing_key(key, passphrase)
     when = parse_date(date)
-    try:
-        text = Path(manifest).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{manifest}: cannot read manifest: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ManifestError(f"{manifest}: manifest is not UTF-8 text") from None
+    text = mf.read_text(manifest, "manifest")
     signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),
                           date=when, name=str(manifest), pkglibdir=pkglibdir)
     write_outputs(signed, Path(output), Path(sigfile) if sigfile else default_sigfile(output))
