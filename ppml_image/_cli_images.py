@@ -104,7 +104,7 @@ def build_custom_cmd(
     result = custom.build_custom(
         key, base=base_image, app=app_dir, template=manifest,
         defines=parse_defines(define), tag=tag, date=date, release=release,
-        passphrase=keys.read_passphrase(passphrase_file), quiet=as_json)
+        passphrase=keys.read_passphrase(passphrase_file, key), quiet=as_json)
     _report(result, output, as_json)
 
 
@@ -125,7 +125,7 @@ def sign_image_cmd(
 ) -> None:
     """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
     result = custom.sign_image(unsigned, key, tag=tag, date=date, release=release,
-                               passphrase=keys.read_passphrase(passphrase_file), quiet=as_json)
+                               passphrase=keys.read_passphrase(passphrase_file, key), quiet=as_json)
     _report(result, output, as_json)
 
 

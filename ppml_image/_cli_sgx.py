@@ -76,7 +76,7 @@ def sign_cmd(
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
     signed = sign.sign_manifest(
         manifest_path, output, libpal, key, date=date, sigfile=sigfile, chroot=chroot,
-        pkglibdir=pkglibdir, passphrase=keys.read_passphrase(passphrase_file))
+        pkglibdir=pkglibdir, passphrase=keys.read_passphrase(passphrase_file, key))
     if as_json:
         emit_json(signed.sigstruct.view())
         return

@@ -201,3 +201,38 @@ def test_manifest_schema_rejects_unknown_keys(tmp_path: Path, rootfs: Path) -> N
     unchecked = run_cli("manifest", template, "--chroot", rootfs, "--no-check")
     assert unchecked.returncode == 0, unchecked.stderr
     assert 'enclave_szie = "64M"' in unchecked.stdout
+
+
+def test_encrypted_key_passphrase_prompt_on_a_terminal(tmp_path: Path, rootfs: Path, out: Path,
+                                                       encrypted_key: Path) -> None:
+    """On a terminal the passphrase is asked for, hidden, never taken from argv."""
+    import os
+    import pty
+    import sys
+    import time
+
+    manifest = write_manifest(tmp_path)
+    argv = [sys.executable, "-m", "ppml_image", "sign", "--manifest", str(manifest),
+            "--output", str(out / "app.manifest.sgx"), "--libpal", str(PAL),
+            "--key", str(encrypted_key), "--chroot", str(rootfs)]
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI on a pseudo-terminal
+        os.environ.pop("PPML_IMAGE_KEY_PASSPHRASE", None)
+        os.execv(sys.executable, argv)
+    output = b""
+    deadline = time.monotonic() + 60
+    while b"Passphrase for" not in output and time.monotonic() < deadline:
+        output += os.read(fd, 1024)
+    os.write(fd, b"correct horse\n")
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert b"correct horse" not in output  # not echoed
+    assert _outputs(out) == ["app.manifest.sgx", "app.sig"]

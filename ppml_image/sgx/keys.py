@@ -7,8 +7,10 @@ Keys are written as unencrypted PKCS#1 PEM ("RSA PRIVATE KEY"), the format
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +69,9 @@ def generate_key(path: Path = Path("enclave-key.pem"), *, force: bool = False) -
     return KeyInfo(path=path, mr_signer=mr_signer_of(key.public_key()))
 
 
-def read_passphrase(passphrase_file: Path | None) -> bytes | None:
-    """Passphrase from a file (first line) or the PPML_IMAGE_KEY_PASSPHRASE variable.
+def read_passphrase(passphrase_file: Path | None, key: Path | None = None) -> bytes | None:
+    """Passphrase from a file (first line), the PPML_IMAGE_KEY_PASSPHRASE
+    variable, or, for an encrypted *key* on a terminal, a hidden prompt.
 
     Passphrases never travel on the command line, where ``ps`` and shell
     history would show them.
@@ -81,7 +84,19 @@ def read_passphrase(passphrase_file: Path | None) -> bytes | None:
                 f"{passphrase_file}: cannot read passphrase: {exc.strerror}") from None
         return text.splitlines()[0] if text else b""
     env = os.environ.get(PASSPHRASE_ENV)
-    return env.encode() if env is not None else None
+    if env is not None:
+        return env.encode()
+    if key is not None and sys.stdin.isatty() and _is_encrypted(key):
+        return getpass.getpass(f"Passphrase for {key}: ").encode()
+    return None
+
+
+def _is_encrypted(key: Path) -> bool:
+    try:
+        head = Path(key).read_bytes()[:200]
+    except OSError:
+        return False  # load_signing_key reports it
+    return b"ENCRYPTED" in head
 
 
 def load_signing_key(path: Path, passphrase: bytes | None = None) -> rsa.RSAPrivateKey:
