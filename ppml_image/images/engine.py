@@ -16,7 +16,7 @@ import sys
 import tarfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -284,7 +284,3 @@ def run_in_image(client: docker.DockerClient, image: str, command: list[str],
             raise EngineError(f"{image}: `{' '.join(command)[:80]}` exited "
                               f"{result.get('StatusCode')}: {err[-300:]}")
         return out
-
-
-def iter_lines(text: str) -> Iterator[str]:
-    yield from (line for line in text.splitlines() if line.strip())

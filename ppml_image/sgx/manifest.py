@@ -9,7 +9,6 @@ Gramine inserts them and the TOML is written by tomli-w, as Gramine does.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import sysconfig
@@ -365,7 +364,3 @@ def read_text(path: Path, what: str) -> str:
         raise ManifestError(f"{path}: cannot read {what}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: {what} is not UTF-8 text") from None
-
-
-def manifest_json(manifest: Manifest) -> str:
-    return json.dumps(manifest, indent=2, default=str)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +141,3 @@ def write_outputs(signed: SignedEnclave, output: Path, sigfile: Path) -> None:
             raise PpmlError(f"{exc.filename or output}: cannot write: {exc.strerror}") from None
         sgx_file.write(signed.manifest_sgx)
         sig_file.write(signed.sigstruct.to_bytes())
-
-
-def file_mode(path: Path) -> int:
-    return os.stat(path).st_mode & 0o777
