@@ -65,14 +65,18 @@ def cases(tool: str, *, errors: bool | None = None) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="session")
-def enclave_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fresh_key(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """A fresh SGX signing key made by the tool itself (never a committed one)."""
     from ppml_image.sgx.keys import generate_key
 
-    path = tmp_path_factory.mktemp("keys") / "enclave-key.pem"
+    path = tmp_path_factory.mktemp("keys") / name
     generate_key(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def enclave_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_key(tmp_path_factory, "enclave-key.pem")
 
 
 @pytest.fixture
@@ -218,11 +222,7 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def second_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ppml_image.sgx.keys import generate_key
-
-    path = tmp_path_factory.mktemp("keys2") / "prod-key.pem"
-    generate_key(path)
-    return path
+    return fresh_key(tmp_path_factory, "prod-key.pem")
 
 
 def build_custom_cli(key: Path, base: str, app: Path, tag: str, *extra: str,

@@ -186,13 +186,19 @@ def base_info(client: docker.DockerClient, image: str) -> dict[str, Any]:
     return info
 
 
+def get_base_image(client: docker.DockerClient, ref: str) -> Any:
+    """The base image *ref*, which must carry the labels ``build-base`` sets."""
+    image = engine.get_image(client, ref, what="base image",
+                             hint=": build it with ppml-image build-base")
+    if f"{LABEL_PREFIX}gramine.libpal" not in (image.labels or {}):
+        raise EngineError(f"{ref}: not a ppml-image base image (no {LABEL_PREFIX}gramine labels)")
+    return image
+
+
 def describe(client: docker.DockerClient, ref: str) -> BaseImage:
     """Describe an existing base image from its labels and recorded JSON."""
-    with engine.engine_call(f"image {ref}"):
-        image = client.images.get(ref)
+    image = get_base_image(client, ref)
     labels = image.labels or {}
-    if f"{LABEL_PREFIX}gramine.libpal" not in labels:
-        raise EngineError(f"{ref}: not a ppml-image base image (no {LABEL_PREFIX}gramine labels)")
     info = base_info(client, ref)
     return BaseImage(image_id=image.id, tags=list(image.tags), size=int(image.attrs["Size"]),
                      profile=labels.get(f"{LABEL_PREFIX}profile", ""), gramine=info["gramine"],

@@ -27,9 +27,9 @@ from typing import Any
 import docker
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image.errors import EngineError, UsageError
+from ppml_image.errors import UsageError
 from ppml_image.images import engine, imagefs, wheelhouse
-from ppml_image.images.base import LABEL_PREFIX, base_info
+from ppml_image.images.base import LABEL_PREFIX, base_info, get_base_image
 from ppml_image.resources import data_dir
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import parse_elf
@@ -96,14 +96,7 @@ def enclave_name(template: Path) -> str:
 
 
 def _base_image(client: docker.DockerClient, ref: str) -> tuple[str, dict[str, Any]]:
-    with engine.engine_call(f"base image {ref}"):
-        try:
-            image = client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            raise EngineError(f"base image {ref} not found: build it with ppml-image "
-                              "build-base") from None
-    if f"{LABEL_PREFIX}gramine.libpal" not in (image.labels or {}):
-        raise EngineError(f"{ref}: not a ppml-image base image (no {LABEL_PREFIX}gramine labels)")
+    image = get_base_image(client, ref)
     return str(image.id), base_info(client, image.id)
 
 
@@ -173,11 +166,13 @@ def unsigned_tag(tag: str) -> str:
 
 def measure_and_sign(client: docker.DockerClient, unsigned: str, key: rsa.RSAPrivateKey, *,
                      date: dt.date, progress: engine.Progress | None = None
-                     ) -> tuple[SignedEnclave, dict[str, str]]:
-    """Steps 2-3: hash the unsigned image's files and sign, all on the host."""
+                     ) -> tuple[SignedEnclave, Any]:
+    """Steps 2-3: hash the unsigned image's files and sign, all on the host.
+
+    Returns the signed enclave and the unsigned image it measured.
+    """
     progress = progress or engine.Progress(f"measuring {unsigned}", quiet=True)
-    with engine.engine_call(f"image {unsigned}"):
-        image = client.images.get(unsigned)
+    image = engine.get_image(client, unsigned)
     labels = image.labels or {}
     if labels.get(f"{LABEL_PREFIX}signed") != "false":
         raise UsageError(f"{unsigned}: not an unsigned ppml-image image "
@@ -196,26 +191,30 @@ def measure_and_sign(client: docker.DockerClient, unsigned: str, key: rsa.RSAPri
     signed = sign_enclave(text, pal=pal, key=key, tree=tree, date=date,
                           name=f"{unsigned}:{manifest_path}",
                           pkglibdir=labels[f"{LABEL_PREFIX}gramine.pkglibdir"])
-    return signed, labels
+    return signed, image
 
 
 def sign_image(unsigned: str, key: Path, *, tag: str | None = None,
                date: str | dt.date | None = None, passphrase: bytes | None = None,
                release: bool = False, quiet: bool = False) -> CustomImage:
     """Sign an unsigned image with *key* and build the final image ``tag``."""
-    signing_key = load_signing_key(key, passphrase)
-    when = parse_date(date)
+    return _sign_image(unsigned, load_signing_key(key, passphrase), tag=tag,
+                       date=parse_date(date), release=release, quiet=quiet)
+
+
+def _sign_image(unsigned: str, signing_key: rsa.RSAPrivateKey, *, tag: str | None,
+                date: dt.date, release: bool, quiet: bool) -> CustomImage:
     client = engine.connect()
     measuring = engine.Progress(f"measure {unsigned}", quiet=quiet)
-    signed, labels = measure_and_sign(client, unsigned, signing_key, date=when,
-                                      progress=measuring)
+    signed, image = measure_and_sign(client, unsigned, signing_key, date=date,
+                                     progress=measuring)
     measuring.done(f"mr_enclave {signed.mr_enclave[:16]}...")
+    labels = image.labels or {}
     name = labels[f"{LABEL_PREFIX}enclave"]
     check_debug(signed.manifest, f"{unsigned}:{labels[f'{LABEL_PREFIX}manifest']}",
                 release=release)
     tag = tag or unsigned.removesuffix("-unsigned")
-    with engine.engine_call(f"image {unsigned}"):
-        unsigned_id = str(client.images.get(unsigned).id)
+    unsigned_id = str(image.id)
     view = signed.sigstruct.view()
     context = engine.BuildContext()
     context.add_bytes(f"{name}.manifest.sgx", signed.manifest_sgx)
@@ -251,12 +250,12 @@ def build_custom(key: Path, *, base: str = DEFAULT_BASE, app: Path | None = None
                  release: bool = False, passphrase: bytes | None = None,
                  quiet: bool = False) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""
-    load_signing_key(key, passphrase)  # fail before building anything
-    parse_date(date)
+    signing_key = load_signing_key(key, passphrase)  # fail before building anything
+    when = parse_date(date)
     unsigned, _ = build_unsigned(base=base, app=app, template=template, defines=defines,
                                  tag=tag, release=release, quiet=quiet)
-    return sign_image(unsigned, key, tag=tag, date=date, passphrase=passphrase,
-                      release=release, quiet=quiet)
+    return _sign_image(unsigned, signing_key, tag=tag, date=when, release=release,
+                       quiet=quiet)
 
 
 def write_measurements(result: CustomImage, path: Path) -> None:

@@ -70,6 +70,16 @@ class _EngineCall:
         return False
 
 
+def get_image(client: docker.DockerClient, ref: str, *, what: str = "image",
+              hint: str = "") -> Any:
+    """The image *ref*; a missing one is one line, with *hint* saying what to do."""
+    with engine_call(f"{what} {ref}"):
+        try:
+            return client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            raise EngineError(f"{what} {ref} not found{hint}") from None
+
+
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
     with engine_call(f"image {ref}"):
         try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
-
 from ppml_image.errors import EngineError, ManifestError, PpmlError, VerificationError
 from ppml_image.images import engine, imagefs
 from ppml_image.images.base import LABEL_PREFIX
@@ -40,14 +38,6 @@ class Inspection:
                 **self.sigstruct.view()}
 
 
-def _image(client: docker.DockerClient, ref: str) -> Any:
-    with engine.engine_call(f"image {ref}"):
-        try:
-            return client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            raise EngineError(f"image {ref} not found") from None
-
-
 def _sig_path(labels: dict[str, str], ref: str) -> str:
     path = labels.get(f"{LABEL_PREFIX}sig")
     if path:
@@ -61,7 +51,7 @@ def _sig_path(labels: dict[str, str], ref: str) -> str:
 def inspect_image(ref: str, *, check_signature: bool = True) -> Inspection:
     """Read the ``.sig`` out of *ref* and parse it (no key needed)."""
     client = engine.connect()
-    image = _image(client, ref)
+    image = engine.get_image(client, ref)
     labels = dict(image.labels or {})
     path = _sig_path(labels, ref)
     data = engine.read_file_from_image(client, image.id, path)
@@ -95,7 +85,7 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
                  allow_debug: bool = False) -> Verification:
     """Verify *ref* from its own files; raise VerificationError listing every problem."""
     client = engine.connect()
-    image = _image(client, ref)
+    image = engine.get_image(client, ref)
     labels = dict(image.labels or {})
     sig_path = _sig_path(labels, ref)
     sgx_path = labels.get(f"{LABEL_PREFIX}manifest-sgx") or sig_path[:-4] + ".manifest.sgx"

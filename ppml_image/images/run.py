@@ -18,7 +18,7 @@ from typing import Any
 
 import docker
 
-from ppml_image.errors import EngineError, UsageError
+from ppml_image.errors import UsageError
 from ppml_image.images import engine
 from ppml_image.images.base import LABEL_PREFIX
 from ppml_image.sgx import manifest as mf
@@ -83,11 +83,7 @@ def plan_run(image: str, *, sgx: bool, data: Path | None = None, keys: Path | No
 
 def native_command(client: docker.DockerClient, image: str) -> list[str] | None:
     """The enclave's measured command line (loader.argv), to run it natively."""
-    with engine.engine_call(f"image {image}"):
-        try:
-            labels = client.images.get(image).labels or {}
-        except docker.errors.ImageNotFound:
-            raise EngineError(f"image {image} not found") from None
+    labels = engine.get_image(client, image).labels or {}
     path = labels.get(f"{LABEL_PREFIX}manifest")
     if not path:
         return None  # not a ppml-image custom image: its own CMD
@@ -99,11 +95,8 @@ def native_command(client: docker.DockerClient, image: str) -> list[str] | None:
 def execute(plan: RunPlan, client: docker.DockerClient | None = None) -> int:
     """Run the plan attached; stream output; always remove the container."""
     client = client or engine.connect()
-    with engine.engine_call(f"image {plan.image}"):
-        try:
-            client.images.get(plan.image)
-        except docker.errors.ImageNotFound:
-            raise EngineError(f"image {plan.image} not found") from None
+    engine.get_image(client, plan.image)
+    with engine.engine_call(f"running {plan.image}"):
         container = client.containers.create(plan.image, plan.command, devices=plan.devices,
                                              volumes=plan.volumes, network_mode="host")
     try:
