@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ppml_image.sgx.elf import load_elf
 from ppml_image.sgx.manifest import finalize, parse_manifest
-from ppml_image.sgx.measure import MMAP_MIN_ADDR, PAGE, build_layout, enclave_params, measure
+from ppml_image.sgx.measure import PAGE, build_layout, enclave_params, measure
 from ppml_image.sgx.tree import DiskTree
 
 PAL = Path(__file__).resolve().parent.parent / "tests/vectors/_common/gcc_libpal.so"
@@ -54,7 +54,6 @@ def bench_mrenclave() -> float:
     print(f"MRENCLAVE 64 GiB: {free_pages:,} unmeasured EADD records "
           f"({free_pages * 64 / 1e9:.2f} GB); ours {ours:.3f} s, one sha256 call {ref:.3f} s, "
           f"ratio {ratio:.2f} (target <= 1.5)")
-    assert MMAP_MIN_ADDR  # the heap starts above the first 64 KiB
     return ratio
 
 
