@@ -14,7 +14,7 @@ import hashlib
 import struct
 from pathlib import Path
 
-from ppml_image.images.config import GRAMINE_PKGLIBDIR
+from ppml_image.sgx import gramine
 
 _RUNTIME_FILES = ("ld-linux-x86-64.so.2", "libc.so.6", "libdl.so.2", "libm.so.6",
                   "libpthread.so.0", "librt.so.1", "libutil.so.1", "libresolv.so.2")
@@ -34,7 +34,7 @@ def stand_in_elf(seed: bytes = b"ppml-image stand-in libpal") -> bytes:
 
 def make_gramine_tree(root: Path) -> Path:
     """Write a stand-in Gramine install tree under *root*; returns *root*."""
-    pkglibdir = root / GRAMINE_PKGLIBDIR.lstrip("/")
+    pkglibdir = root / gramine.PKGLIBDIR.lstrip("/")
     (pkglibdir / "sgx").mkdir(parents=True, exist_ok=True)
     (pkglibdir / "runtime/glibc").mkdir(parents=True, exist_ok=True)
     (pkglibdir / "sgx/libpal.so").write_bytes(stand_in_elf())

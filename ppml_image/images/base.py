@@ -22,11 +22,13 @@ import docker
 import jinja2
 
 from ppml_image import __version__
+from ppml_image._proc import child_env
 from ppml_image.errors import EngineError
 from ppml_image.images import engine, wheelhouse
-from ppml_image.images.config import GRAMINE_PKGLIBDIR, BaseConfig
+from ppml_image.images.config import BaseConfig
 from ppml_image.images.fileserver import FileServer
 from ppml_image.resources import data_dir
+from ppml_image.sgx import gramine
 
 BASE_INFO_PATH = "/etc/ppml-image/base.json"
 LABEL_PREFIX = "ppml-image."
@@ -59,7 +61,7 @@ def render_dockerfile(config: BaseConfig, *, file_server: str, ml_digest: str,
         with_spark=config.with_spark, jdk_package=config.jdk_package,
         extra_apt_packages=config.extra_apt_packages, ca_bundle=bool(config.ca_bundle),
         gramine_source=config.gramine_source, gramine_apt_suite=config.gramine_apt_suite,
-        intel_sgx_apt_suite=config.intel_sgx_apt_suite, pkglibdir=GRAMINE_PKGLIBDIR,
+        intel_sgx_apt_suite=config.intel_sgx_apt_suite, pkglibdir=gramine.PKGLIBDIR,
         python_version=config.python_version, file_server=file_server, ml_digest=ml_digest,
         spark_digest=spark_digest, debs=debs, debs_digest=debs_digest)
 
@@ -81,7 +83,8 @@ def created_timestamp() -> str:
 def _revision() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parent)
+                             check=True, cwd=Path(__file__).resolve().parent,
+                             env=child_env())
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -98,10 +101,10 @@ def image_labels(config: BaseConfig, versions: dict[str, str]) -> dict[str, str]
         f"{LABEL_PREFIX}profile": config.profile,
         f"{LABEL_PREFIX}os-image": config.os_image,
         f"{LABEL_PREFIX}gramine.source": config.gramine_source,
-        f"{LABEL_PREFIX}gramine.pkglibdir": GRAMINE_PKGLIBDIR,
-        f"{LABEL_PREFIX}gramine.libpal": f"{GRAMINE_PKGLIBDIR}/sgx/libpal.so",
-        f"{LABEL_PREFIX}gramine.libsysdb": f"{GRAMINE_PKGLIBDIR}/libsysdb.so",
-        f"{LABEL_PREFIX}gramine.runtimedir": f"{GRAMINE_PKGLIBDIR}/runtime/glibc",
+        f"{LABEL_PREFIX}gramine.pkglibdir": gramine.PKGLIBDIR,
+        f"{LABEL_PREFIX}gramine.libpal": gramine.libpal(),
+        f"{LABEL_PREFIX}gramine.libsysdb": gramine.libsysdb(),
+        f"{LABEL_PREFIX}gramine.runtimedir": gramine.runtimedir(),
         f"{LABEL_PREFIX}info": BASE_INFO_PATH,
     }
     labels.update({f"{LABEL_PREFIX}version.{name}": version

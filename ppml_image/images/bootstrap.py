@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ppml_image._proc import child_env
 from ppml_image.errors import BuildError, UsageError
 from ppml_image.images import engine
 
@@ -62,7 +63,8 @@ def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
 
 
 def _run(command: list[str], what: str) -> None:
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env=child_env())
     if proc.returncode != 0:
         last = " | ".join(proc.stderr.strip().splitlines()[-3:]
                           or proc.stdout.strip().splitlines()[-3:])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ppml_image.errors import UsageError
+from ppml_image.sgx import gramine
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +30,6 @@ else:  # pragma: no cover
 
 PROFILES = ("full", "slim")
 GRAMINE_SOURCES = ("apt", "deb-dir", "tree")
-GRAMINE_PKGLIBDIR = "/usr/lib/x86_64-linux-gnu/gramine"
 
 # The ML stack, pinned so that two builds of the same config are the same.
 DEFAULT_PYTHON_PACKAGES = [
@@ -81,7 +81,7 @@ class BaseConfig:
         if self.gramine_source == "deb-dir" and not list(Path(self.gramine_path).glob("*.deb")):
             raise UsageError(f"{self.gramine_path}: no .deb files in the Gramine folder")
         if self.gramine_source == "tree":
-            libpal = Path(self.gramine_path) / GRAMINE_PKGLIBDIR.lstrip("/") / "sgx/libpal.so"
+            libpal = Path(self.gramine_path) / gramine.libpal().lstrip("/")
             if not libpal.is_file():
                 raise UsageError(f"{self.gramine_path}: not a Gramine install tree "
                                  f"(missing {libpal})")

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppml_image._proc import child_env
 from ppml_image.errors import BuildError
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-.*\.whl$")
@@ -49,7 +50,7 @@ class Wheelhouse:
 
 def _pip(args: list[str], what: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
-                          check=False)
+                          check=False, env=child_env())
     if proc.returncode != 0:
         last = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise BuildError(f"{what}: pip failed: {last}")

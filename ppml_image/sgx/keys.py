@@ -35,10 +35,27 @@ class KeyInfo:
     mr_signer: str
 
 
-def mr_signer_of(public_key: rsa.RSAPublicKey) -> str:
+def mr_signer_of_modulus(modulus: int) -> str:
     """MRSIGNER: SHA-256 of the modulus as 384 little-endian bytes, in hex."""
-    modulus = public_key.public_numbers().n
     return hashlib.sha256(modulus.to_bytes(MODULUS_BYTES, "little")).hexdigest()
+
+
+def mr_signer_of(public_key: rsa.RSAPublicKey) -> str:
+    """MRSIGNER of an RSA public key."""
+    return mr_signer_of_modulus(public_key.public_numbers().n)
+
+
+def sgx_key_problem(modulus: int, exponent: int) -> str | None:
+    """Why SGX cannot use this RSA key (not 3072-bit, exponent not 3), or None.
+
+    The one check for every key: key files, tokens, public keys given for
+    an offline signature, and the modulus inside a SIGSTRUCT.
+    """
+    if modulus.bit_length() != SGX_RSA_KEY_SIZE:
+        return f"RSA key is {modulus.bit_length()}-bit; SGX requires {SGX_RSA_KEY_SIZE}-bit"
+    if exponent != SGX_RSA_PUBLIC_EXPONENT:
+        return f"RSA public exponent is {exponent}; SGX requires {SGX_RSA_PUBLIC_EXPONENT}"
+    return None
 
 
 def generate_key(path: Path = Path("enclave-key.pem"), *, force: bool = False) -> KeyInfo:
@@ -131,12 +148,7 @@ def check_sgx_key(key: object, path: Path) -> None:
     """Refuse keys SGX cannot use: non-RSA, not 3072-bit, exponent not 3."""
     if not isinstance(key, rsa.RSAPrivateKey):
         raise KeyFileError(f"{path}: expected an RSA private key, found {type(key).__name__}")
-    if key.key_size != SGX_RSA_KEY_SIZE:
-        raise KeyFileError(
-            f"{path}: RSA key is {key.key_size}-bit; SGX requires {SGX_RSA_KEY_SIZE}-bit"
-        )
-    exponent = key.public_key().public_numbers().e
-    if exponent != SGX_RSA_PUBLIC_EXPONENT:
-        raise KeyFileError(
-            f"{path}: RSA public exponent is {exponent}; SGX requires {SGX_RSA_PUBLIC_EXPONENT}"
-        )
+    numbers = key.public_key().public_numbers()
+    problem = sgx_key_problem(numbers.n, numbers.e)
+    if problem:
+        raise KeyFileError(f"{path}: {problem}")

@@ -22,6 +22,7 @@ import tomli_w
 
 from ppml_image._fs import write_atomic
 from ppml_image.errors import ManifestError
+from ppml_image.sgx import gramine
 from ppml_image.sgx.schema import check_schema, validate_manifest
 from ppml_image.sgx.tree import DIR, FILE, Tree, tree_for
 
@@ -30,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_PKGLIBDIR = "/usr/lib/x86_64-linux-gnu/gramine"
+DEFAULT_PKGLIBDIR = gramine.PKGLIBDIR
 DEFAULT_ENCLAVE_SIZE_NO_EDMM = "256M"
 DEFAULT_ENCLAVE_SIZE_WITH_EDMM = "1024G"
 DEFAULT_MAX_THREADS = 4

@@ -10,7 +10,6 @@ Q1 = floor(S^2 / N), Q2 = floor((S^3 - Q1*S*N) / N).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import struct
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError
+from ppml_image.sgx.keys import mr_signer_of_modulus, sgx_key_problem
 
 SIGSTRUCT_SIZE = 1808
 HEADER = bytes.fromhex("06000000e10000000000010000000000")
@@ -147,10 +147,9 @@ class Sigstruct:
 
     def verify(self, name: str = "<sigstruct>") -> None:
         """Check the RSA signature and Q1/Q2; raise :class:`SigstructError` if wrong."""
-        if self.exponent != 3:
-            raise SigstructError(f"{name}: SIGSTRUCT exponent is {self.exponent}, SGX requires 3")
-        if self.modulus.bit_length() != 3072:
-            raise SigstructError(f"{name}: SIGSTRUCT modulus is not a 3072-bit number")
+        problem = sgx_key_problem(self.modulus, self.exponent)
+        if problem:
+            raise SigstructError(f"{name}: SIGSTRUCT signer: {problem}")
         public = rsa.RSAPublicNumbers(self.exponent, self.modulus).public_key()
         try:
             public.verify(self.signature.to_bytes(_RSA_BYTES, "big"), self.signed_bytes(),
@@ -169,7 +168,7 @@ class Sigstruct:
 
     @property
     def mr_signer(self) -> str:
-        return hashlib.sha256(self.modulus.to_bytes(_RSA_BYTES, "little")).hexdigest()
+        return mr_signer_of_modulus(self.modulus)
 
     @property
     def debug(self) -> bool:
