@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ppml_image.cli import app, emit_json, fail, handles_errors
-from ppml_image.images import base, bootstrap, config, custom, inspect
+from ppml_image.images import attest, base, bootstrap, config, custom
 from ppml_image.sgx import keys
 from ppml_image.sgx.manifest import parse_defines
 
@@ -136,7 +136,7 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Print the SIGSTRUCT fields of a signed image (no key needed)."""
-    result = inspect.inspect_image(image)
+    result = attest.inspect_image(image)
     if as_json:
         emit_json(result.to_json())
         return
@@ -155,7 +155,7 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Re-hash and re-measure an image from its own files; exit 3 on any difference."""
-    result = inspect.verify_image(image, mr_enclave=mr_enclave, mr_signer=mr_signer,
+    result = attest.verify_image(image, mr_enclave=mr_enclave, mr_signer=mr_signer,
                                   allow_debug=allow_debug)
     if as_json:
         emit_json(result.to_json())

@@ -106,7 +106,7 @@ def _setup_logging() -> None:
 
 def _register_commands() -> None:
     # Each group lives beside its library code; importing registers it.
-    from ppml_image import _cli_images, _cli_secrets, _cli_sgx  # noqa: F401
+    from ppml_image import _cli_images, _cli_sgx, _cli_spark  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

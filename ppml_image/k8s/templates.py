@@ -18,9 +18,9 @@ import yaml
 
 from ppml_image._fs import make_private_dirs, write_atomic
 from ppml_image.errors import UsageError
-from ppml_image.k8s.secrets import KEYS_SECRET, PASSWORD_SECRET, SPARK_SECRET
-from ppml_image.secrets.common import save
-from ppml_image.secrets.password import decrypt_password
+from ppml_image.k8s.secret_manifests import KEYS_SECRET, PASSWORD_SECRET, SPARK_SECRET
+from ppml_image.spark.common import save
+from ppml_image.spark.password import decrypt_password
 
 KEYS_MOUNT = "/ppml/keys"
 PASSWORD_MOUNT = "/ppml/password"

@@ -17,12 +17,11 @@ from ppml_image.errors import EngineError, ManifestError, PpmlError, Verificatio
 from ppml_image.images import engine, imagefs
 from ppml_image.images.base import LABEL_PREFIX
 from ppml_image.images.custom import ENCLAVE_DIR
+from ppml_image.sgx import gramine
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import parse_elf
 from ppml_image.sgx.sign import enclave_attributes, measure_manifest
 from ppml_image.sgx.sigstruct import Sigstruct
-
-DEFAULT_LIBPAL = "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so"
 
 
 @dataclass
@@ -154,7 +153,7 @@ def _check_trusted_files(result: Verification, manifest: dict[str, Any],
 def _check_measurement(result: Verification, sig: Sigstruct, manifest: dict[str, Any],
                        manifest_sgx: bytes, tree: imagefs.ImageTree, labels: dict[str, str],
                        name: str) -> None:
-    libpal = labels.get(f"{LABEL_PREFIX}gramine.libpal", DEFAULT_LIBPAL)
+    libpal = labels.get(f"{LABEL_PREFIX}gramine.libpal", gramine.libpal())
     real = tree.resolve(libpal)
     pal = parse_elf(tree.read_bytes(real), f"{result.image}:{libpal}")
     mrenclave = measure_manifest(manifest_sgx, manifest, pal, name).hex()

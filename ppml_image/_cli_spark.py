@@ -8,9 +8,9 @@ import typer
 
 from ppml_image.cli import app, emit_json, handles_errors
 from ppml_image.images import run as run_mod
-from ppml_image.k8s import secrets as k8s_secrets
+from ppml_image.k8s import secret_manifests as k8s_secrets
 from ppml_image.k8s import templates
-from ppml_image.secrets import common, password, tls
+from ppml_image.spark import common, password, tls
 
 secrets_app = typer.Typer(help="Spark security material: TLS keys, keystores, password.",
                           no_args_is_help=True)

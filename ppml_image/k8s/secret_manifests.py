@@ -19,8 +19,8 @@ import yaml
 
 from ppml_image._fs import make_private_dirs
 from ppml_image.errors import UsageError
-from ppml_image.secrets.common import save
-from ppml_image.secrets.password import decrypt_password
+from ppml_image.spark.common import save
+from ppml_image.spark.password import decrypt_password
 
 KEYS_SECRET = "ssl-keys"
 PASSWORD_SECRET = "ssl-password"

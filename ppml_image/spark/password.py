@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ppml_image.secrets.common import SecretsError, prepare_folder, save
+from ppml_image.spark.common import SecretsError, prepare_folder, save
 
 
 @dataclass

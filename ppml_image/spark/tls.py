@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from ppml_image.secrets.common import SecretsError, prepare_folder, save
+from ppml_image.spark.common import SecretsError, prepare_folder, save
 
 KEYSTORE_ALIAS = "spark"
 
