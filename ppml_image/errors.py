@@ -51,3 +51,7 @@ class EngineError(PpmlError):
 
 class BuildError(PpmlError):
     """An image build failed."""
+
+
+class PolicyError(PpmlError):
+    """A manifest breaks the release policy (``--release``)."""
