@@ -88,7 +88,6 @@ def main() -> int:
         for ref in (TAG, custom.unsigned_tag(TAG), BASE):
             with contextlib.suppress(Exception):
                 client.images.remove(ref, force=True)
-        client.images.prune(filters={"dangling": True})
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -171,7 +171,6 @@ class ImageJanitor:
         for tag in reversed(self.tags):
             with contextlib.suppress(docker.errors.ImageNotFound):
                 self.client.images.remove(tag, force=True)
-        self.client.images.prune(filters={"dangling": True})
 
 
 @pytest.fixture(scope="session")
@@ -235,7 +234,7 @@ def build_custom_cli(key: Path, base: str, app: Path, tag: str, *extra: str,
 def custom_image(slim_base: dict, enclave_key: Path, app_dir: Path, janitor) -> dict:
     """A signed custom image on the slim base, built once by the CLI."""
     tag = janitor.track(unique_tag("custom"))
-    janitor.track(tag.replace(":", ":", 1) + "-unsigned")
+    janitor.track(tag + "-unsigned")
     result = build_custom_cli(enclave_key, slim_base["tags"][0], app_dir, tag)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

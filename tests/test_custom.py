@@ -81,8 +81,9 @@ def test_image_measurement_equals_signing_the_exported_rootfs(
                      "--key", enclave_key, "--date", "2025-01-31", "--chroot", rootfs, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["mr_enclave"] == custom_image["mr_enclave"]
-    in_image = docker_client.containers.run(custom_image["image"],
-                                            ["cat", "/ppml/python-ml.manifest.sgx"], remove=True)
+    # The archive API gives the file's exact bytes (container logs can truncate).
+    in_image = read_file_from_image(docker_client, custom_image["image"],
+                                    "/ppml/python-ml.manifest.sgx")
     assert (tmp_path / "x.manifest.sgx").read_bytes() == in_image
 
 
