@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,8 @@ def handles_errors(func: F) -> F:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Terminated:
+            fail("terminated", 143)
         except BrokenPipeError:  # `ppml-image ... | head`: the reader has gone, not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
@@ -109,10 +112,25 @@ def _register_commands() -> None:
     from ppml_image import _cli_images, _cli_sgx, _cli_spark  # noqa: F401
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so every cleanup handler runs.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    swallows it on the way out.
+    """
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # Without this, SIGTERM (docker stop, CI timeouts, kill) ends the process
+    # at once and leaves temporary files and containers behind.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     _register_commands()
     app(args=argv if argv is not None else sys.argv[1:], prog_name="ppml-image")
 
 
-__all__ = ["Path", "app", "emit_json", "fail", "handles_errors", "main"]
+__all__ = ["Path", "Terminated", "app", "emit_json", "fail", "handles_errors", "main"]
