@@ -301,7 +301,8 @@ def _remove_old(old: Path, ours: set[str]) -> None:
 
 
 def read_regular_files(folder: Path, what: str, *, limit: int) -> dict[str, bytes]:
-    """Every entry of *folder* by name; each must be a regular file of at most *limit* bytes.
+    """Every entry of *folder* by name; each must be a regular file of at most *limit* bytes,
+    with no other hard link.
 
     No symbolic link is followed out of the folder and nothing can swap one
     in: each entry is opened relative to a descriptor on the folder with
@@ -334,8 +335,13 @@ def _read_entry(folder: Path, dir_fd: int, name: str, limit: int) -> bytes:
                             "the folder") from None
         raise PpmlError(f"{shown}: cannot open: {exc.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise PpmlError(f"{shown}: is not a regular file")
+        if info.st_nlink > 1:
+            # A hard link is the symlink attack where protected_hardlinks is off.
+            raise PpmlError(f"{shown}: has other hard links ({info.st_nlink} names); copy "
+                            "the file into the folder instead")
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
