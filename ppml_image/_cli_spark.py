@@ -59,6 +59,7 @@ def tls_cmd(
     internationalised name as its xn-- A-label); the CN has at most 64 characters.
     """
     valid_days = _days(days)
+    tls.check_days(valid_days)  # all checks before the prompt and the output
     tls.certificate_names(cn, san)
     common.check_output(out, tls.TLS_FILES, force=force)
     secret = common.read_password(password_file, keystore=True)

@@ -105,8 +105,9 @@ def certificate_names(cn: str, sans: list[str]) -> list[str]:
     return list(dict.fromkeys([cn, *sans]))
 
 
-def check_days(days: int, now: dt.datetime) -> dt.datetime:
+def check_days(days: int, now: dt.datetime | None = None) -> dt.datetime:
     """The certificate's end for *days* from *now*; refused if X.509 cannot hold it."""
+    now = now or dt.datetime.now(dt.timezone.utc)
     if days < 1:
         raise UsageError(f"--days {days}: the certificate must be valid for at least a day")
     if days > (LAST_DATE - now).days:
