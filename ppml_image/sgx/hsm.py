@@ -150,7 +150,11 @@ def load_module(path: str, where: str) -> Any:
     try:
         return pkcs11.lib(path)
     except pkcs11.PKCS11Error as exc:
-        reason = str(exc).rsplit(": ", 1)[-1] or type(exc).__name__
+        text = str(exc)
+        if "C_GetFunctionList" in text:
+            reason = "not a PKCS#11 module (it has no C_GetFunctionList)"
+        else:  # python-pkcs11 says "OS exception while loading PATH: PATH: why"
+            reason = text.rsplit(": ", 1)[-1] or type(exc).__name__
         raise TokenError(f"{where}: PKCS#11 module {path} cannot be loaded: {reason}") from None
 
 
