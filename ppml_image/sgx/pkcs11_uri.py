@@ -124,15 +124,9 @@ def parse_uri(text: str) -> Pkcs11Uri:
         raise UsageError(f"PKCS#11 URI: longer than {MAX_URI_LENGTH} characters")
     body = text[len(SCHEME):]
     path_text, has_query, query_text = body.partition("?")
-    path = _attributes(path_text, ";", _PATH_CHARS, "path", len(SCHEME))
-    query = _attributes(query_text, "&", _QUERY_CHARS, "query",
+    path = _attributes(path_text, "path", len(SCHEME))
+    query = _attributes(query_text, "query",
                         len(SCHEME) + len(path_text) + 1) if has_query else {}
-    for name in path:
-        if name not in PATH_ATTRIBUTES:
-            raise UsageError(_unknown(name, "path", QUERY_ATTRIBUTES))
-    for name in query:
-        if name not in QUERY_ATTRIBUTES:
-            raise UsageError(_unknown(name, "query", PATH_ATTRIBUTES))
     raw_id = path.pop("id", None)
     texts = {name: _utf8(name, raw) for name, raw in path.items()}
     _check_values(texts)
@@ -140,9 +134,11 @@ def parse_uri(text: str) -> Pkcs11Uri:
                      id=raw_id)
 
 
-def _attributes(text: str, separator: str, allowed: frozenset[str], part: str,
-                offset: int) -> dict[str, bytes]:
+def _attributes(text: str, part: str, offset: int) -> dict[str, bytes]:
     """``name=value`` pairs of one URI component, values percent-decoded to bytes."""
+    separator, allowed, known, other = (
+        (";", _PATH_CHARS, PATH_ATTRIBUTES, QUERY_ATTRIBUTES) if part == "path"
+        else ("&", _QUERY_CHARS, QUERY_ATTRIBUTES, PATH_ATTRIBUTES))
     found: dict[str, bytes] = {}
     if text == "":
         return found
@@ -158,6 +154,8 @@ def _attributes(text: str, separator: str, allowed: frozenset[str], part: str,
                 "PKCS#11 URI: pin-value puts the PIN on the command line, where ps and shell "
                 "history show it; use pin-source=file:PATH, set PPML_IMAGE_PKCS11_PIN, or "
                 "answer the prompt on a terminal")
+        if name not in known:
+            raise UsageError(_unknown(name, part, other))
         if name in found:
             raise UsageError(f"PKCS#11 URI: attribute {name!r} appears more than once")
         found[name] = _decode(value, allowed, name, position + len(name) + 1)
