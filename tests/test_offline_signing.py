@@ -282,5 +282,27 @@ def test_export_refuses_colliding_outputs(output: str, data: str, tmp_path: Path
 
 def test_export_into_a_missing_folder_leaves_nothing(tmp_path: Path) -> None:
     result = sign_case(tmp_path, "--export-signing-data", tmp_path / "no" / "such" / "app.tbs")
-    assert_one_line_error(result, "cannot write")
+    assert_one_line_error(result, "no/such/app.tbs", "cannot write")
+    assert ".tmp" not in result.stderr  # the user's file is named, not our temporary one
     assert names(tmp_path) == []
+
+
+def test_export_refuses_a_folder_where_the_json_goes(tmp_path: Path) -> None:
+    (tmp_path / "app.tbs.json").mkdir()
+    result = sign_case(tmp_path, "--export-signing-data", tmp_path / "app.tbs")
+    assert_one_line_error(result, "app.tbs.json", "is a folder")
+    assert result.returncode == 2
+    assert names(tmp_path) == ["app.tbs.json"]
+
+
+def test_export_never_overwrites_its_inputs(tmp_path: Path) -> None:
+    case = load_case(VECTOR)
+    manifest = VECTORS / VECTOR / case["manifest"]
+    copy = tmp_path / "input.manifest"
+    copy.write_bytes(manifest.read_bytes())
+    result = run_cli("sign", "--manifest", copy, "--libpal", COMMON / "fake_libpal.so",
+                     "--output", tmp_path / "out.manifest.sgx", "--chroot",
+                     VECTORS / VECTOR / "rootfs", "--export-signing-data", copy)
+    assert_one_line_error(result, "same file")
+    assert copy.read_bytes() == manifest.read_bytes()
+    assert names(tmp_path) == ["input.manifest"]

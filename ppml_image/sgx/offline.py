@@ -182,26 +182,37 @@ def signing_data_files(tbs: Sigstruct, data_path: Path, *, source: str,
 
 
 def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write every file, each atomically; nothing is renamed unless all were written."""
-    check_distinct([path for path, _ in files])
+    """Write every file, each atomically; nothing is renamed unless all were written.
+
+    Errors name the user's file, never the temporary one beside it.
+    """
+    check_outputs([path for path, _ in files])
     with contextlib.ExitStack() as stack:
         handles = []
         for path, _ in files:
             try:
                 handles.append(stack.enter_context(atomic_output(path)))
             except OSError as exc:
-                raise PpmlError(f"{exc.filename or path}: cannot write: {exc.strerror}") from None
+                raise PpmlError(f"{path}: cannot write: {exc.strerror}") from None
         for handle, (_, data) in zip(handles, files, strict=True):
             handle.write(data)
+        try:
+            stack.close()  # the renames; a failed one removes the temporaries not yet renamed
+        except OSError as exc:
+            raise PpmlError(f"{exc.filename2 or files[0][0]}: cannot write: "
+                            f"{exc.strerror}") from None
 
 
-def check_distinct(paths: Sequence[Path]) -> None:
-    """Refuse two outputs that are the same file (checked before any long work)."""
-    seen: dict[Path, Path] = {}
+def check_outputs(paths: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
+    """Refuse, before any long work, outputs that are folders, the same file
+    twice, or one of the command's inputs."""
+    seen: dict[Path, Path] = {Path(p).resolve(): Path(p) for p in inputs}
     for path in paths:
+        if Path(path).is_dir():
+            raise UsageError(f"{path}: is a folder, not an output file")
         resolved = Path(path).resolve()
         if resolved in seen:
-            raise UsageError(f"{path}: the same file is given for two outputs "
+            raise UsageError(f"{path}: the same file is given twice "
                              f"({seen[resolved]} and {path})")
         seen[resolved] = Path(path)
 
@@ -211,7 +222,8 @@ def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, dat
                                  pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> ExportedSigningData:
     """``sign --export-signing-data``: write the ``.manifest.sgx``, DATA and DATA.json."""
     output, data = Path(output), Path(data)
-    check_distinct([output, data, json_path_for(data)])
+    check_outputs([data, json_path_for(data)], inputs=[Path(manifest), Path(libpal)])
+    check_outputs([output, data, json_path_for(data)])
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
     prepared: SignedEnclave = prepare_enclave(
