@@ -139,8 +139,9 @@ def sign_cmd(
 
 def _print_export(exported: offline.ExportedSigningData, output: Path, as_json: bool) -> None:
     if as_json:
-        emit_json({"manifest_sgx": str(output), "signing_data": str(exported.data_path),
-                   "signing_data_json": str(exported.json_path), **exported.record})
+        emit_json({"manifest_sgx_path": str(output),
+                   "signing_data_path": str(exported.data_path),
+                   "signing_data_json_path": str(exported.json_path), **exported.record})
         return
     if exported.record["debug_enclave"]:
         typer.secho("WARNING: sgx.debug = true: this is a DEBUG enclave; its memory can be read "

@@ -306,3 +306,15 @@ def test_export_never_overwrites_its_inputs(tmp_path: Path) -> None:
     assert_one_line_error(result, "same file")
     assert copy.read_bytes() == manifest.read_bytes()
     assert names(tmp_path) == ["input.manifest"]
+
+
+def test_export_json_for_pipelines(tmp_path: Path) -> None:
+    result = sign_case(tmp_path, "--export-signing-data", tmp_path / "app.tbs", "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["signing_data_path"] == str(tmp_path / "app.tbs")
+    assert printed["signing_data_json_path"] == str(tmp_path / "app.tbs.json")
+    assert printed["signing_data"] == "app.tbs"
+    assert printed["mr_enclave"] == load_case(VECTOR)["expected"]["mr_enclave"]
+    written = json.loads((tmp_path / "app.tbs.json").read_text())
+    assert {k: printed[k] for k in written} == written
