@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ppml_image import _signals
 from ppml_image.errors import PpmlError, UsageError
 
 PRIVATE_FILE_MODE = 0o600
@@ -58,6 +59,7 @@ def atomic_output(
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, mode)
+        _signals.check()
         if exclusive:
             os.link(tmp_name, path)
             os.unlink(tmp_name)
@@ -175,6 +177,7 @@ def staged_folder(out: Path, ours: Collection[str], *, force: bool,
                              f"{exc.strerror}") from None
         yield staging
         real, exists = check_output_folder(out, ours, force=force, keep=keep)
+        _signals.check()
         if exists:
             _carry_over(real, staging, keep)
             old = _exchange(staging, real, out)

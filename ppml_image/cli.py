@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any, TypeVar
 
 import typer
 
-from ppml_image import __version__
+from ppml_image import __version__, _signals
+from ppml_image._signals import Terminated
 from ppml_image.errors import PpmlError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,7 +49,9 @@ def handles_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            _signals.check()  # a signal whose exception was swallowed still counts
+            return result
         except (typer.Exit, typer.Abort):
             raise
         except PpmlError as exc:
@@ -112,23 +114,11 @@ def _register_commands() -> None:
     from ppml_image import _cli_images, _cli_sgx, _cli_spark  # noqa: F401
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind like Ctrl-C, so every cleanup handler runs.
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception``
-    swallows it on the way out.
-    """
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     # Without this, SIGTERM (docker stop, CI timeouts, kill) ends the process
     # at once and leaves temporary files and containers behind.
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    _signals.install()
     _register_commands()
     app(args=argv if argv is not None else sys.argv[1:], prog_name="ppml-image")
 

@@ -1,0 +1,57 @@
+"""Ctrl-C and SIGTERM: unwind, and never commit an output after either.
+
+The CLI turns SIGINT into KeyboardInterrupt (exit 130) and SIGTERM into
+:class:`Terminated` (exit 143), so every ``finally`` and context manager
+removes its temporary files and containers.
+
+An exception raised by a signal handler can be swallowed: when the signal
+lands inside an at-fork callback (subprocess with ``preexec_fn``), a
+``__del__`` method or a weakref callback, Python prints "Exception ignored"
+and carries on. So the handler also records the signal, and every commit
+point (the rename of an output file, the swap of an output folder, a tag)
+calls :func:`check` first: once a signal has arrived, nothing is committed,
+whether or not its exception made it through.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` swallows it on the way out."""
+
+
+_received: list[int] = []
+
+
+def _handler(signum: int, frame: Any) -> None:
+    _received.append(signum)
+    raise _exception(signum)
+
+
+def _exception(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def _unraisable(unraisable: Any) -> None:
+    """Keep a swallowed signal exception quiet: it is recorded, and check() acts on it."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)) and _received:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM as described above (the CLI calls this once)."""
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+    sys.unraisablehook = _unraisable
+
+
+def check() -> None:
+    """Raise again if a signal arrived: called just before committing an output."""
+    if _received:
+        raise _exception(_received[0])
