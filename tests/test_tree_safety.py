@@ -506,3 +506,27 @@ def _remove_chain(top: Path) -> None:
             for entry in os.listdir(top / "d"):
                 os.unlink(top / "d" / entry)
             os.rmdir(top / "d")
+
+
+@pytest.mark.parametrize("chroot", [True, False], ids=["chroot", "host"])
+def test_special_files_in_a_trusted_folder_are_skipped_unopened(chroot: bool,
+                                                               tmp_path: Path) -> None:
+    """As Gramine: a folder walk lists regular files only; a FIFO there must not block."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "b-file").write_bytes(b"b")
+    (share / "fifo-link").symlink_to("a-fifo")
+    with _special("fifo", share / "a-fifo"), _special("socket", share / "c-sock"):
+        prefix = "" if chroot else str(tmp_path)
+        manifest = parse_manifest(f'loader.entrypoint.uri = "file:{prefix}/share/b-file"\n'
+                                  f'sgx.trusted_files = ["file:{prefix}/share/"]\n', "m")
+        final = finalize(manifest, tree_for(tmp_path if chroot else None), "m")
+    assert final["sgx"]["trusted_files"] == [{"uri": f"file:{prefix}/share/b-file",
+                                              "sha256": _sha(b"b")}]
+
+
+@pytest.mark.parametrize("chroot", [True, False], ids=["chroot", "host"])
+def test_kind_of_a_path_with_nul_is_none(chroot: bool, tmp_path: Path) -> None:
+    """sgx.policy asks Tree.kind about paths from the manifest: a NUL is not a crash."""
+    tree = tree_for(tmp_path if chroot else None)
+    assert tree.kind(("" if chroot else str(tmp_path)) + "/a\0b") is None

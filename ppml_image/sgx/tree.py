@@ -377,6 +377,8 @@ class DiskTree(Tree):
     def lstat_kind(self, path: str) -> str | None:
         try:
             mode = self._walker.lstat(path).st_mode
+        except ValueError:  # a NUL in the path: no such file can exist
+            return None
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None  # ELOOP: a link loop in a parent, reported as missing
@@ -433,6 +435,8 @@ class HostTree(Tree):
     def lstat_kind(self, path: str) -> str | None:
         try:
             return _kind_of(os.stat(path).st_mode)
+        except ValueError:  # a NUL in the path: no such file can exist
+            return None
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None
