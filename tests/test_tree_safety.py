@@ -328,6 +328,7 @@ BAD_TREE_INPUTS = [
     Bad("entrypoint-folder-slash", "must be a file", entrypoint="/app/"),
     Bad("entrypoint-folder", "must be a file", entrypoint="/app/bin"),
     Bad("entrypoint-dot", "must be a file", entrypoint="/app/bin/."),
+    Bad("entrypoint-file-slash", "must be a file", entrypoint="/app/bin/app/"),
     Bad("non-utf8-name", "not UTF-8", ("/app/data/",), setup=_non_utf8_name),
     Bad("file-as-folder", "app/bin/app", ("/app/bin/app/x",)),
     Bad("nul-in-uri", "NUL", ("/app/a\\u0000b",)),

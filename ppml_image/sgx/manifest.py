@@ -348,8 +348,9 @@ def _hash_entries(tree: Tree, todo: list[_Entry], name: str,
     swapped for a FIFO or a device in the meantime is refused just the same.
     """
     for entry in todo:
-        problem = _KIND_PROBLEMS.get(tree.kind(entry.real))
-        if problem is not None:
+        kind = tree.kind(entry.real)
+        if kind != FILE:
+            problem = _KIND_PROBLEMS.get(kind, _KIND_PROBLEMS[OTHER])
             raise ManifestError(
                 f"{name}: {what} {entry.uri!r} {problem} at {tree.display(entry.real)}")
     uris = {tree.display(e.real): e.uri for e in todo}
@@ -381,7 +382,10 @@ def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifes
     uri = entrypoint["uri"]
     path = uri_to_path(uri, name)
     real = _resolve(tree, path, uri, name, "loader.entrypoint")
-    if uri.endswith("/") or tree.kind(real) == DIR:
+    if uri.endswith("/"):
+        raise ManifestError(f"{name}: loader.entrypoint.uri {uri!r} ends with '/' (a folder); "
+                            "the entrypoint must be a file")
+    if tree.kind(real) == DIR:
         raise ManifestError(
             f"{name}: loader.entrypoint.uri {uri!r} is a folder ({tree.display(real)}); "
             "the entrypoint must be a file")
