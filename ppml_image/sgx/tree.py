@@ -106,6 +106,10 @@ class Tree(ABC):
 
     def resolve(self, path: str) -> str:
         """Resolve every symlink in *path* inside the tree."""
+        memo: dict[str, str] = self.__dict__.get("_memo_resolved", {})
+        known = memo.get(path)
+        if known is not None:  # a path asked about before (the memo's keys are canonical)
+            return known
         if not path.startswith("/"):
             raise ManifestError(f"{path}: only absolute paths can be measured inside a chroot")
         parts = [p for p in str(path).split("/") if p]
