@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import posixpath
 import sys
 import sysconfig
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from ppml_image._fs import write_atomic
 from ppml_image.errors import ManifestError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.schema import check_schema, validate_manifest
-from ppml_image.sgx.tree import DIR, FILE, Tree, tree_for
+from ppml_image.sgx.tree import DIR, FILE, OTHER, NotRegularFile, Tree, tree_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -221,6 +222,8 @@ def uri_to_path(uri: str, name: str) -> str:
     """The path of a ``file:`` URI, normalised as pathlib would (no trailing '/')."""
     if not isinstance(uri, str) or not uri.startswith("file:"):
         raise ManifestError(f"{name}: unsupported URI {uri!r} (only file: URIs can be measured)")
+    if "\0" in uri:  # no file has one; os calls would fail with ValueError
+        raise ManifestError(f"{name}: URI {uri!r} contains a NUL character")
     return str(PurePosixPath(uri[len("file:"):]))
 
 
@@ -231,10 +234,20 @@ class _Entry:
     real: str  # where the content is, as the tree resolves it
 
 
+def _resolve(tree: Tree, path: str, uri: str, name: str, what: str = "trusted file") -> str:
+    """Where *path* is inside the tree; errors name the manifest and the URI."""
+    if not tree.chrooted:
+        return path
+    try:
+        return tree.resolve(path)
+    except ManifestError as exc:
+        raise ManifestError(f"{name}: {what} {uri!r}: {exc}") from None
+
+
 def _expand(tree: Tree, uri: str, sha256: str | None, name: str,
             path: str | None = None) -> list[_Entry]:
     path = uri_to_path(uri, name) if path is None else path
-    real = tree.resolve(path) if tree.chrooted else path
+    real = _resolve(tree, path, uri, name)
     kind = tree.kind(real)
     if uri.endswith("/"):
         if kind != DIR:
@@ -254,23 +267,53 @@ def _walk(tree: Tree, folder: str, name: str) -> list[_Entry]:
     """Regular files below *folder*, depth first, each folder in name order.
 
     Like Gramine: entries that are neither files nor folders (after following
-    links), or that cannot be read, are skipped; linked folders are not
-    descended into.
+    links), or that cannot be read, are skipped (never opened); linked
+    folders are not descended into. A stack of listings, not a recursion, so
+    that a hostile, very deep tree cannot exhaust Python's stack.
     """
     found: list[_Entry] = []
-    prefix = folder.rstrip("/") + "/"
-    for child_name in sorted(tree.list_dir(folder)):
-        child = prefix + child_name
+    stack = [iter(_listing(tree, folder, name))]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
         kind = tree.kind(child)
         if kind not in (FILE, DIR) or not tree.readable(child):
             continue
+        if kind == DIR and tree.is_symlink(child):
+            continue
+        _check_utf8(tree, child, name)
         if kind == DIR:
-            if tree.is_symlink(child):
-                continue
-            found.extend(_expand(tree, f"file:{child}/", None, name, child))
+            real = _resolve(tree, child, f"file:{child}/", name)
+            stack.append(iter(_listing(tree, real, name)))
         else:
             found.extend(_expand(tree, f"file:{child}", None, name, child))
     return found
+
+
+def _listing(tree: Tree, folder: str, name: str) -> list[str]:
+    """Paths of the entries of *folder*, in name order (as Gramine sorts them)."""
+    try:
+        names = tree.list_dir(folder)
+    except OSError as exc:
+        raise ManifestError(
+            f"{name}: cannot list trusted folder {tree.display(folder)}: {exc.strerror}"
+        ) from None
+    prefix = folder.rstrip("/") + "/"
+    return [prefix + child for child in sorted(names)]
+
+
+def _check_utf8(tree: Tree, path: str, name: str) -> None:
+    """A manifest is UTF-8 TOML: a file name that is not UTF-8 cannot be written in it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)  # the bytes on disk, shown escaped
+        raise ManifestError(
+            f"{name}: {tree.display(posixpath.dirname(path))} (in a trusted folder) holds "
+            f"a file name that is not UTF-8: {raw.rsplit(b'/', 1)[-1]!r}"
+        ) from None
 
 
 def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> None:
@@ -292,29 +335,62 @@ def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>
     ]
 
 
-def _hash_entries(tree: Tree, todo: list[_Entry], name: str) -> None:
+_KIND_PROBLEMS = {None: "not found", DIR: "is a folder, not a file",
+                  OTHER: "is not a regular file (a FIFO, socket or device)"}
+
+
+def _hash_entries(tree: Tree, todo: list[_Entry], name: str,
+                  what: str = "trusted file") -> None:
+    """Hash *todo* in place; every error names the entry and where it was looked for.
+
+    The kind check here gives the usual errors in manifest order, before any
+    work; the tree checks the kind again on the descriptor it reads, so a file
+    swapped for a FIFO or a device in the meantime is refused just the same.
+    """
     for entry in todo:
-        if tree.kind(entry.real) != FILE:
+        kind = tree.kind(entry.real)
+        if kind != FILE:
+            problem = _KIND_PROBLEMS.get(kind, _KIND_PROBLEMS[OTHER])
             raise ManifestError(
-                f"{name}: trusted file {entry.uri!r} not found at {tree.display(entry.real)}"
-            )
+                f"{name}: {what} {entry.uri!r} {problem} at {tree.display(entry.real)}")
+    uris = {tree.display(e.real): e.uri for e in todo}
     try:
         digests = tree.hash_files([e.real for e in todo])
-    except OSError as exc:
+    except NotRegularFile as exc:
         raise ManifestError(
-            f"{name}: cannot read trusted file {exc.filename}: {exc.strerror}"
-        ) from None
-    for entry, digest in zip(todo, digests, strict=False):
+            f"{name}: {what} {uris.get(exc.filename, '')!r} at {exc.filename} "
+            f"is not a regular file") from None
+    except OSError as exc:
+        # Our trees always name the file; another Tree might not.
+        where = (f"{uris.get(exc.filename, '')!r} at {exc.filename}" if exc.filename
+                 else f"({len(todo)} files)")
+        raise ManifestError(
+            f"{name}: cannot read {what} {where}: {exc.strerror or exc}") from None
+    for entry, digest in zip(todo, digests, strict=True):
         entry.sha256 = digest
 
 
 def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> None:
-    """Fill ``loader.entrypoint.sha256`` from the file its URI names, if absent."""
+    """Fill ``loader.entrypoint.sha256`` from the file its URI names, if absent.
+
+    A folder is never an entrypoint: a URI ending in '/' is refused rather
+    than expanded (the enclave would load none of its files).
+    """
     entrypoint = manifest["loader"]["entrypoint"]
     if not isinstance(entrypoint, dict) or entrypoint.get("sha256") is not None:
         return
-    [entry] = _expand(tree, entrypoint["uri"], None, name)
-    _hash_entries(tree, [entry], f"{name}: loader.entrypoint")
+    uri = entrypoint["uri"]
+    path = uri_to_path(uri, name)
+    real = _resolve(tree, path, uri, name, "loader.entrypoint")
+    if uri.endswith("/"):
+        raise ManifestError(f"{name}: loader.entrypoint.uri {uri!r} ends with '/' (a folder); "
+                            "the entrypoint must be a file")
+    if tree.kind(real) == DIR:
+        raise ManifestError(
+            f"{name}: loader.entrypoint.uri {uri!r} is a folder ({tree.display(real)}); "
+            "the entrypoint must be a file")
+    entry = _Entry(uri, None, real)
+    _hash_entries(tree, [entry], name, what="loader.entrypoint")
     entrypoint["sha256"] = entry.sha256
 
 
