@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ppml_image.cli import app, emit_json, handles_errors
-from ppml_image.sgx import keys, manifest, sign, sigstruct
+from ppml_image.errors import PpmlError, UsageError
+from ppml_image.sgx import keys, manifest, schema, sign, sigstruct
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
 
@@ -54,7 +55,8 @@ def manifest_cmd(
 
 @app.command("sign", epilog=(
     "Example: ppml-image sign --manifest app.manifest --output app.manifest.sgx "
-    "--libpal /usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so --key enclave-key.pem"))
+    "--libpal /usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so --key enclave-key.pem "
+    "--release"))
 @handles_errors
 def sign_cmd(
     manifest_path: Path = typer.Option(..., "--manifest", "-m", help="Input manifest (TOML)."),
@@ -71,12 +73,21 @@ def sign_cmd(
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="File holding the key's passphrase "
         f"(or set {keys.PASSPHRASE_ENV})."),
+    release: bool = typer.Option(
+        False, "--release", help="Refuse a manifest that breaks the release policy (debug, "
+        "insecure__ options, allow_all_but_log, code in allowed_files...), naming every "
+        "violation."),
+    max_enclave_size: str = typer.Option(
+        "1024G", "--max-enclave-size", metavar="SIZE",
+        help="Refuse to measure a non-EDMM enclave larger than this (e.g. 2048G)."),
     as_json: bool = typer.Option(False, "--json", help="Print the SIGSTRUCT fields as JSON."),
 ) -> None:
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
+    limit = parse_size_option(max_enclave_size, "--max-enclave-size")
     signed = sign.sign_manifest(
         manifest_path, output, libpal, key, date=date, sigfile=sigfile, chroot=chroot,
-        pkglibdir=pkglibdir, passphrase=keys.read_passphrase(passphrase_file, key))
+        pkglibdir=pkglibdir, passphrase=keys.read_passphrase(passphrase_file, key),
+        release=release, max_enclave_size=limit)
     if as_json:
         emit_json(signed.sigstruct.view())
         return
@@ -87,13 +98,25 @@ def sign_cmd(
     typer.echo(f"mr_signer:  {signed.mr_signer}")
 
 
+def parse_size_option(value: str, option: str) -> int:
+    """A size option (``1024G``, ``0x10000000000``); a bad one is a usage error."""
+    try:
+        return schema.parse_size(value, option, "ppml-image")
+    except PpmlError as exc:
+        raise UsageError(str(exc)) from None
+
+
 @app.command("sigstruct", epilog="Example: ppml-image sigstruct app.sig --json")
 @handles_errors
 def sigstruct_cmd(
     sigfile: Path = typer.Argument(..., help="A .sig file (SIGSTRUCT)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Check a .sig's RSA signature and Q1/Q2, then print its fields."""
+    """Check a .sig byte for byte as EINIT does, then print its fields.
+
+    Size, headers, vendor, every reserved byte (zero), the RSA-3072/e=3 key,
+    the signature over the file's own signed bytes, and Q1/Q2.
+    """
     sig = sigstruct.read_sigstruct(str(sigfile))
     view = sig.view()
     if as_json:
