@@ -207,11 +207,22 @@ MAX_DEPTH = 64  # tables and arrays inside each other; Gramine's manifests use a
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 # MAX_DEPTH key parts joined by dots: tomllib's time and memory grow with the
 # square of a key's parts (200k parts exhaust memory), so such a key is
-# refused before tomllib sees it. A string value with 64 dotted words would
-# also match: no real manifest has one.
-_DOTTED_RUN = re.compile(
-    r"""(?:(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')[ \t]*\.[ \t]*)"""
-    + f"{{{MAX_DEPTH}}}")
+# refused before tomllib sees it. The scan is linear: _KEY_RUN finds maximal
+# runs of dotted key parts (possessive, never restarting inside a run, nor
+# right after a quote or a dot), and only a run long enough to have MAX_DEPTH
+# dots is checked, anchored at its start. (A naive search took minutes on a long
+# base64 value.) A word of 65 dotted parts inside a string value, after a
+# space, also counts: no real manifest has one.
+_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
+_DOT = r"[ \t]*+\.[ \t]*+"
+_KEY_RUN = re.compile(rf"(?<![A-Za-z0-9_.\"'-]){_KEY_PART}(?:{_DOT}{_KEY_PART})++")
+_DOTTED_RUN = re.compile(rf"(?:{_KEY_PART}{_DOT}){{{MAX_DEPTH}}}")
+
+
+def _has_deep_dotted_key(text: str) -> bool:
+    return any(run.end() - run.start() > 2 * MAX_DEPTH
+               and _DOTTED_RUN.match(text, run.start()) is not None
+               for run in _KEY_RUN.finditer(text))
 
 
 def parse_manifest(text: str, name: str = "<manifest>", *,
@@ -226,7 +237,7 @@ def parse_manifest(text: str, name: str = "<manifest>", *,
 def loads_toml(text: str, name: str) -> Manifest:
     """TOML as Gramine reads it: at most MAX_DEPTH levels deep, integers of
     64 bits (the TOML specification's range; Gramine's parser stops there)."""
-    if _DOTTED_RUN.search(text):
+    if _has_deep_dotted_key(text):
         raise ManifestError(f"{name}: a dotted key with more than {MAX_DEPTH} parts "
                             "(tables nested too deeply)")
     try:
