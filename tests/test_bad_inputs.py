@@ -93,6 +93,16 @@ BAD_INPUTS = [
     Bad("compare-big-strings", "manifest",
         "{% set s = 'a' * 16000000 %}{% for i in range(100000) %}"
         "{% if s == s ~ '' %}{% endif %}{% endfor %}\n", ("string and list operations",)),
+    Bad("print-huge-list", "manifest",
+        "{% set s = 'a' * 16000000 %}{{ [s] * 1000000 }}\n", ("printed value", "as text")),
+    Bad("string-filter-huge-list", "manifest",
+        "{% set s = 'a' * 16000000 %}{{ ([s] * 1000000) | string }}\n", ("'string' filter",)),
+    Bad("list-append-loop", "manifest",
+        "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+        "{% set ns.l = ns.l + [i] %}{% endfor %}\n", ("string and list operations",)),
+    Bad("compare-big-lists", "manifest",
+        "{% set s = 'a' * 16000000 %}{% set t = 'a' * 15999999 ~ 'a' %}"
+        "{{ [s] * 1000000 == [t] * 1000000 }}\n", ("string and list operations",)),
     Bad("strict-int", "manifest", "sgx.isvsvn = {{ '2x' | int }}\n", ("'2x' is not an integer",)),
     Bad("toml-nul", "manifest", 'a = {{ "x\\x00y" | toml }}\n', ("NUL",)),
     Bad("define-not-utf8", "manifest", "a = 1\n", ("-D", "UTF-8"), code=2,

@@ -267,5 +267,27 @@ def test_include_through_the_cli(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("manifest", template), str(template), "{% include %}")
 
 
+nested = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300)
+@given(nested)
+def test_text_size_is_an_upper_bound(value: object) -> None:
+    """The limits on printing a container rely on this bound being safe."""
+    size, visits = templating.text_size(value, cap=1 << 40)
+    assert size >= len(str(value))
+    assert visits >= 1
+
+
+def test_text_size_stops_early() -> None:
+    big = ["a" * 1000] * 1_000_000
+    size, visits = templating.text_size(big, cap=10_000)
+    assert size > 10_000 and visits < 20
+
+
 def test_limits_are_documented_values() -> None:
     assert templating.MAX_OUTPUT == 256 << 20

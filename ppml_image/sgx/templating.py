@@ -34,6 +34,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateRuntimeError
 from jinja2.filters import do_int
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
+from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
 MiB = 1 << 20
@@ -89,19 +90,98 @@ def _size(value: Any) -> tuple[str, int] | None:
 
 
 def _cost(value: Any) -> int:
-    """What reading *value* once costs: its length, and its items' lengths."""
+    """What copying or scanning *value* once costs: its length (O(1) to know).
+
+    Enough for operators, slices and calls, which copy references, not items.
+    """
     size = _size(value)
-    if size is None:
-        return 1
-    if isinstance(value, (str, bytes, bytearray)):
-        return len(value)
-    items = value.items() if isinstance(value, dict) else value
-    total = len(value)
-    for item in items:
-        for part in (item if isinstance(value, dict) else (item,)):
-            if isinstance(part, (str, bytes, bytearray, list, tuple, dict, set)):
-                total += len(part)
-    return total
+    return 1 if size is None else max(size[1], 1)
+
+
+def _one(_value: Any) -> int:
+    return 1
+
+
+_ITEM_COST = 16  # a visited item: what reading it costs in Python, in characters
+
+
+def _deep_cost(value: Any) -> int:
+    """What comparing or sorting *value* costs: its items are read too.
+
+    Only for operations that read items (comparisons, ``in``, tests, sorting):
+    each item costs _ITEM_COST plus its own length, summed in C when the
+    items are all sized, so that the accounting stays cheaper than the work.
+    """
+    if not isinstance(value, (list, tuple, dict, set, frozenset)):
+        return _cost(value)
+    items: Any = list(value.values()) + list(value) if isinstance(value, dict) else value
+    try:
+        inner = sum(map(len, items))
+    except TypeError:  # some items have no length (numbers): count the others
+        inner = sum(len(item) for item in items if _size(item) is not None)
+    return _ITEM_COST * len(items) + inner
+
+
+def text_size(value: Any, cap: int = MAX_STRING) -> tuple[int, int]:
+    """An upper bound on ``len(str(value))`` and the items visited to find it.
+
+    Walks containers (and namespaces) iteratively, without building the
+    text, and stops as soon as the bound passes *cap*: ``str([s] * 10**6)``
+    of a 16 MiB ``s`` is refused after a few items instead of being built.
+    """
+    if isinstance(value, str):
+        return len(value), 1
+    total, visits, stack = 0, 0, [value]
+    while stack and total <= cap:
+        item = stack.pop()
+        visits += 1
+        if isinstance(item, str):  # inside a container: its repr
+            total += (2 if item.isprintable() else 10) * len(item) + 2
+        elif isinstance(item, (bytes, bytearray)):
+            total += 4 * len(item) + 14
+        elif isinstance(item, bool) or item is None:
+            total += 5
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 2
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 12 + 2 * len(item)  # "frozenset({...})"
+            stack.extend(item)
+        elif isinstance(item, Namespace):
+            total += 14
+            stack.append(object.__getattribute__(item, "_Namespace__attrs"))
+        elif isinstance(item, os.PathLike):
+            total += 2 * len(os.fspath(item)) + 32
+        else:  # numbers, functions, loop objects...: short texts
+            total += 256
+    return total, visits
+
+
+_TEXT_TYPES = (list, tuple, dict, set, frozenset, bytes, bytearray, Namespace)
+
+
+def check_text(value: Any, what: str, budget: _Budget | None, cap: int = MAX_STRING) -> int:
+    """Refuse to turn a container into text of more than *cap* characters
+    (the walk is charged to *budget*); returns the bound."""
+    if isinstance(value, str) or not isinstance(value, _TEXT_TYPES):
+        return len(value) if isinstance(value, str) else 256
+    size, visits = text_size(value, cap)
+    if budget is not None:
+        budget.charge(visits * _ITEM_COST)
+    if size > cap:
+        raise _limit(f"{what} would be more than {cap:,} characters as text; templates are "
+                     "limited to that")
+    return size
+
+
+def _short(value: Any) -> str:
+    """*value* for an error message, never built from a huge container."""
+    if isinstance(value, _TEXT_TYPES) and not isinstance(value, (bytes, bytearray)):
+        return f"a {type(value).__name__} of {len(value) if _size(value) else '?'} items"
+    return repr(str(value)[:60])
 
 
 def check_value(value: Any, what: str = "a value") -> Any:
@@ -138,7 +218,7 @@ def _sequence_unit(value: Any) -> str | None:
     return None
 
 
-def _check_binop(operator: str, left: Any, right: Any) -> None:
+def _check_binop(operator: str, left: Any, right: Any, budget: _Budget | None = None) -> None:
     """Predict the size of ``left OP right`` and refuse an absurd one before it is made."""
     check_value(left, f"the left side of {operator!r}")
     check_value(right, f"the right side of {operator!r}")
@@ -165,7 +245,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
         if unit and _sequence_unit(right) == unit:
             _check_result(len(left) + len(right), unit, what)
     elif operator == "%" and isinstance(left, (str, bytes)):
-        _check_percent_format(left, right)
+        _check_percent_format(left, right, budget)
 
 
 _PERCENT_FLAGS = "#0- +"
@@ -213,13 +293,13 @@ def _percent_specs(fmt: str | bytes) -> Iterator[tuple[str | None, list[str], st
         i += 1
 
 
-def _converted_length(value: Any, conversion: str) -> int:
-    if conversion in "sb":
-        return len(value) if isinstance(value, (str, bytes)) else len(str(value))
-    if conversion == "r":
-        return len(repr(value))
-    if conversion == "a":
-        return len(ascii(value))
+def _converted_length(value: Any, conversion: str, budget: _Budget | None) -> int:
+    if isinstance(value, str) and conversion in "sb":
+        return len(value)
+    if conversion in "sbra":  # ascii(): at most 10 characters per character
+        size = check_text(value, "a value in a '%' format", budget, MAX_STRING // 10 + 1) \
+            if isinstance(value, _TEXT_TYPES) else len(repr(value))
+        return size * (10 if conversion == "a" else 1)
     if isinstance(value, float) and math.isfinite(value):
         return len(str(int(value))) + 32
     if _is_int(value):
@@ -227,7 +307,7 @@ def _converted_length(value: Any, conversion: str) -> int:
     return 32
 
 
-def _check_percent_format(fmt: str | bytes, args: Any) -> None:
+def _check_percent_format(fmt: str | bytes, args: Any, budget: _Budget | None = None) -> None:
     """``fmt % args`` with a predicted result size: repeated ``%(key)s`` of a
     big value, and huge widths or precisions, are refused before formatting."""
     positional = list(args) if isinstance(args, tuple) else [args]
@@ -251,7 +331,7 @@ def _check_percent_format(fmt: str | bytes, args: Any) -> None:
             value = positional.pop(0) if positional else ""
         marker = (id(value), conversion)
         if marker not in cache:
-            cache[marker] = _converted_length(value, conversion)
+            cache[marker] = _converted_length(value, conversion, budget)
         total += width + cache[marker]
         if total > MAX_STRING:
             _check_result(total, "characters", "a '%' format")
@@ -260,16 +340,18 @@ def _check_percent_format(fmt: str | bytes, args: Any) -> None:
 class _SizedFormatter(SandboxedFormatter):
     """``str.format`` that counts what it makes and refuses huge widths."""
 
-    def __init__(self, env: jinja2.Environment) -> None:
+    def __init__(self, env: jinja2.Environment, budget: _Budget) -> None:
         super().__init__(env)
         self.total = 0
+        self.budget = budget
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         for number in re.findall(r"\d+", format_spec):
             if int(number) > MAX_WIDTH:
                 raise _limit(f"a width or precision of {int(number):,} in a format string; "
                              f"templates are limited to {MAX_WIDTH:,}")
-        text = super().format_field(check_value(value), format_spec)
+        check_text(check_value(value), "a value in a format string", self.budget)
+        text = super().format_field(value, format_spec)
         self.total += len(text)
         _check_result(self.total, "characters", "str.format")
         return text
@@ -350,7 +432,7 @@ def _first_arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: 
 
 
 def _filter_checks(name: str, value: Any, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+                   kwargs: dict[str, Any], budget: _Budget) -> Any:
     """Predict what a built-in filter makes; may return a materialised *value*."""
     what = f"the {name!r} filter"
     text = value if isinstance(value, str) else None
@@ -366,7 +448,7 @@ def _filter_checks(name: str, value: Any, args: tuple[Any, ...],
         wrap = _first_arg(args, kwargs, 2, "wrapstring", None)
         _check_result(len(text) * (1 + len(str(wrap or "\n"))), "characters", what)
     elif name == "format" and text is not None:
-        _check_percent_format(text, kwargs or args)
+        _check_percent_format(text, kwargs or args, budget)
     elif name == "replace" and len(args) >= 2:
         count = _first_arg(args, kwargs, 2, "count", None)
         _check_replace(str(value), str(args[0]), str(args[1]),
@@ -374,9 +456,8 @@ def _filter_checks(name: str, value: Any, args: tuple[Any, ...],
     elif name == "join":
         value = list(_counted(value, MAX_ITEMS, what))
         sep = _first_arg(args, kwargs, 0, "d", "")
-        _check_result(len(str(sep)) * max(len(value) - 1, 0)
-                      + sum(len(v) if isinstance(v, str) else 0 for v in value),
-                      "characters", what)
+        items = check_text(value, what, budget)  # every item becomes text
+        _check_result(len(str(sep)) * max(len(value) - 1, 0) + items, "characters", what)
     elif name in ("batch", "slice"):
         count = _first_arg(args, kwargs, 0, "linecount" if name == "batch" else "slices", 1)
         if _is_int(count):
@@ -393,6 +474,20 @@ def _filter_checks(name: str, value: Any, args: tuple[Any, ...],
 
 
 _SORTING = ("sort", "dictsort", "unique", "groupby", "min", "max")
+# Filters that do not turn their whole value (or arguments) into text; every
+# other filter may, so a container given to it is size-checked as text first.
+_STRUCTURAL = frozenset({
+    "length", "count", "first", "last", "list", "sort", "unique", "map", "select", "reject",
+    "selectattr", "rejectattr", "batch", "slice", "groupby", "sum", "min", "max", "reverse",
+    "dictsort", "items", "default", "d", "attr", "random", "int", "float", "bool", "abs",
+    "round", "join"})
+_TEXT_TESTS = frozenset({"lower", "upper"})
+# Filters that look at a value without reading it all (O(1)): charged 1.
+_CHEAP = frozenset({"length", "count", "first", "last", "default", "d", "attr", "random",
+                    "int", "float", "bool", "abs", "round"})
+# Tests that compare values (and so read every item); the others are O(1).
+_COMPARING_TESTS = frozenset({"eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le",
+                              "<=", "gt", "greaterthan", ">", "ge", ">=", "in"})
 
 
 def _guard(kind: str, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -405,15 +500,26 @@ def _guard(kind: str, name: str, func: Callable[..., Any]) -> Callable[..., Any]
     def guarded(context: jinja2.runtime.Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _budget(context)
         check_value(value, f"the value given to the {name!r} {kind}")
-        cost = _cost(value)
+        # Comparing tests and sorting filters (n*log(n) comparisons) read items.
+        measure: Callable[[Any], int]
+        if name in (_COMPARING_TESTS if kind == "test" else _SORTING):
+            measure = _deep_cost
+        elif kind == "test" or name in _CHEAP:
+            measure = _one
+        else:
+            measure = _cost
+        cost = measure(value)
         for item in (*args, *kwargs.values()):
             check_value(item, f"an argument of the {name!r} {kind}")
-            cost += _cost(item)
+            cost += measure(item)
         if name in _SORTING and _size(value):
             cost *= max(1, len(value).bit_length())
         budget.charge(cost)
+        if (name not in _STRUCTURAL) if kind == "filter" else (name in _TEXT_TESTS):
+            for item in (value, *args, *kwargs.values()):
+                check_text(item, f"a value given to the {name!r} {kind}", budget)
         if kind == "filter":
-            value = _filter_checks(name, value, args, kwargs)
+            value = _filter_checks(name, value, args, kwargs, budget)
         lead = {"context": (context,), "eval_context": (context.eval_ctx,),
                 "environment": (context.environment,)}.get(pass_arg or "", ())
         result = func(*lead, value, *args, **kwargs)
@@ -512,7 +618,7 @@ def strict_bool(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise TemplateRuntimeError(f"{str(value)[:60]!r} is not true or false")
+    raise TemplateRuntimeError(f"{_short(value)} is not true or false")
 
 
 _NO_DEFAULT = object()
@@ -535,7 +641,7 @@ def strict_int(value: Any, default: Any = _NO_DEFAULT, base: int = 10) -> int:
             return int(value.strip(), base)
         except ValueError:
             pass
-    raise TemplateRuntimeError(f"{str(value)[:60]!r} is not an integer")
+    raise TemplateRuntimeError(f"{_short(value)} is not an integer")
 
 
 # --------------------------------------------------------------------------
@@ -595,9 +701,9 @@ class _Guard(NodeTransformer):
         # Comparing and `in` read their operands: charge each one as it is
         # evaluated (chained comparisons still short-circuit).
         self.generic_visit(node)
-        node.expr = self._wrap(node.expr, "ppml_charge")
+        node.expr = self._wrap(node.expr, "ppml_charge_items")
         for operand in node.ops:
-            operand.expr = self._wrap(operand.expr, "ppml_charge")
+            operand.expr = self._wrap(operand.expr, "ppml_charge_items")
         return node
 
     def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
@@ -618,6 +724,8 @@ def _budget(context: jinja2.runtime.Context) -> _Budget:
 @jinja2.pass_context
 def _output(context: jinja2.runtime.Context, value: Any) -> Any:
     budget = _budget(context)
+    if not isinstance(value, str):
+        check_text(value, "a printed value", budget)
     budget.output += len(value) if isinstance(value, str) else len(str(value))
     if budget.output > MAX_OUTPUT:
         raise _limit(f"the template produces more than {MAX_OUTPUT // MiB} MiB of text")
@@ -636,17 +744,28 @@ def _iterate(context: jinja2.runtime.Context, iterable: Any) -> Iterator[Any]:
 
 @jinja2.pass_context
 def _concat(context: jinja2.runtime.Context, values: list[Any]) -> str:
-    texts = [v if isinstance(v, str) else str(check_value(v, "a value joined with '~'"))
-             for v in values]
+    budget = _budget(context)
+    for value in values:
+        check_text(check_value(value, "a value joined with '~'"), "a value joined with '~'",
+                   budget)
+    texts = [v if isinstance(v, str) else str(v) for v in values]
     total = sum(map(len, texts))
     _check_result(total, "characters", "'~'")
-    _budget(context).charge(total)
+    budget.charge(total)
     return "".join(texts)
 
 
 @jinja2.pass_context
 def _charge(context: jinja2.runtime.Context, value: Any) -> Any:
+    """A slice copies its operand: charge its length."""
     _budget(context).charge(_cost(value))
+    return value
+
+
+@jinja2.pass_context
+def _charge_items(context: jinja2.runtime.Context, value: Any) -> Any:
+    """A comparison or ``in`` reads its operand's items: charge them."""
+    _budget(context).charge(_deep_cost(value))
     return value
 
 
@@ -669,12 +788,13 @@ class ManifestSandbox(ImmutableSandboxedEnvironment):
             self.tests[name] = _guard("test", name, func)  # type: ignore[arg-type]
         # The guards the rewritten template calls (see _Guard).
         self.filters.update({"ppml_output": _output, "ppml_iterate": _iterate,
-                             "ppml_concat": _concat, "ppml_charge": _charge})
+                             "ppml_concat": _concat, "ppml_charge": _charge,
+                             "ppml_charge_items": _charge_items})
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
                    right: Any) -> Any:
-        _check_binop(operator, left, right)
         budget = _budget(context)
+        _check_binop(operator, left, right, budget)
         budget.charge(_cost(left) + _cost(right))
         result = super().call_binop(context, operator, left, right)
         budget.charge(_cost(result))
@@ -706,13 +826,15 @@ class ManifestSandbox(ImmutableSandboxedEnvironment):
         fmt: str = value.__self__
         is_map = value.__name__ == "format_map"
 
-        def wrapper(*args: Any, **kwargs: Any) -> str:
+        @jinja2.pass_context
+        def wrapper(context: jinja2.runtime.Context, *args: Any, **kwargs: Any) -> str:
+            formatter = _SizedFormatter(self, _budget(context))
             if is_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one positional argument")
                 mapping: Any = args[0]
-                return str(_SizedFormatter(self).vformat(fmt, (), mapping))
-            return str(_SizedFormatter(self).vformat(fmt, args, kwargs))
+                return str(formatter.vformat(fmt, (), mapping))
+            return str(formatter.vformat(fmt, args, kwargs))
 
         return functools.update_wrapper(wrapper, value)
 
