@@ -103,6 +103,12 @@ BAD_INPUTS = [
     Bad("compare-big-lists", "manifest",
         "{% set s = 'a' * 16000000 %}{% set t = 'a' * 15999999 ~ 'a' %}"
         "{{ [s] * 1000000 == [t] * 1000000 }}\n", ("string and list operations",)),
+    Bad("compare-nested-lists", "manifest",
+        "{% set s = 'a' * 16000000 %}{% set t = 'a' * 15999999 ~ 'b' %}"
+        "{{ [[s]] * 1000000 == [[t]] * 1000000 }}\n", ("string and list operations",)),
+    Bad("list-count-big-items", "manifest",
+        "{% set s = 'a' * 16000000 %}{% set t = 'a' * 15999999 ~ 'b' %}"
+        "{{ ([s] * 1000000).count(t) }}\n", ("string and list operations",)),
     Bad("strict-int", "manifest", "sgx.isvsvn = {{ '2x' | int }}\n", ("'2x' is not an integer",)),
     Bad("toml-nul", "manifest", 'a = {{ "x\\x00y" | toml }}\n', ("NUL",)),
     Bad("define-not-utf8", "manifest", "a = 1\n", ("-D", "UTF-8"), code=2,

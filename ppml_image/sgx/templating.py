@@ -105,20 +105,28 @@ def _one(_value: Any) -> int:
 _ITEM_COST = 16  # a visited item: what reading it costs in Python, in characters
 
 
+_FLAT = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def _deep_cost(value: Any) -> int:
     """What comparing or sorting *value* costs: its items are read too.
 
-    Only for operations that read items (comparisons, ``in``, tests, sorting):
-    each item costs _ITEM_COST plus its own length, summed in C when the
-    items are all sized, so that the accounting stays cheaper than the work.
+    Only for operations that read items (comparisons, ``in``, comparing
+    tests, sorting, list.index/count): each item costs _ITEM_COST plus its
+    length. A flat list is summed in C; nested containers are walked (and
+    the walk stops once it passes MAX_WORK), so that the accounting stays
+    cheaper than the work it accounts for.
     """
     if not isinstance(value, (list, tuple, dict, set, frozenset)):
         return _cost(value)
     items: Any = list(value.values()) + list(value) if isinstance(value, dict) else value
-    try:
+    kinds = set(map(type, items))
+    if kinds <= {str, bytes}:
         inner = sum(map(len, items))
-    except TypeError:  # some items have no length (numbers): count the others
-        inner = sum(len(item) for item in items if _size(item) is not None)
+    elif kinds <= _FLAT:
+        inner = sum(len(item) for item in items if type(item) in (str, bytes))
+    else:
+        inner = text_size(value, MAX_WORK)[0]
     return _ITEM_COST * len(items) + inner
 
 
@@ -811,7 +819,11 @@ class ManifestSandbox(ImmutableSandboxedEnvironment):
             budget.charge(_cost(value))
         if isinstance(__obj, (types.BuiltinMethodType, types.MethodType)):
             args = _check_method(__obj, args, kwargs)
-            budget.charge(_cost(getattr(__obj, "__self__", None)))
+            owner = getattr(__obj, "__self__", None)
+            # list.index/count compare every item with the argument.
+            reads_items = getattr(__obj, "__name__", "") in ("index", "count") \
+                and isinstance(owner, (list, tuple))
+            budget.charge(_deep_cost(owner) if reads_items else _cost(owner))
         result = super().call(__context, __obj, *args, **kwargs)
         check_value(result, "the result of a call")
         budget.charge(_cost(result))
