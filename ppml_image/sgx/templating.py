@@ -257,7 +257,6 @@ def _check_binop(operator: str, left: Any, right: Any, budget: _Budget | None = 
 
 
 _PERCENT_FLAGS = "#0- +"
-_PERCENT_CONVERSIONS = "diouxXeEfFgGcrsab%"
 
 
 def _percent_specs(fmt: str | bytes) -> Iterator[tuple[str | None, list[str], str]]:
@@ -877,7 +876,8 @@ def error_line(exc: BaseException, name: str) -> int | None:
 def describe(exc: BaseException) -> str:
     """A short, one-line description of an error raised while rendering."""
     if isinstance(exc, RecursionError):
-        return "recursion too deep (a macro that calls itself without end?)"
+        return ("recursion too deep (a macro that calls itself without end, or data nested "
+                "too deeply)")
     if isinstance(exc, ZeroDivisionError):
         return "division by zero"
     if isinstance(exc, MemoryError):
