@@ -55,3 +55,7 @@ class BuildError(PpmlError):
 
 class PolicyError(PpmlError):
     """A manifest breaks the release policy (``--release``)."""
+
+
+class TokenError(PpmlError):
+    """A PKCS#11 module, token or key cannot be used: named by token and object."""

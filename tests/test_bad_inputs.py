@@ -49,6 +49,7 @@ class Bad:
     args: tuple[str, ...] = ()
     pal: bytes | None = None
     env: dict[str, str] = field(default_factory=dict)
+    key: bool = True  # sign: pass --key (not with --export-signing-data)
 
 
 BAD_INPUTS = [
@@ -164,6 +165,9 @@ BAD_INPUTS = [
         ("release policy", "sgx.debug", "loader.insecure__use_cmdline_argv",
          "allow_all_but_log", "sgx.allowed_files[0]", "sgx.allowed_files[1]"),
         args=("--release",)),
+    Bad("release-export-signing-data", "sign", HEADER + "sgx.debug = true\n",
+        ("release policy", "sgx.debug"), args=("--release", "--export-signing-data", "{out}/a.tbs"),
+        key=False),
 ]
 
 
@@ -192,9 +196,10 @@ def _run(case: Bad, tmp_path: Path, rootfs: Path, key: Path,
     else:
         source = tmp_path / "app.manifest"
         source.write_text(case.text, encoding="utf-8")
+        args = [a.replace("{out}", str(out)) for a in case.args]
         result = run("sign", "--manifest", source, "--output", out / "app.manifest.sgx",
-                     "--libpal", pal, "--key", key, "--chroot", rootfs,
-                     "--date", "2024-01-01", *case.args, env=case.env)
+                     "--libpal", pal, *(("--key", key) if case.key else ()), "--chroot", rootfs,
+                     "--date", "2024-01-01", *args, env=case.env)
     return result, source, out
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import VECTORS, assert_one_line_error, cases, run_cli
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError
 from ppml_image.sgx.sigstruct import (
@@ -114,9 +115,16 @@ def test_intel_vendor_is_accepted() -> None:
 
 
 def test_exponent_other_than_3_is_refused() -> None:
-    """A correct RSA signature under e=65537 is still not a SIGSTRUCT."""
+    """A correct RSA signature under e=65537 is still not a SIGSTRUCT (built by
+    hand: our own signer refuses such a key)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    raw = _signed(key).to_bytes()
+    sig = Sigstruct(enclave_hash=bytes(32), date=dt.date(2024, 1, 15), attribute_flags=4,
+                    attribute_xfrms=3, attribute_xfrm_mask=0xFFFFFFFFFFF9FF1B,
+                    exponent=65537, modulus=key.public_key().public_numbers().n)
+    signature = key.sign(sig.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+    sig.signature = int.from_bytes(signature, "big")
+    sig.q1, sig.q2 = compute_q1_q2(sig.signature, sig.modulus)
+    raw = sig.to_bytes()
     with pytest.raises(SigstructError, match="exponent is 65537"):
         Sigstruct.from_bytes(raw, "e.sig").verify("e.sig")
 

@@ -28,6 +28,7 @@ from ppml_image.sgx.measure import (
     measure,
 )
 from ppml_image.sgx.policy import enforce_release
+from ppml_image.sgx.signers import Signer
 from ppml_image.sgx.sigstruct import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, Sigstruct
 from ppml_image.sgx.tree import Tree, tree_for
 
@@ -93,7 +94,7 @@ def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImag
     return measure(params, build_layout(params, manifest_sgx, pal, name), pal)
 
 
-def sign_enclave(manifest_text: str, *, pal: ElfImage, key: rsa.RSAPrivateKey,
+def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPrivateKey,
                  tree: Tree, date: dt.date, name: str = "<manifest>",
                  pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
@@ -102,6 +103,23 @@ def sign_enclave(manifest_text: str, *, pal: ElfImage, key: rsa.RSAPrivateKey,
     With *release*, a manifest that breaks the release policy (see
     :mod:`ppml_image.sgx.policy`) is refused, naming every violation, after
     its trusted files are expanded and before it is measured or signed.
+    """
+    prepared = prepare_enclave(manifest_text, pal=pal, tree=tree, date=date, name=name,
+                               pkglibdir=pkglibdir, release=release,
+                               max_enclave_size=max_enclave_size)
+    prepared.sigstruct.sign(key)
+    return prepared
+
+
+def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree, date: dt.date,
+                    name: str = "<manifest>", pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
+                    release: bool = False,
+                    max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
+    """Hash and measure a manifest: its sigstruct is still to be signed
+    (by ``sigstruct.sign(signer)``, or offline from ``signed_bytes()``).
+
+    Sizes and the PAL are checked before any hashing; with *release*, the
+    release policy is enforced on the expanded manifest before measuring.
     """
     manifest = mf.parse_manifest(manifest_text, name, pkglibdir=pkglibdir)
     # Sizes and the PAL first: refuse an impossible enclave before hashing.
@@ -112,7 +130,6 @@ def sign_enclave(manifest_text: str, *, pal: ElfImage, key: rsa.RSAPrivateKey,
     manifest_sgx = mf.dumps(final).encode("utf-8")
     tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name,
                         max_enclave_size=max_enclave_size)
-    tbs.sign(key)
     return SignedEnclave(manifest_sgx, tbs, final)
 
 
@@ -138,7 +155,7 @@ def default_sigfile(output: Path) -> Path:
     return Path(text[: -len(suffix)] + ".sig" if text.endswith(suffix) else text + ".sig")
 
 
-def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path, *,
+def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer, *,
                   date: str | dt.date | None = None, sigfile: Path | None = None,
                   chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
                   passphrase: bytes | None = None, release: bool = False,
@@ -150,7 +167,8 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path, *,
     With *release*, the release policy is enforced first (nothing is written
     if the manifest breaks it).
     """
-    signing_key = load_signing_key(key, passphrase)
+    # A Signer (token, external signature) was opened and checked by the caller.
+    signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
     signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),

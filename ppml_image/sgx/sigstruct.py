@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError
 from ppml_image.sgx.keys import mr_signer_of_modulus, sgx_key_problem
+from ppml_image.sgx.signers import Signer, as_signer, sign_checked
 
 SIGSTRUCT_SIZE = 1808
 HEADER = bytes.fromhex("06000000e10000000000010000000000")
@@ -59,12 +60,12 @@ VENDORS = (0x0000, 0x8086)  # unknown vendor, Intel
 # and ISVEXTPRODID (1008-1023): Gramine 1.9 always leaves them zero, and a
 # .sig that sets them was not made by a Gramine-compatible signer.
 MUST_BE_ZERO: tuple[tuple[int, int, str], ...] = (
-    (44, 128, "reserved (bytes 44-127)"),
-    (908, 912, "CET attributes and reserved (bytes 908-911)"),
+    (44, 128, "reserved bytes 44-127"),
+    (908, 912, "CET attributes and reserved bytes 908-911"),
     (912, 928, "ISVFAMILYID (bytes 912-927)"),
-    (992, 1008, "reserved (bytes 992-1007)"),
+    (992, 1008, "reserved bytes 992-1007"),
     (1008, 1024, "ISVEXTPRODID (bytes 1008-1023)"),
-    (1028, 1040, "reserved (bytes 1028-1039)"),
+    (1028, 1040, "reserved bytes 1028-1039"),
 )
 
 
@@ -177,13 +178,16 @@ class Sigstruct:
         return raw[0:128] + raw[900:1028]
 
     # --- signing and checking ------------------------------------------
-    def sign(self, key: rsa.RSAPrivateKey) -> None:
-        """Fill modulus, exponent, signature, Q1 and Q2 using *key*."""
-        numbers = key.public_key().public_numbers()
+    def sign(self, key: Signer | rsa.RSAPrivateKey) -> None:
+        """Fill modulus, exponent, signature, Q1 and Q2 using *key*: a
+        :class:`~ppml_image.sgx.signers.Signer` (file, token, external
+        signature) or a private key. The signature is checked before use."""
+        signer = as_signer(key)
+        numbers = signer.public_key.public_numbers()
         self.raw = None
         self.modulus, self.exponent = numbers.n, numbers.e
         self.signature, self.q1, self.q2 = 0, 0, 0
-        signature = key.sign(self.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+        signature = sign_checked(signer, self.signed_bytes())
         self.signature = int.from_bytes(signature, "big")
         self.q1, self.q2 = compute_q1_q2(self.signature, self.modulus)
 
