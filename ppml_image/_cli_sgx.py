@@ -9,8 +9,8 @@ import typer
 
 from ppml_image import _cli_signers
 from ppml_image.cli import app, emit_json, handles_errors
-from ppml_image.errors import UsageError
-from ppml_image.sgx import keys, manifest, offline, sign, sigstruct
+from ppml_image.errors import PpmlError, UsageError
+from ppml_image.sgx import keys, manifest, offline, schema, sign, sigstruct
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
 
@@ -84,7 +84,8 @@ def manifest_cmd(
 @app.command("sign", epilog=(
     "Examples:\n\n"
     "  ppml-image sign --manifest app.manifest --output app.manifest.sgx "
-    "--libpal /usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so --key enclave-key.pem\n\n"
+    "--libpal /usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so --key enclave-key.pem "
+    "--release\n\n"
     "  ppml-image sign ... --key 'pkcs11:token=ppml;object=enclave-key'\n\n"
     "  ppml-image sign ... --export-signing-data app.tbs   (then, offline: openssl dgst "
     "-sha256 -sign key.pem -out app.tbs.sig app.tbs)\n\n"
@@ -105,6 +106,13 @@ def sign_cmd(
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="File holding the key's passphrase "
         f"(or set {keys.PASSPHRASE_ENV})."),
+    release: bool = typer.Option(
+        False, "--release", help="Refuse a manifest that breaks the release policy (debug, "
+        "insecure__ options, allow_all_but_log, code in allowed_files...), naming every "
+        "violation."),
+    max_enclave_size: str = typer.Option(
+        "1024G", "--max-enclave-size", metavar="SIZE",
+        help="Refuse to measure a non-EDMM enclave larger than this (e.g. 2048G)."),
     export_data: Path | None = typer.Option(None, "--export-signing-data", metavar="DATA",
                                             help=_cli_signers.EXPORT_HELP),
     signature: Path | None = typer.Option(None, "--signature", help=_cli_signers.SIGNATURE_HELP),
@@ -113,20 +121,22 @@ def sign_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the SIGSTRUCT fields as JSON."),
 ) -> None:
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
+    limit = parse_size_option(max_enclave_size, "--max-enclave-size")
     if export_data is not None:
         _cli_signers.check_export_options(key, passphrase_file=passphrase_file,
                                           signature=signature, public_key=public_key,
                                           sigfile=sigfile)
         exported = offline.export_manifest_signing_data(
             manifest_path, output, libpal, export_data, date=date, chroot=chroot,
-            pkglibdir=pkglibdir)
+            pkglibdir=pkglibdir, release=release, max_enclave_size=limit)
         _print_export(exported, output, as_json)
         return
     with contextlib.closing(_cli_signers.choose_signer(
             key, passphrase_file=passphrase_file, signature=signature,
             public_key=public_key)) as signer:
         signed = sign.sign_manifest(manifest_path, output, libpal, signer, date=date,
-                                    sigfile=sigfile, chroot=chroot, pkglibdir=pkglibdir)
+                                    sigfile=sigfile, chroot=chroot, pkglibdir=pkglibdir,
+                                    release=release, max_enclave_size=limit)
     if as_json:
         emit_json(signed.sigstruct.view())
         return
@@ -135,6 +145,14 @@ def sign_cmd(
                     "by the host. Never use it for production data.", err=True, fg="yellow")
     typer.echo(f"mr_enclave: {signed.mr_enclave}")
     typer.echo(f"mr_signer:  {signed.mr_signer}")
+
+
+def parse_size_option(value: str, option: str) -> int:
+    """A size option (``1024G``, ``0x10000000000``); a bad one is a usage error."""
+    try:
+        return schema.parse_size(value, option, "ppml-image")
+    except PpmlError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _print_export(exported: offline.ExportedSigningData, output: Path, as_json: bool) -> None:
@@ -164,7 +182,12 @@ def sigstruct_cmd(
         "its fields for review before signing it offline."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Check a .sig's RSA signature and Q1/Q2, then print its fields."""
+    """Check a .sig byte for byte as EINIT does, then print its fields.
+
+    Size, headers, vendor, every reserved byte (zero), the RSA-3072/e=3 key,
+    the signature over the file's own signed bytes, and Q1/Q2. With
+    --signing-data, decode exported signing data for review instead.
+    """
     if signing_data:
         view = offline.review_signing_data(sigfile)
     else:

@@ -42,6 +42,7 @@ class ElfImage:
     entry: int
     segments: tuple[LoadSegment, ...]
     data: bytes
+    name: str = "<libpal>"  # for messages: the file (or image path) it was read from
 
     def segment_bytes(self, seg: LoadSegment) -> bytes:
         """The file bytes of *seg* (``filesz`` bytes from ``offset``)."""
@@ -77,7 +78,7 @@ def parse_elf(data: bytes, name: str = "<elf>") -> ElfImage:
         segments.append(LoadSegment(p_offset, p_vaddr, p_filesz, p_memsz, p_flags))
     if not segments:
         raise ElfError(f"{name}: ELF file has no PT_LOAD segment")
-    return ElfImage(entry=entry, segments=tuple(segments), data=data)
+    return ElfImage(entry=entry, segments=tuple(segments), data=data, name=name)
 
 
 def load_elf(path: Path) -> ElfImage:

@@ -9,8 +9,10 @@ Gramine inserts them and the TOML is written by tomli-w, as Gramine does.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import posixpath
+import re
 import sys
 import sysconfig
 from collections.abc import Mapping
@@ -22,9 +24,16 @@ import jinja2
 import tomli_w
 
 from ppml_image._fs import write_atomic
-from ppml_image.errors import ManifestError
+from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.schema import check_schema, validate_manifest
+from ppml_image.sgx.templating import (
+    ManifestSandbox,
+    SecurityError,
+    TemplateLimitError,
+    describe,
+    error_line,
+)
 from ppml_image.sgx.tree import DIR, FILE, OTHER, NotRegularFile, Tree, tree_for
 
 if sys.version_info >= (3, 11):
@@ -38,6 +47,7 @@ DEFAULT_ENCLAVE_SIZE_WITH_EDMM = "1024G"
 DEFAULT_MAX_THREADS = 4
 
 Manifest = dict[str, Any]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --------------------------------------------------------------------------
@@ -57,6 +67,9 @@ class _Runtimedir:
         return self._pkglibdir / "runtime" / libc
 
     def __str__(self) -> str:
+        return str(self())
+
+    def __fspath__(self) -> str:
         return str(self())
 
     def __truediv__(self, other: str) -> PurePosixPath:
@@ -99,7 +112,7 @@ class PythonInfo:
             "distlib": stdlib.parent / f"python{version_major}" / "dist-packages",
             "get_config_var": self.config_vars.get,
             "ext_suffix": self.config_vars.get("EXT_SUFFIX"),
-            "get_path": lambda name: paths[name],
+            "get_path": functools.partial(_get_path, paths),
             "get_paths": lambda: dict(paths),
             "get_sys_path": lambda *_args: [p for p in self.sys_path if p],
             "implementation": self.implementation,
@@ -108,17 +121,33 @@ class PythonInfo:
         }
 
 
+def template_env() -> dict[str, str]:
+    """``env`` in templates: our environment minus every PPML_IMAGE_* variable
+    (the key passphrase must never reach a template, or the manifest)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PPML_IMAGE_")}
+
+
+def _get_path(paths: dict[str, PurePosixPath], name: str) -> PurePosixPath:
+    """``python.get_path(name)``; an unknown name is a clear template error."""
+    if name not in paths:
+        known = ", ".join(sorted(paths))
+        raise jinja2.TemplateRuntimeError(
+            f"python.get_path({str(name)[:60]!r}): no such path (known: {known})")
+    return paths[name]
+
+
 def make_environment(pkglibdir: str = DEFAULT_PKGLIBDIR,
-                     python: PythonInfo | None = None) -> jinja2.Environment:
-    """The Jinja2 environment of ``gramine-manifest``: strict, with Gramine's globals."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+                     python: PythonInfo | None = None) -> ManifestSandbox:
+    """The Jinja2 environment of ``gramine-manifest``: strict, with Gramine's
+    globals, sandboxed and bounded (see :mod:`ppml_image.sgx.templating`)."""
+    env = ManifestSandbox()
     env.globals["gramine"] = {
         "libos": PurePosixPath(pkglibdir) / "libsysdb.so",
         "pkglibdir": PurePosixPath(pkglibdir),
         "runtimedir": _Runtimedir(pkglibdir),
     }
     env.globals["python"] = (python or PythonInfo.from_host()).globals()
-    env.globals["env"] = os.environ
+    env.globals["env"] = template_env()
     return env
 
 
@@ -128,39 +157,125 @@ def parse_defines(values: list[str]) -> dict[str, Any]:
     for value in values:
         key, sep, text = value.partition("=")
         if not key:
-            raise ManifestError(f"-D {value!r}: a define needs a name")
+            raise UsageError(f"-D {_shown(value)}: a define needs a name")
+        if _SURROGATE.search(value):
+            raise UsageError(f"-D {_shown(value)}: not valid UTF-8 text")
         defines[key] = text if sep else True
     return defines
+
+
+def _shown(value: str) -> str:
+    return ascii(value[:80] + ("..." if len(value) > 80 else ""))
 
 
 def render_template(text: str, defines: Mapping[str, Any] | None = None, *,
                     pkglibdir: str = DEFAULT_PKGLIBDIR, python: PythonInfo | None = None,
                     name: str = "<template>") -> str:
-    """Render a manifest template; template errors name the file and line."""
+    """Render a manifest template in the sandbox; errors are one line naming
+    the file and, where known, the line."""
     env = make_environment(pkglibdir, python)
     try:
-        return env.from_string(text).render(**dict(defines or {}))
+        rendered = env.render(text, dict(defines or {}), name)
     except jinja2.TemplateSyntaxError as exc:
         raise ManifestError(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
-        raise ManifestError(f"{name}: undefined template variable: {exc.message}") from None
-    except jinja2.TemplateError as exc:
-        raise ManifestError(f"{name}: template error: {exc}") from None
+        raise ManifestError(f"{_at(exc, name)}: undefined template variable: "
+                            f"{describe(exc)}") from None
+    except SecurityError as exc:
+        raise ManifestError(f"{_at(exc, name)}: not allowed in a template: "
+                            f"{describe(exc)}") from None
+    except TemplateLimitError as exc:
+        raise ManifestError(f"{_at(exc, name)}: template refused: {describe(exc)}") from None
+    except Exception as exc:
+        # Everything raised while rendering comes from the template (a
+        # division by zero, a missing key, endless recursion...): the user's
+        # input, so one line, never an internal error.
+        raise ManifestError(f"{_at(exc, name)}: template error: {describe(exc)}") from None
+    if _SURROGATE.search(rendered):
+        raise ManifestError(f"{name}: the rendered manifest is not valid Unicode text "
+                            "(a value with undecodable bytes?)")
+    return rendered
 
+
+def _at(exc: BaseException, name: str) -> str:
+    line = error_line(exc, name)
+    return f"{name}:{line}" if line else name
 
 # --------------------------------------------------------------------------
 # Parsing and defaults
 # --------------------------------------------------------------------------
+MAX_DEPTH = 64  # tables and arrays inside each other; Gramine's manifests use about 5
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# MAX_DEPTH key parts joined by dots: tomllib's time and memory grow with the
+# square of a key's parts (200k parts exhaust memory), so such a key is
+# refused before tomllib sees it. The scan is linear: _KEY_RUN finds maximal
+# runs of dotted key parts (possessive, never restarting inside a run, nor
+# right after a quote or a dot), and only a run long enough to have MAX_DEPTH
+# dots is checked, anchored at its start. (A naive search took minutes on a long
+# base64 value.) A word of 65 dotted parts inside a string value, after a
+# space, also counts: no real manifest has one.
+_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
+_DOT = r"[ \t]*+\.[ \t]*+"
+_KEY_RUN = re.compile(rf"(?<![A-Za-z0-9_.\"'-]){_KEY_PART}(?:{_DOT}{_KEY_PART})++")
+_DOTTED_RUN = re.compile(rf"(?:{_KEY_PART}{_DOT}){{{MAX_DEPTH}}}")
+
+
+def _has_deep_dotted_key(text: str) -> bool:
+    return any(run.end() - run.start() > 2 * MAX_DEPTH
+               and _DOTTED_RUN.match(text, run.start()) is not None
+               for run in _KEY_RUN.finditer(text))
+
+
 def parse_manifest(text: str, name: str = "<manifest>", *,
                    pkglibdir: str = DEFAULT_PKGLIBDIR) -> Manifest:
     """Parse TOML, check it against the schema, and fill in Gramine's defaults."""
+    manifest = loads_toml(text, name)
+    apply_defaults(manifest, pkglibdir=pkglibdir, name=name)
+    validate_manifest(manifest, name)
+    return manifest
+
+
+def loads_toml(text: str, name: str) -> Manifest:
+    """TOML as Gramine reads it: at most MAX_DEPTH levels deep, integers of
+    64 bits (the TOML specification's range; Gramine's parser stops there)."""
+    if _has_deep_dotted_key(text):
+        raise ManifestError(f"{name}: a dotted key with more than {MAX_DEPTH} parts "
+                            "(tables nested too deeply)")
     try:
         manifest: Manifest = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{name}: invalid TOML: {exc}") from None
-    apply_defaults(manifest, pkglibdir=pkglibdir, name=name)
-    validate_manifest(manifest, name)
+    except RecursionError:
+        raise ManifestError(f"{name}: invalid TOML: arrays or inline tables nested more "
+                            f"than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ManifestError(f"{name}: invalid TOML: {' '.join(str(exc).split()[:12])}") \
+            from None
+    check_structure(manifest, name)
     return manifest
+
+
+def check_structure(manifest: Manifest, name: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and integers outside 64 bits.
+
+    Iterative on purpose: every later step (defaults, schema, policy,
+    writing) walks the manifest recursively, so depth is refused here first.
+    """
+    stack: list[tuple[str, Any, int]] = [("", manifest, 0)]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ManifestError(f"{name}: tables or arrays nested more than {MAX_DEPTH} "
+                                f"levels deep (at {where[:80]}...)")
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v, depth + 1)
+                         for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) \
+                and not INT64_MIN <= value <= INT64_MAX:
+            raise ManifestError(f"{name}: {where} = {value} does not fit in 64 bits "
+                                "(TOML integers are 64-bit)")
 
 
 def apply_defaults(manifest: Manifest, *, pkglibdir: str = DEFAULT_PKGLIBDIR,

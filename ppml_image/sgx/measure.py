@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 import struct
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ppml_image.errors import ManifestError
+from ppml_image.errors import ElfError, ManifestError
 from ppml_image.sgx.elf import PF_R, PF_W, PF_X, ElfImage
 
 PAGE = 0x1000
+# Measuring a non-EDMM enclave costs one EADD record per page of its size
+# (1 TiB: 268 million records, about 10 s); above this it is refused unless
+# the caller raises the limit. EDMM enclaves add no heap pages.
+DEFAULT_MAX_ENCLAVE_SIZE = 1 << 40
+# Measured pages (PAL, stacks, TCS, SSA...) are hashed one by one, about 0.5
+# GB/s; 65536 threads need 22.5 GiB. More is refused before any work.
+MAX_MEASURED = 32 << 30
 
 # Gramine 1.9's generated offsets for x86-64 (pal_linux_defs.h, sgx_arch.h,
 # pal_tcb.h); any change here changes every MRENCLAVE.
@@ -124,6 +132,7 @@ def build_layout(params: EnclaveParams, manifest: bytes, pal: ElfImage,
     if pal_start > 0:
         pal_area.addr = pal_start
     areas.append(pal_area)
+    check_pal_fits(params, pal, name)
 
     top = DEFAULT_ENCLAVE_BASE + params.enclave_size
     for area in areas:
@@ -136,10 +145,114 @@ def build_layout(params: EnclaveParams, manifest: bytes, pal: ElfImage,
                 f"{threads} threads (each needs SSA, TCS, TLS, stack and signal stack)"
             )
         top = area.addr
+    check_heap(areas, MMAP_MIN_ADDR, pal_area.addr, name)
     _fill_tcs_tls(params, areas, pal, len(manifest) + 1, pal_area.addr)
     if not params.edmm:
         areas += _free_areas(areas, top)
+    check_layout(params, areas, pal, name)
     return areas
+
+
+# --------------------------------------------------------------------------
+# Layout checks: what gramine-sgx-sign checks, and what the CPU would refuse
+# --------------------------------------------------------------------------
+def _human(size: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size:#x} bytes"
+
+
+def check_enclave_size(params: EnclaveParams, name: str,
+                       max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> None:
+    """Refuse to measure a non-EDMM enclave larger than *max_enclave_size*."""
+    if not params.edmm and params.enclave_size > max_enclave_size:
+        raise ManifestError(
+            f"{name}: sgx.enclave_size is {_human(params.enclave_size)}; measuring a "
+            f"non-EDMM enclave above {_human(max_enclave_size)} is refused (one EADD per "
+            "page: hours of work). Raise the limit (sign --max-enclave-size) or enable EDMM")
+
+
+def check_pal_fits(params: EnclaveParams, pal: ElfImage, name: str) -> None:
+    """The PAL's segments must fit in the enclave above MMAP_MIN_ADDR (a PAL
+    linked at a fixed address: below the enclave's end)."""
+    start, end = _pal_span(pal)
+    size = params.enclave_size
+    if start > 0 and end > DEFAULT_ENCLAVE_BASE + size:
+        raise ElfError(f"{pal.name}: PAL segments end at {end:#x}, beyond the end of the "
+                       f"{_human(size)} enclave of {name}")
+    if start == 0 and end - start > size - MMAP_MIN_ADDR:
+        raise ElfError(f"{pal.name}: PAL segments span {_human(end - start)}, which does not "
+                       f"fit in the {_human(size)} enclave of {name}")
+
+
+def check_measured_size(params: EnclaveParams, pal: ElfImage, name: str) -> None:
+    """Refuse an enclave whose measured part (hashed page by page) is absurd."""
+    start, end = _pal_span(pal)
+    per_thread = (SSA_FRAME_SIZE * SSA_FRAME_NUM + TCS_SIZE + PAGE + ENCLAVE_STACK_SIZE
+                  + ENCLAVE_SIG_STACK_SIZE)
+    measured = (end - start) + params.max_threads * per_thread
+    if measured > MAX_MEASURED:
+        raise ManifestError(
+            f"{name}: the enclave's measured part (PAL {_human(end - start)} and "
+            f"{params.max_threads} threads) is {_human(measured)}, more than the "
+            f"{_human(MAX_MEASURED)} this tool measures")
+
+
+def check_enclave_fits(params: EnclaveParams, pal: ElfImage, name: str,
+                       max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> None:
+    """Every check that needs only the sizes and the PAL: run it before any
+    long work (hashing trusted files, measuring)."""
+    check_enclave_size(params, name, max_enclave_size)
+    check_pal_fits(params, pal, name)
+    check_measured_size(params, pal, name)
+
+
+def check_heap(areas: list[Area], heap_min: int, heap_max: int, name: str) -> None:
+    """gramine-sgx-sign's sanity check: every area outside the heap
+    [heap_min, heap_max) is measured, and no area but free memory lies in it."""
+    for area in areas:
+        if area.addr + area.size <= heap_min or area.addr >= heap_max:
+            if not area.measured:
+                raise ManifestError(f"{name}: enclave layout: the {area.desc} area at "
+                                    f"{area.addr:#x} is outside the heap but not measured")
+        elif area.desc != "free":
+            raise ManifestError(f"{name}: enclave layout: the {area.desc} area at "
+                                f"{area.addr:#x} lies in the heap ({heap_min:#x}-"
+                                f"{heap_max:#x}), below the PAL linked at {heap_max:#x}")
+
+
+def _pages(params: EnclaveParams, areas: list[Area], pal: ElfImage) -> list[tuple[int, int, str]]:
+    """Every range of pages the measurement adds, PAL segments one by one."""
+    ranges = []
+    for area in areas:
+        if area.desc != "pal":
+            ranges.append((area.addr, area.addr + area.size, area.desc))
+            continue
+        load_base = area.addr - _pal_span(pal)[0]
+        for index, seg in enumerate(pal.segments):
+            first = load_base + _rounddown(seg.vaddr)
+            ranges.append((first, load_base + _roundup(seg.vaddr + seg.memsz),
+                           f"PAL segment {index}"))
+    return ranges
+
+
+def check_layout(params: EnclaveParams, areas: list[Area], pal: ElfImage, name: str) -> None:
+    """Every page lies inside the enclave and is added once.
+
+    Gramine's signer does not check this; the CPU does (EADD of a page twice,
+    or outside the enclave, fails), so such an enclave could never start.
+    """
+    low, high = DEFAULT_ENCLAVE_BASE, DEFAULT_ENCLAVE_BASE + params.enclave_size
+    ranges = sorted(_pages(params, areas, pal))
+    for start, end, desc in ranges:
+        if start < low or end > high:
+            raise ManifestError(f"{name}: enclave layout: {desc} ({start:#x}-{end:#x}) lies "
+                                f"outside the enclave ({low:#x}-{high:#x})")
+    for (_, end, desc), (start, _, other) in itertools.pairwise(ranges):
+        if start < end:
+            raise ManifestError(f"{name}: enclave layout: {desc} and {other} overlap at "
+                                f"{start:#x}")
 
 
 def _free_areas(areas: list[Area], lowest: int) -> list[Area]:
@@ -286,9 +399,12 @@ def _load_pal(m: Measurement, area: Area, pal: ElfImage) -> None:
     """Measure each PT_LOAD segment page by page at its load address.
 
     A segment's pages hold zeros up to the segment's file offset within the
-    first page, then its ``filesz`` file bytes, then zeros (``.bss``).
+    first page, then its ``filesz`` file bytes, then zeros (``.bss``). Each
+    page is cut from the file bytes as it is measured: a segment's memory
+    size is never allocated at once.
     """
     load_base = area.addr - _pal_span(pal)[0]
+    zero = bytes(PAGE)
     for seg in pal.segments:
         flags = area.flags
         flags |= PAGEINFO_R if seg.flags & PF_R else 0
@@ -297,11 +413,16 @@ def _load_pal(m: Measurement, area: Area, pal: ElfImage) -> None:
         first_page = _rounddown(seg.vaddr)
         size = _roundup(seg.vaddr + seg.memsz) - first_page
         lead = seg.offset % PAGE
-        image = bytearray(max(size, lead + seg.filesz))
-        image[lead : lead + seg.filesz] = pal.segment_bytes(seg)
+        data = pal.segment_bytes(seg)
         for i in range(0, size, PAGE):
-            m.add_page(load_base + first_page + i - DEFAULT_ENCLAVE_BASE, flags,
-                       bytes(image[i : i + PAGE]))
+            # File bytes of this page: data[i - lead : i - lead + PAGE], zeros around.
+            begin, stop = max(i - lead, 0), max(min(i - lead + PAGE, len(data)), 0)
+            if begin >= stop:
+                page = zero
+            else:
+                head = lead - i if i < lead else 0
+                page = (bytes(head) + data[begin:stop]).ljust(PAGE, b"\0")
+            m.add_page(load_base + first_page + i - DEFAULT_ENCLAVE_BASE, flags, page)
 
 
 def measure(params: EnclaveParams, areas: list[Area], pal: ElfImage) -> bytes:

@@ -219,16 +219,21 @@ def check_outputs(paths: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
 
 def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, data: Path, *,
                                  date: str | dt.date | None = None, chroot: Path | None = None,
-                                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> ExportedSigningData:
-    """``sign --export-signing-data``: write the ``.manifest.sgx``, DATA and DATA.json."""
+                                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
+                                 max_enclave_size: int | None = None) -> ExportedSigningData:
+    """``sign --export-signing-data``: write the ``.manifest.sgx``, DATA and DATA.json.
+
+    *release* and *max_enclave_size* as in :func:`ppml_image.sgx.sign.prepare_enclave`.
+    """
     output, data = Path(output), Path(data)
     check_outputs([data, json_path_for(data)], inputs=[Path(manifest), Path(libpal)])
     check_outputs([output, data, json_path_for(data)])
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
+    limits = {} if max_enclave_size is None else {"max_enclave_size": max_enclave_size}
     prepared: SignedEnclave = prepare_enclave(
         text, pal=load_elf(libpal), tree=tree_for(chroot), date=when, name=str(manifest),
-        pkglibdir=pkglibdir)
+        pkglibdir=pkglibdir, release=release, **limits)
     files, record = signing_data_files(prepared.sigstruct, data, source=str(manifest),
                                        manifest_sgx=prepared.manifest_sgx)
     write_together([(output, prepared.manifest_sgx), *files])

@@ -24,6 +24,8 @@ CPU_FEATURES = ("avx", "avx512", "amx", "mpx", "pkru")
 _TRI = ("unspecified", "disabled", "required")
 _HARDENING = ("disabled", "required")
 _SCALES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# What x86-64 user space can address (47 bits): no enclave can be larger.
+MAX_ENCLAVE_SIZE = 1 << 47
 
 
 def parse_size(value: Any, key: str, name: str) -> int:
@@ -34,6 +36,8 @@ def parse_size(value: Any, key: str, name: str) -> int:
     number, scale = value, 1
     if value[-1:] in _SCALES:
         number, scale = value[:-1], _SCALES[value[-1]]
+    if len(number) > 40:  # far beyond any size; also keeps int() cheap
+        raise ManifestError(f"{name}: {key} = {value[:40]!r}... is not a size")
     try:
         size = int(number, 0) * scale
     except ValueError:
@@ -43,6 +47,14 @@ def parse_size(value: Any, key: str, name: str) -> int:
     if size <= 0:
         raise ManifestError(f"{name}: {key} = {value!r} must be positive")
     return size
+
+
+def _human(size: int) -> str:
+    """A size as a person reads it: 1 TiB, 0x1000 bytes..."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0 and size >> shift < 1 << 20:
+            return f"{size >> shift} {unit}"
+    return f"{size:#x} bytes" if size < 1 << 80 else f"about 2^{size.bit_length() - 1} bytes"
 
 
 def _fail(name: str, message: str) -> None:
@@ -65,6 +77,9 @@ def validate_manifest(manifest: dict[str, Any], name: str) -> None:
         if not _is_int(value) or not low <= value <= high:
             _fail(name, f"sgx.{key} must be an integer from {low} to {high}, got {value!r}")
     size = parse_size(sgx["enclave_size"], "sgx.enclave_size", name)
+    if size > MAX_ENCLAVE_SIZE:
+        _fail(name, f"sgx.enclave_size = {sgx['enclave_size']!r} is {_human(size)}, more than "
+              f"the {_human(MAX_ENCLAVE_SIZE)} x86-64 user space can address")
     if size & (size - 1):
         # gramine-sgx-sign accepts this, but Gramine's loader will refuse to
         # start the enclave; we sign (byte compatibility) and say so loudly.

@@ -20,7 +20,14 @@ from ppml_image.errors import PpmlError, UsageError
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import ElfImage, load_elf
 from ppml_image.sgx.keys import load_signing_key
-from ppml_image.sgx.measure import build_layout, enclave_params, measure
+from ppml_image.sgx.measure import (
+    DEFAULT_MAX_ENCLAVE_SIZE,
+    build_layout,
+    check_enclave_fits,
+    enclave_params,
+    measure,
+)
+from ppml_image.sgx.policy import enforce_release
 from ppml_image.sgx.signers import Signer
 from ppml_image.sgx.sigstruct import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, Sigstruct
 from ppml_image.sgx.tree import Tree, tree_for
@@ -75,41 +82,67 @@ def enclave_attributes(sgx: dict[str, Any]) -> tuple[int, int, int, int]:
 
 
 def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImage,
-                     name: str) -> bytes:
-    """MRENCLAVE of an enclave running *manifest_sgx* on *pal*."""
+                     name: str, *,
+                     max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> bytes:
+    """MRENCLAVE of an enclave running *manifest_sgx* on *pal*.
+
+    A non-EDMM enclave above *max_enclave_size*, a PAL that does not fit, or
+    a layout the CPU would refuse is an error before any measuring.
+    """
     params = enclave_params(manifest["sgx"], name)
+    check_enclave_fits(params, pal, name, max_enclave_size)
     return measure(params, build_layout(params, manifest_sgx, pal, name), pal)
 
 
 def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPrivateKey,
                  tree: Tree, date: dt.date, name: str = "<manifest>",
-                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> SignedEnclave:
-    """Hash, measure and sign a manifest; nothing touches the disk."""
+                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
+                 max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
+    """Hash, measure and sign a manifest; nothing touches the disk.
+
+    With *release*, a manifest that breaks the release policy (see
+    :mod:`ppml_image.sgx.policy`) is refused, naming every violation, after
+    its trusted files are expanded and before it is measured or signed.
+    """
     prepared = prepare_enclave(manifest_text, pal=pal, tree=tree, date=date, name=name,
-                               pkglibdir=pkglibdir)
+                               pkglibdir=pkglibdir, release=release,
+                               max_enclave_size=max_enclave_size)
     prepared.sigstruct.sign(key)
     return prepared
 
 
 def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree, date: dt.date,
-                    name: str = "<manifest>",
-                    pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> SignedEnclave:
+                    name: str = "<manifest>", pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
+                    release: bool = False,
+                    max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
     """Hash and measure a manifest: its sigstruct is still to be signed
-    (by ``sigstruct.sign(signer)``, or offline from ``signed_bytes()``)."""
+    (by ``sigstruct.sign(signer)``, or offline from ``signed_bytes()``).
+
+    Sizes and the PAL are checked before any hashing; with *release*, the
+    release policy is enforced on the expanded manifest before measuring.
+    """
     manifest = mf.parse_manifest(manifest_text, name, pkglibdir=pkglibdir)
+    # Sizes and the PAL first: refuse an impossible enclave before hashing.
+    check_enclave_fits(enclave_params(manifest["sgx"], name), pal, name, max_enclave_size)
     final = mf.finalize(manifest, tree, name)
+    if release:
+        enforce_release(final, name, tree)
     manifest_sgx = mf.dumps(final).encode("utf-8")
-    tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name)
+    tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name,
+                        max_enclave_size=max_enclave_size)
     return SignedEnclave(manifest_sgx, tbs, final)
 
 
 def tbs_sigstruct(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImage,
-                  date: dt.date, name: str) -> Sigstruct:
+                  date: dt.date, name: str, *,
+                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> Sigstruct:
     """The to-be-signed SIGSTRUCT of a finished ``.manifest.sgx``."""
     sgx = manifest["sgx"]
     flags, misc, xfrm, xfrm_mask = enclave_attributes(sgx)
+    mrenclave = measure_manifest(manifest_sgx, manifest, pal, name,
+                                 max_enclave_size=max_enclave_size)
     return Sigstruct(
-        enclave_hash=measure_manifest(manifest_sgx, manifest, pal, name), date=date,
+        enclave_hash=mrenclave, date=date,
         attribute_flags=flags, attribute_xfrms=xfrm, attribute_xfrm_mask=xfrm_mask,
         misc_select=misc, isv_prod_id=sgx["isvprodid"], isv_svn=sgx["isvsvn"],
     )
@@ -125,18 +158,22 @@ def default_sigfile(output: Path) -> Path:
 def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer, *,
                   date: str | dt.date | None = None, sigfile: Path | None = None,
                   chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
-                  passphrase: bytes | None = None) -> SignedEnclave:
+                  passphrase: bytes | None = None, release: bool = False,
+                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
     """Sign the manifest file like ``gramine-sgx-sign`` and write both outputs.
 
     Writes *output* (the ``.manifest.sgx``) and *sigfile* (default: *output*
     with ``.manifest.sgx`` replaced by ``.sig``) only if everything succeeded.
+    With *release*, the release policy is enforced first (nothing is written
+    if the manifest breaks it).
     """
     # A Signer (token, external signature) was opened and checked by the caller.
     signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
     signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),
-                          date=when, name=str(manifest), pkglibdir=pkglibdir)
+                          date=when, name=str(manifest), pkglibdir=pkglibdir, release=release,
+                          max_enclave_size=max_enclave_size)
     write_outputs(signed, Path(output), Path(sigfile) if sigfile else default_sigfile(output))
     return signed
 

@@ -5,14 +5,21 @@ little-endian, the RSA modulus, signature, Q1 and Q2 as 384-byte numbers.
 The RSA signature (PKCS#1 v1.5, SHA-256) covers bytes 0-127 followed by
 bytes 900-1027. Q1 and Q2 let the CPU check the signature without division:
 Q1 = floor(S^2 / N), Q2 = floor((S^3 - Q1*S*N) / N).
+
+A ``.sig`` is checked as EINIT checks it: over the file's own bytes, never
+over a copy re-serialised from parsed fields (which would hide changes to
+every byte the parser does not look at). Every byte of the file is either a
+constant, a field we parse, or must be zero, so a single changed byte
+anywhere is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -47,6 +54,19 @@ _FIELDS: tuple[tuple[str, int, str], ...] = (
     ("isv_svn", 1026, "<H"),
 )
 _MODULUS, _SIGNATURE, _ENCLAVE_HASH, _Q1, _Q2 = 128, 516, 960, 1040, 1424
+VENDORS = (0x0000, 0x8086)  # unknown vendor, Intel
+# Byte ranges [start, end) that must be zero. Besides the SDM's reserved
+# fields this includes CET_ATTRIBUTES/_MASK (908-909), ISVFAMILYID (912-927)
+# and ISVEXTPRODID (1008-1023): Gramine 1.9 always leaves them zero, and a
+# .sig that sets them was not made by a Gramine-compatible signer.
+MUST_BE_ZERO: tuple[tuple[int, int, str], ...] = (
+    (44, 128, "reserved bytes 44-127"),
+    (908, 912, "CET attributes and reserved bytes 908-911"),
+    (912, 928, "ISVFAMILYID (bytes 912-927)"),
+    (992, 1008, "reserved bytes 992-1007"),
+    (1008, 1024, "ISVEXTPRODID (bytes 1008-1023)"),
+    (1028, 1040, "reserved bytes 1028-1039"),
+)
 
 
 def _bcd(value: int) -> int:
@@ -91,16 +111,17 @@ class Sigstruct:
     signature: int = 0
     q1: int = 0
     q2: int = 0
+    # The exact bytes this SIGSTRUCT was parsed from: what verify() checks.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     # --- serialisation -------------------------------------------------
     def to_bytes(self) -> bytes:
         buf = bytearray(SIGSTRUCT_SIZE)
         buf[0:16] = HEADER
         buf[24:40] = HEADER2
-        values = asdict(self)
-        values["date_raw"] = encode_date(self.date)
         for name, offset, fmt in _FIELDS:
-            struct.pack_into(fmt, buf, offset, values[name])
+            value = encode_date(self.date) if name == "date_raw" else getattr(self, name)
+            struct.pack_into(fmt, buf, offset, value)
         buf[_ENCLAVE_HASH : _ENCLAVE_HASH + 32] = self.enclave_hash
         for offset, number in ((_MODULUS, self.modulus), (_SIGNATURE, self.signature),
                                (_Q1, self.q1), (_Q2, self.q2)):
@@ -109,14 +130,27 @@ class Sigstruct:
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<sigstruct>") -> Sigstruct:
-        """Parse a SIGSTRUCT; raises :class:`SigstructError` on a malformed one."""
+        """Parse a SIGSTRUCT, keeping its bytes for :meth:`verify`.
+
+        Raises :class:`SigstructError` on a malformed one: wrong size, header
+        or vendor, a non-zero reserved field, an invalid date.
+        """
+        data = bytes(data)
         if len(data) != SIGSTRUCT_SIZE:
             raise SigstructError(
                 f"{name}: SIGSTRUCT must be {SIGSTRUCT_SIZE} bytes, file has {len(data)}"
             )
-        if data[0:16] != HEADER or data[24:40] != HEADER2:
-            raise SigstructError(f"{name}: not a SIGSTRUCT (bad header constants)")
+        if data[0:16] != HEADER:
+            raise SigstructError(f"{name}: not a SIGSTRUCT (bad HEADER, bytes 0-15)")
+        if data[24:40] != HEADER2:
+            raise SigstructError(f"{name}: not a SIGSTRUCT (bad HEADER2, bytes 24-39)")
+        for start, end, what in MUST_BE_ZERO:
+            if any(data[start:end]):
+                raise SigstructError(f"{name}: SIGSTRUCT {what} must be zero")
         values = {n: struct.unpack_from(f, data, o)[0] for n, o, f in _FIELDS}
+        if values["vendor"] not in VENDORS:
+            raise SigstructError(
+                f"{name}: SIGSTRUCT vendor is {values['vendor']:#x}; expected 0 or 0x8086")
         try:
             date = decode_date(values.pop("date_raw"))
         except ValueError:
@@ -125,15 +159,22 @@ class Sigstruct:
         def rsa_number(offset: int) -> int:
             return int.from_bytes(data[offset : offset + _RSA_BYTES], "little")
 
-        return cls(
-            enclave_hash=bytes(data[_ENCLAVE_HASH : _ENCLAVE_HASH + 32]), date=date,
+        sig = cls(
+            enclave_hash=data[_ENCLAVE_HASH : _ENCLAVE_HASH + 32], date=date,
             modulus=rsa_number(_MODULUS), signature=rsa_number(_SIGNATURE),
-            q1=rsa_number(_Q1), q2=rsa_number(_Q2), **values,
+            q1=rsa_number(_Q1), q2=rsa_number(_Q2), raw=data, **values,
         )
+        if sig.to_bytes() != data:
+            # Every byte is a constant, a parsed field or must-be-zero, so this
+            # cannot happen unless the parser misses a field: refuse, never
+            # accept bytes we did not look at.
+            raise SigstructError(f"{name}: SIGSTRUCT has bytes outside its known fields")
+        return sig
 
     def signed_bytes(self) -> bytes:
-        """The bytes the RSA signature covers."""
-        raw = self.to_bytes()
+        """The bytes the RSA signature covers: 0-127 and 900-1027 of the file
+        this SIGSTRUCT was read from (or of its serialisation, if built here)."""
+        raw = self.raw if self.raw is not None else self.to_bytes()
         return raw[0:128] + raw[900:1028]
 
     # --- signing and checking ------------------------------------------
@@ -143,6 +184,7 @@ class Sigstruct:
         signature) or a private key. The signature is checked before use."""
         signer = as_signer(key)
         numbers = signer.public_key.public_numbers()
+        self.raw = None
         self.modulus, self.exponent = numbers.n, numbers.e
         self.signature, self.q1, self.q2 = 0, 0, 0
         signature = sign_checked(signer, self.signed_bytes())
@@ -150,10 +192,18 @@ class Sigstruct:
         self.q1, self.q2 = compute_q1_q2(self.signature, self.modulus)
 
     def verify(self, name: str = "<sigstruct>") -> None:
-        """Check the RSA signature and Q1/Q2; raise :class:`SigstructError` if wrong."""
+        """Check the SIGSTRUCT as EINIT does; raise :class:`SigstructError` if wrong.
+
+        The RSA-3072/e=3 key, the signature over the file's own bytes (not
+        a re-serialised copy), signature < modulus, and Q1/Q2.
+        """
+        if self.raw is not None and self.to_bytes() != self.raw:
+            raise SigstructError(f"{name}: SIGSTRUCT fields were changed after it was read")
         problem = sgx_key_problem(self.modulus, self.exponent)
         if problem:
             raise SigstructError(f"{name}: SIGSTRUCT signer: {problem}")
+        if self.signature >= self.modulus:
+            raise SigstructError(f"{name}: SIGSTRUCT signature is not smaller than the modulus")
         public = rsa.RSAPublicNumbers(self.exponent, self.modulus).public_key()
         try:
             public.verify(self.signature.to_bytes(_RSA_BYTES, "big"), self.signed_bytes(),
@@ -200,20 +250,29 @@ class Sigstruct:
 
 
 def compute_q1_q2(signature: int, modulus: int) -> tuple[int, int]:
-    q1 = signature * signature // modulus
-    q2 = (signature**3 - q1 * signature * modulus) // modulus
+    q1, remainder = divmod(signature * signature, modulus)
+    # S^3 - Q1*S*N = S * (S^2 - Q1*N) = S * (S^2 mod N): no 9216-bit cube needed.
+    q2 = signature * remainder // modulus
     return q1, q2
 
 
 def read_sigstruct(path: str | bytes, *, verify: bool = True) -> Sigstruct:
-    """Read and (by default) verify the SIGSTRUCT in the file at *path*."""
-    from pathlib import Path
+    """Read and (by default) verify the SIGSTRUCT in the file at *path*.
 
-    name = str(path)
+    At most one byte more than a SIGSTRUCT is read, so ``/dev/zero`` or a huge
+    sparse file is refused at once instead of filling memory.
+    """
+    name = os.fsdecode(path)
     try:
-        data = Path(name).read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(SIGSTRUCT_SIZE + 1)
+    except IsADirectoryError:
+        raise SigstructError(f"{name}: is a folder, not a .sig file") from None
     except OSError as exc:
         raise SigstructError(f"{name}: cannot read: {exc.strerror}") from None
+    if len(data) > SIGSTRUCT_SIZE:
+        raise SigstructError(
+            f"{name}: SIGSTRUCT must be {SIGSTRUCT_SIZE} bytes, file is larger")
     sig = Sigstruct.from_bytes(data, name)
     if verify:
         sig.verify(name)
