@@ -461,7 +461,7 @@ def test_signal_stops_measuring_a_huge_enclave(signum: int, code: int, tmp_path:
     out.mkdir()
     got, _seconds = _interrupt(
         ["sign", "--manifest", manifest, "--output", out / "app.manifest.sgx", "--libpal", PAL,
-         "--key", enclave_key, "--chroot", rootfs],
+         "--key", enclave_key, "--chroot", rootfs, "--max-enclave-size", "8192G"],
         lambda pid: _cpu_seconds(pid) > 1.5, signum)  # past start-up: measuring
     assert got == code
     assert os.listdir(out) == []
