@@ -55,3 +55,7 @@ class BuildError(PpmlError):
 
 class PolicyError(PpmlError):
     """A manifest breaks the release policy (``--release``)."""
+
+
+class ImageContentError(PpmlError):
+    """An image does not hold, or would not run, what a ppml-image image must."""

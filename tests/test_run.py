@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, containers_of, run_cli
 
 from ppml_image.images.run import missing_sgx
 
@@ -13,11 +13,13 @@ pytestmark = pytest.mark.docker
 
 
 def test_run_no_sgx_runs_the_measured_command(custom_image: dict, docker_client) -> None:
-    before = {c.id for c in docker_client.containers.list(all=True)}
     result = run_cli("run", custom_image["image"], "--no-sgx")
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout
-    assert {c.id for c in docker_client.containers.list(all=True)} == before
+    assert containers_of(docker_client, result.pid) == []
+    # The run's own container is gone too (--rm), whoever else uses the image.
+    assert docker_client.api.containers(
+        all=True, filters={"ancestor": custom_image["image_id"], "status": "exited"}) == []
 
 
 def test_run_no_sgx_on_the_slim_base_with_a_command(slim_base: dict, tmp_path: Path) -> None:
