@@ -242,9 +242,10 @@ def _check_labels(result: Verification, labels: dict[str, str], measured: ImageM
     }
     if result.base_image_id:
         truth["base-image-id"] = result.base_image_id
+    # An empty label says nothing (sign-image empties a base label it could not confirm).
     wrong = [f"label {LABEL_PREFIX}{key}={labels[LABEL_PREFIX + key]!r} but the image says "
              f"{value!r}" for key, value in truth.items()
-             if LABEL_PREFIX + key in labels and labels[LABEL_PREFIX + key] != value]
+             if labels.get(LABEL_PREFIX + key) and labels[LABEL_PREFIX + key] != value]
     if labels.get(f"{LABEL_PREFIX}signed", "true") != "true":
         wrong.append(f"label {LABEL_PREFIX}signed={labels[LABEL_PREFIX + 'signed']!r} but the "
                      "image holds a signed enclave")

@@ -32,6 +32,7 @@ reviews of other bases.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 from dataclasses import dataclass, field
@@ -146,26 +147,28 @@ def _interpreter_folders(files: ImageFiles, tree: ImageTree, launcher: str) -> l
 
 def _compare_folders(report: OutsideReport, tree: ImageTree, base_files: ImageFiles,
                      folders: list[str]) -> None:
-    resolved: list[str] = []
+    pairs: dict[str, tuple[str | None, str | None]] = {}
     for folder in dict.fromkeys(posixpath.normpath(f) for f in folders if f.strip("/")):
         mine = _resolved(tree, folder)
         theirs = _base_resolved(base_files, folder)
-        if mine != theirs:
-            report.problems.append(f"{folder} leads to {mine or 'nothing'} in the image but to "
-                                   f"{theirs or 'nothing'} in the base image")
-        elif mine is not None:
-            resolved.append(mine)
+        if mine is not None and theirs is not None and mine != theirs:
+            report.problems.append(f"{folder} leads to {mine} in the image but to {theirs} "
+                                   "in the base image")
+        elif mine is not None or theirs is not None:  # one side may lack it: compare to empty
+            pairs.setdefault(str(mine or theirs), (mine, theirs))
     done: list[str] = []
-    for folder in sorted(set(resolved), key=len):  # parents first: nested ones are covered
+    for folder in sorted(pairs, key=len):  # parents first: nested ones are covered
         if any(folder.startswith(d.rstrip("/") + "/") for d in done):
             continue
         done.append(folder)
         report.folders.append(folder)
-        image_entries = tree.index.below(folder) if tree.lstat_kind(folder) == DIR else {}
-        try:
-            base_entries = imagefs.index_folder(base_files, folder).below("/")
-        except MissingError:
-            base_entries = {}
+        mine, theirs = pairs[folder]
+        image_entries = tree.index.below(folder) \
+            if mine is not None and tree.lstat_kind(folder) == DIR else {}
+        base_entries: dict[str, Entry] = {}
+        if theirs is not None:
+            with contextlib.suppress(MissingError):
+                base_entries = imagefs.index_folder(base_files, folder).below("/")
         _report_differences(report, folder, image_entries, base_entries)
 
 
