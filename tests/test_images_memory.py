@@ -404,7 +404,7 @@ def test_sign_image_refuses_an_image_that_runs_something_else(
         mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path) -> None:
     mem.derive("mem/app:1-unsigned", cmd=("python3", "/ppml/app/main.py"),
                tag="mem/nolauncher:1-unsigned")
-    with pytest.raises(ImageContentError, match="would run `python3 /ppml/app/main.py`"):
+    with pytest.raises(ImageContentError, match=r"would run `python3 /ppml/app/main\.py`"):
         custom.sign_image("mem/nolauncher:1-unsigned", enclave_key, quiet=True, engine=mem)
     assert "mem/nolauncher:1" not in mem.tags
 

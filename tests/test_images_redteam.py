@@ -13,10 +13,10 @@ import os
 import struct
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from conftest import (
     assert_one_line_error,
     build_custom_cli,
