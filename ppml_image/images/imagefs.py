@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ppml_image.errors import EngineError, ManifestError
 from ppml_image.images.engine import ImageFiles
@@ -74,17 +75,28 @@ class ImageIndex:
         self.entries: dict[str, Entry] = entries or {"/": Entry(DIR, mode=0o755)}
         self._children: dict[str, list[str]] | None = None
         self.bytes_read = 0
+        # Files kept as they streamed by (path -> bytes), to spare reading them again.
+        self.kept: dict[str, bytes] = {}
 
-    def add_tar(self, source: Callable[[], bytes], what: str, prefix: str = "/") -> None:
-        """Index (and hash) every member of a tar stream, names joined to *prefix*."""
+    def add_tar(self, source: Callable[[], bytes], what: str, prefix: str = "/",
+                keep: dict[str, int] | None = None) -> None:
+        """Index (and hash) every member of a tar stream, names joined to *prefix*.
+
+        Regular files at the paths of *keep* are also kept in memory, if they
+        are no larger than the limit given for each.
+        """
         reader = TarReader(source, what)
+        keep = keep or {}
         for member in reader.members():
             path = member.path if prefix == "/" else posixpath.join(prefix,
                                                                     member.path.lstrip("/"))
             if member.kind == REGULAR:
                 if member.size:
                     digest = hashlib.sha256()
-                    reader.data(digest.update)
+                    if member.size <= keep.get(path, -1):
+                        self.kept[path] = _keep(reader, digest)
+                    else:
+                        reader.data(digest.update)
                     sha = digest.hexdigest()
                 else:
                     sha = _EMPTY_SHA256
@@ -129,7 +141,19 @@ class ImageIndex:
                 if path.startswith(prefix) and path != prefix}
 
 
-def index_stream(stream: ByteStream, what: str) -> ImageIndex:
+def _keep(reader: TarReader, digest: Any) -> bytes:
+    buffer = bytearray()
+
+    def both(piece: memoryview) -> None:
+        digest.update(piece)
+        buffer.extend(piece)
+
+    reader.data(both)
+    return bytes(buffer)
+
+
+def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = None
+                 ) -> ImageIndex:
     """Index a whole tar stream: received in one thread, parsed and hashed in this one."""
     index = ImageIndex()
     chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUE_CHUNKS)
@@ -154,7 +178,7 @@ def index_stream(stream: ByteStream, what: str) -> ImageIndex:
     receiver = threading.Thread(target=receive, name="ppml-image-receive", daemon=True)
     receiver.start()
     try:
-        index.add_tar(next_chunk, what)
+        index.add_tar(next_chunk, what, keep=keep)
     finally:
         stop.set()
         stream.close()
@@ -168,11 +192,16 @@ def index_stream(stream: ByteStream, what: str) -> ImageIndex:
     return index
 
 
-def index_image(files: ImageFiles, progress: Progress | None = None) -> ImageIndex:
-    """Stream the whole file system of the image *files* reads, and index it."""
+def index_image(files: ImageFiles, progress: Progress | None = None,
+                keep: dict[str, int] | None = None) -> ImageIndex:
+    """Stream the whole file system of the image *files* reads, and index it.
+
+    *keep* names files (with a size limit each) to keep as they go by, so
+    that reading them later costs no second trip to the engine.
+    """
     if progress is not None:
         progress.step(1, 2, f"reading and hashing every file of {files.image[:19]}")
-    return index_stream(files.export(), f"reading the files of {files.image}")
+    return index_stream(files.export(), f"reading the files of {files.image}", keep)
 
 
 def index_folder(files: ImageFiles, folder: str) -> ImageIndex:
@@ -243,12 +272,14 @@ class ImageTree(Tree):
         if entry.size > limit:
             raise ManifestError(f"{shown}: {entry.size} bytes, more than the {limit}-byte "
                                 "limit")
-        if self.files is None:
-            raise ManifestError(f"{shown}: the image is no longer open for reading")
-        try:
-            data = self.files.read_file(real, limit=limit, what=shown)
-        except EngineError as exc:
-            raise ManifestError(str(exc)) from None
+        data = self.index.kept.get(real)
+        if data is None:
+            if self.files is None:
+                raise ManifestError(f"{shown}: the image is no longer open for reading")
+            try:
+                data = self.files.read_file(real, limit=limit, what=shown)
+            except EngineError as exc:
+                raise ManifestError(str(exc)) from None
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise ManifestError(f"{shown}: the engine returned other bytes than it exported")
         return data

@@ -24,6 +24,7 @@ from ppml_image.images import imagefs
 from ppml_image.images.engine import Engine, ImageInfo
 from ppml_image.images.layout import BASE_INFO_PATH, BaseInfo, EnclaveLayout
 from ppml_image.images.progress import Progress
+from ppml_image.sgx import gramine
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import ElfImage, parse_elf
 from ppml_image.sgx.sign import measure_manifest
@@ -58,8 +59,13 @@ def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, sig
                   ) -> ImageMeasurement:
     """Measure the enclave *layout* names in the image *info* (see the module docstring)."""
     shown = ref or info.id
+    # Files the measurement reads, kept as the export streams by (where they
+    # usually are; a symlinked or moved one is read again through the archive).
+    keep = {BASE_INFO_PATH: imagefs.BASE_JSON_LIMIT, gramine.libpal(): imagefs.LIBPAL_LIMIT,
+            layout.manifest: imagefs.MANIFEST_LIMIT, layout.manifest_sgx: imagefs.MANIFEST_LIMIT,
+            layout.sig: SIGSTRUCT_SIZE}
     with engine.open(info.id) as files:
-        index = imagefs.index_image(files, progress)
+        index = imagefs.index_image(files, progress, keep)
         tree = imagefs.ImageTree(index, files, shown)
         base_info = BaseInfo.parse(tree.read(BASE_INFO_PATH, limit=imagefs.BASE_JSON_LIMIT),
                                    shown)
