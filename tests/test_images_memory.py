@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ppml_image.errors import ImageContentError, PolicyError, UsageError
+from ppml_image.errors import ImageContentError, ManifestError, PolicyError, UsageError
 from ppml_image.images import attest, custom
 from ppml_image.images.layout import BASE_ID_LABEL
 from ppml_image.images.run import docker_command, plan_run
@@ -437,3 +437,41 @@ def test_print_and_run_use_one_plan(mem: MemoryEngine, signed: custom.CustomImag
     native = plan_run("mem/app:1", sgx=False, engine=mem)
     assert native.command == ("python3", "/ppml/app/main.py")
     assert docker_command(native)[-3:] == ["mem/app:1", "python3", "/ppml/app/main.py"]
+
+
+def test_non_utf8_file_name_in_a_trusted_folder_of_the_image(
+        mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path) -> None:
+    name = b"/ppml/app/caf\xe9.py".decode("utf-8", "surrogateescape")
+    mem.derive("mem/app:1-unsigned", {name: mem_file(b"x = 1\n")}, tag="mem/latin1:1-unsigned")
+    with pytest.raises(ManifestError, match=r"/ppml/app/caf\\xe9.py: file name is not UTF-8"):
+        custom.sign_image("mem/latin1:1-unsigned", enclave_key, quiet=True, engine=mem)
+
+
+def test_sign_image_release_refuses_a_debug_image(mem: MemoryEngine, enclave_key: Path,
+                                                  app: Path) -> None:
+    custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/dbg:1",
+                        defines={**SMALL, "debug": True}, quiet=True, engine=mem)
+    with pytest.raises(PolicyError, match=r"sgx.debug = true.*--release"):
+        custom.sign_image("mem/dbg:1-unsigned", enclave_key, tag="mem/dbg:release",
+                          release=True, quiet=True, engine=mem)
+    assert "mem/dbg:release" not in mem.tags
+
+
+def test_only_the_engine_module_imports_docker_and_sgx_never_images() -> None:
+    import ast
+
+    import ppml_image
+
+    root = Path(ppml_image.__file__).parent
+    for source in root.rglob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+        rel = source.relative_to(root).as_posix()
+        if rel != "images/engine.py":
+            assert not any(m == "docker" or m.startswith("docker.") for m in imported), rel
+        if rel.startswith("sgx/"):
+            assert not any(m.startswith("ppml_image.images") for m in imported), rel

@@ -233,7 +233,15 @@ class ImageTree(Tree):
         return self.index.entries[path].link
 
     def list_dir(self, path: str) -> list[str]:
-        return self.index.children(path)
+        names = self.index.children(path)
+        for name in names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise ManifestError(f"{self.display(posixpath.join(path, shown))}: file name is "
+                                    "not UTF-8; a manifest cannot name it") from None
+        return names
 
     def hash_files(self, paths: list[str]) -> list[str]:
         hashes = []
