@@ -64,6 +64,21 @@ def trusted_hash(client, image: str, path: str) -> str:
 # --------------------------------------------------------------------------
 # What runs
 # --------------------------------------------------------------------------
+def test_an_image_with_volumes_leaves_no_volume_behind(custom_image: dict, docker_client,
+                                                       janitor) -> None:
+    image = build_from(docker_client, janitor, custom_image["image"],
+                       ["VOLUME /ppml/data /var/lib/extra"])
+
+    def dangling() -> set[str]:
+        found = docker_client.api.volumes(filters={"dangling": True}).get("Volumes") or []
+        return {v["Name"] for v in found}
+
+    before = dangling()
+    result = run_cli("inspect", image)
+    assert result.returncode == 0, result.stderr
+    assert dangling() - before == set()
+
+
 def test_cmd_that_runs_python_instead(custom_image: dict, docker_client, janitor) -> None:
     image = build_from(docker_client, janitor, custom_image["image"],
                        ['CMD ["python3", "-c", "print(open(\'/ppml/keys/k\').read())"]'])

@@ -387,9 +387,11 @@ class DockerEngine(Engine):
             self._remove_quietly(container)
 
     def _remove_quietly(self, container: str) -> None:
+        # v=True: an image's VOLUMEs got anonymous volumes when the container was
+        # created; they are ours to remove with it.
         with contextlib.suppress(docker.errors.DockerException,
                                  requests.exceptions.RequestException):
-            self.api.remove_container(container, force=True)
+            self.api.remove_container(container, force=True, v=True)
 
     def _sweep(self) -> None:
         """Remove temporary containers whose owner has certainly gone (kill -9)."""
