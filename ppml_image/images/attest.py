@@ -38,7 +38,7 @@ from ppml_image.errors import (
     SigstructError,
     VerificationError,
 )
-from ppml_image.images.engine import Engine, connect
+from ppml_image.images.engine import Engine, ImageInfo, connect
 from ppml_image.images.layout import (
     LABEL_PREFIX,
     EnclaveLayout,
@@ -156,7 +156,8 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     if match.base is None:
         result.problems.append(f"cannot check what runs outside the enclave: {match.reason}")
     else:
-        _check(result, lambda: _outside(result, engine, measured, match.base))
+        base_image = match.base
+        _check(result, lambda: _outside(result, engine, measured, base_image))
     progress.done("ok" if result.ok else f"{len(result.problems)} problem(s)")
     return result
 
@@ -169,7 +170,7 @@ def _check(result: Verification, func: Callable[[], None]) -> None:
 
 
 def _outside(result: Verification, engine: Engine, measured: ImageMeasurement,
-             base: Any) -> None:
+             base: ImageInfo) -> None:
     report = check_outside(engine, measured.info, measured.tree, measured.base_info,
                            measured.layout, base)
     if report.problems:

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,9 @@ def enclave_name(template: Path) -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    if not name or name.startswith((".", "-")) or not name.isprintable() or '"' in name:
-        raise UsageError(f"{template}: the template's name gives no usable enclave name")
+    if not re.fullmatch(r"[A-Za-z0-9_+@][A-Za-z0-9._+@-]*", name):
+        raise UsageError(f"{template}: the template's name gives no plain enclave name "
+                         "(letters, digits and '._+@-')")
     return name
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ LABEL_PREFIX = "ppml-image."
 BASE_INFO_PATH = "/etc/ppml-image/base.json"
 BASE_ID_LABEL = f"{LABEL_PREFIX}base-image-id"
 LAUNCHER = "gramine-sgx"
+_PLAIN_PATH = re.compile(r"/?[A-Za-z0-9_+@][A-Za-z0-9._+@-]*(/[A-Za-z0-9_+@][A-Za-z0-9._+@-]*)*\Z")
 
 
 def shown_command(info: ImageInfo) -> str:
@@ -82,11 +84,13 @@ def enclave_layout(info: ImageInfo, ref: str, base: ImageInfo | None = None) -> 
         raise ImageContentError(f"{ref}: the image does not start an enclave with "
                                 f"`{LAUNCHER} NAME`: {instead}")
     name = words[1]
-    if not name or name.startswith("-") or "\0" in name or name.endswith("/"):
-        raise ImageContentError(f"{ref}: `{LAUNCHER} {name}` names no enclave: {instead}")
-    stem = posixpath.normpath(posixpath.join(info.workdir or "/", name))
-    return EnclaveLayout(name=name, launcher=words[0], stem="/" + stem.lstrip("/"),
-                         arguments=tuple(words[2:]))
+    stem = "/" + posixpath.normpath(posixpath.join(info.workdir or "/", name)).lstrip("/")
+    # Plain names only: sign-image writes them into the final image's Dockerfile.
+    if not _PLAIN_PATH.match(name) or not _PLAIN_PATH.match(stem):
+        raise ImageContentError(f"{ref}: `{LAUNCHER} {name!r}` in WORKDIR {info.workdir!r} does "
+                                "not name an enclave by a plain path (letters, digits, "
+                                f"'._+@-' and '/'): {instead}")
+    return EnclaveLayout(name=name, launcher=words[0], stem=stem, arguments=tuple(words[2:]))
 
 
 def _is_launcher(word: str) -> bool:

@@ -42,6 +42,7 @@ from ppml_image.images import imagefs
 from ppml_image.images.engine import Engine, ImageFiles, ImageInfo, MissingError
 from ppml_image.images.imagefs import Entry, ImageTree
 from ppml_image.images.layout import BASE_INFO_PATH, LAUNCHER, BaseInfo, EnclaveLayout
+from ppml_image.images.tarstream import SYMLINK, TarReader
 from ppml_image.sgx.tree import DIR, FILE, LINK, OTHER
 
 LIBRARY_FOLDERS = ("/lib64", "/usr/lib64", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
@@ -234,8 +235,6 @@ def _base_entry(files: ImageFiles, path: str) -> tuple[str, str, str | None] | N
 
 def _link_text(files: ImageFiles, path: str) -> str:
     """A symlink's own target text (what the archive holds for it)."""
-    from ppml_image.images.tarstream import SYMLINK, TarReader
-
     stream = files.archive(path)
     try:
         for member in TarReader(lambda: stream.read(1 << 16), path).members():
