@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import posixpath
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -176,10 +177,16 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
         return item
 
     receiver = threading.Thread(target=receive, name="ppml-image-receive", daemon=True)
+    # The engine writes into a socket buffer of a few hundred KiB, about a
+    # millisecond of its export: if the receiver waits the default 5 ms for
+    # the GIL, the engine stalls. A shorter switch interval keeps it draining.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.0005))
     receiver.start()
     try:
         index.add_tar(next_chunk, what, keep=keep)
     finally:
+        sys.setswitchinterval(interval)
         stop.set()
         stream.close()
         # Unblock a receiver waiting on a full queue. One blocked in the
