@@ -181,7 +181,9 @@ def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None
 # Stages 2-3: measure, sign, and build the final image
 # --------------------------------------------------------------------------
 @dataclass
-class _Signed:
+class SignedImage:
+    """A measured unsigned image and its signed SIGSTRUCT (nothing built yet)."""
+
     measurement: ImageMeasurement
     sigstruct: Sigstruct
     base: ImageInfo | None
@@ -189,7 +191,7 @@ class _Signed:
 
 def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str, key: rsa.RSAPrivateKey, *,
                      date: dt.date, release: bool,
-                     progress: Progress | None = None) -> _Signed:
+                     progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
     if unsigned.onbuild:
         raise ImageContentError(
@@ -220,7 +222,7 @@ def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str, key: rsa.RSA
                           attribute_xfrm_mask=xfrm_mask, misc_select=misc,
                           isv_prod_id=sgx["isvprodid"], isv_svn=sgx["isvsvn"])
     sigstruct.sign(key)
-    return _Signed(measured, sigstruct, match.base)
+    return SignedImage(measured, sigstruct, match.base)
 
 
 def _enforce_release(manifest: dict[str, Any], name: str, tree: Tree | None = None) -> None:
@@ -238,7 +240,7 @@ def _warn_about_debug(measured: ImageMeasurement) -> None:
                     measured.name)
 
 
-def _build_final(engine: Engine, signed: _Signed, unsigned: ImageInfo, tag: str,
+def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: str,
                  quiet: bool) -> str:
     layout: EnclaveLayout = signed.measurement.layout
     name = posixpath.basename(layout.stem)
