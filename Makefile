@@ -1,12 +1,14 @@
 # ppml-image developer entry points. Everything installs what it needs:
-# a virtual environment in .venv, and a Docker engine for the image tests.
+# a virtual environment in .venv, a Docker engine for the image tests, and
+# SoftHSM2 (a PKCS#11 token in software) with OpenSC's pkcs11-tool for the
+# HSM signing tests.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast test-full test-slow demo bench lint wheel docker clean
+.PHONY: help venv test test-fast test-full test-slow demo bench lint wheel docker softhsm clean
 
 help:
 	@echo "make demo       run the whole chain on this machine (key, base image, sign)"
@@ -26,25 +28,28 @@ venv: $(STAMP)
 docker:
 	bash scripts/ensure-docker.sh
 
+softhsm:
+	bash scripts/ensure-softhsm.sh
+
 # The default suite: everything but the full ML image.
-test: $(STAMP) docker
+test: $(STAMP) docker softhsm
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Only what needs no engine: the signing core.
-test-fast: $(STAMP)
+test-fast: $(STAMP) softhsm
 	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
 
 # Only the slow tests (the full image with Spark and the JDK).
 test-slow: $(STAMP) docker
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-test-full: $(STAMP) docker
+test-full: $(STAMP) docker softhsm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP) docker
 	bash scripts/demo.sh
 
-bench: $(STAMP) docker
+bench: $(STAMP) docker softhsm
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_images.py
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
 
 from ppml_image.cli import app, emit_json, handles_errors
+from ppml_image.errors import UsageError
 from ppml_image.images import run as run_mod
+from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES, templates
 from ppml_image.k8s import secret_manifests as k8s_secrets
-from ppml_image.k8s import templates
 from ppml_image.spark import common, password, tls
 
 secrets_app = typer.Typer(help="Spark security material: TLS keys, keystores, password.",
@@ -17,6 +19,19 @@ secrets_app = typer.Typer(help="Spark security material: TLS keys, keystores, pa
 k8s_app = typer.Typer(help="Kubernetes Secrets and Spark pod templates.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(k8s_app, name="k8s")
+
+_FORCE_HELP = ("Replace this command's own earlier files (only after success; a folder "
+               "holding other files is refused).")
+
+
+def _days(text: str) -> int:
+    # Parsed here rather than by click, whose error is a multi-line usage box.
+    if not re.fullmatch(r"[0-9]+", text):
+        raise UsageError(f"--days {text!r}: not a positive whole number of days")
+    if len(text) > 12:  # far past 9999-12-31; int() of huge strings is slow or refused
+        raise UsageError(f"--days {text}: the certificate would end after 9999-12-31, the "
+                         "last date X.509 can hold")
+    return int(text)
 
 
 @secrets_app.command("tls", epilog=(
@@ -28,17 +43,27 @@ def tls_cmd(
     cn: str = typer.Option("localhost", "--cn", help="Certificate common name (also a SAN)."),
     san: list[str] = typer.Option([], "--san", help="Extra subject alternative name "
                                   "(host name or IP); repeatable."),
-    days: int = typer.Option(365, "--days", help="Validity in days."),
+    days: str = typer.Option("365", "--days", help="Validity in days (the certificate "
+                             "must end by 9999-12-31)."),
     password_file: Path | None = typer.Option(None, "--password-file",
                                               help="File with the password (else a prompt)."),
     unencrypted_key: bool = typer.Option(False, "--unencrypted-key",
                                          help="Also leave server.key unencrypted (avoid)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing folder's contents."),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """TLS key, self-signed certificate, PKCS#12 and JKS keystores for Spark (all 0600)."""
-    secret = common.read_password(password_file)
-    result = tls.generate_tls(out, secret, cn=cn, sans=san, days=days,
+    """TLS key, self-signed certificate, PKCS#12 and JKS keystores for Spark (all 0600).
+
+    The password must be printable ASCII (Java keystores accept nothing else),
+    8 to 373 bytes. Names are host names or IP addresses in ASCII (an
+    internationalised name as its xn-- A-label); the CN has at most 64 characters.
+    """
+    valid_days = _days(days)
+    tls.check_days(valid_days)  # all checks before the prompt and the output
+    tls.certificate_names(cn, san)
+    common.check_output(out, tls.TLS_FILES, force=force)
+    secret = common.read_password(password_file, keystore=True)
+    result = tls.generate_tls(out, secret, cn=cn, sans=san, days=valid_days,
                               unencrypted_key=unencrypted_key, force=force)
     if as_json:
         emit_json({"folder": str(out), "files": result.files, "sans": result.sans,
@@ -57,9 +82,14 @@ def password_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder (created 0700)."),
     password_file: Path | None = typer.Option(None, "--password-file",
                                               help="File with the password (else a prompt)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing folder's contents."),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
 ) -> None:
-    """The password encrypted to a fresh RSA key (key.txt, output.bin; 0600)."""
+    """The password encrypted to a fresh RSA key (key.txt, output.bin; 0600).
+
+    The password must be UTF-8 text without control characters, 8 to 373 bytes
+    (what RSA-3072 PKCS#1 v1.5 encryption carries).
+    """
+    common.check_output(out, password.PASSWORD_FILES, force=force)
     files = password.generate_password_files(out, common.read_password(password_file),
                                               force=force)
     typer.echo(f"wrote {files.key} and {files.encrypted}; decrypt with: openssl pkeyutl "
@@ -74,10 +104,18 @@ def k8s_secrets_cmd(
     keys: Path = typer.Option(..., "--keys", help="Folder from `secrets tls`."),
     password_dir: Path = typer.Option(..., "--password", help="Folder from `secrets password`."),
     namespace: str = typer.Option("default", "--namespace", help="Kubernetes namespace."),
-    output: Path = typer.Option(Path("k8s"), "-o", "--output", help="Output folder."),
+    output: Path = typer.Option(Path("k8s"), "-o", "--output", help="Output folder (may "
+                                "also hold the files of `k8s spark-templates`)."),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
 ) -> None:
-    """Kubernetes Secret manifests: keys.yaml, password.yaml, spark-secret.yaml (0600)."""
-    paths = k8s_secrets.write_secrets(keys, password_dir, output, namespace=namespace)
+    """Kubernetes Secret manifests: keys.yaml, password.yaml, spark-secret.yaml (0600).
+
+    Only regular files are read from --keys and --password (a symbolic link is
+    refused); each Secret must fit Kubernetes' 1 MiB.
+    """
+    common.check_output(output, SECRET_FILES, force=force, keep=TEMPLATE_FILES)
+    paths = k8s_secrets.write_secrets(keys, password_dir, output, namespace=namespace,
+                                      force=force)
     typer.echo("wrote " + ", ".join(str(p) for p in paths) + " (they hold secrets: mode 0600)")
 
 
@@ -91,11 +129,14 @@ def spark_templates_cmd(
     jvm_mem: str = typer.Option("12g", "--jvm-mem", help="JVM heap inside the enclave."),
     password_dir: Path | None = typer.Option(None, "--password", help="Include the passwords "
                                              "in spark-security.conf (then 0600)."),
-    output: Path = typer.Option(Path("k8s"), "-o", "--output", help="Output folder."),
+    output: Path = typer.Option(Path("k8s"), "-o", "--output", help="Output folder (may "
+                                "also hold the files of `k8s secrets`)."),
+    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
 ) -> None:
     """Driver/executor pod templates requesting SGX resources, and spark-security.conf."""
     paths = templates.write_spark_templates(image, output, epc=sgx_epc, jvm_mem=jvm_mem,
-                                            driver_epc=driver_epc, password=password_dir)
+                                            driver_epc=driver_epc, password=password_dir,
+                                            force=force)
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

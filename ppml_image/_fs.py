@@ -9,11 +9,17 @@ they exist with a wider mode.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from ppml_image.errors import PpmlError, UsageError
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -78,3 +84,277 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     make_private_dirs(path.parent if str(path.parent) else Path("."))
     with atomic_output(path, PRIVATE_FILE_MODE, exclusive=not overwrite) as handle:
         handle.write(data)
+
+
+# --------------------------------------------------------------------------
+# Output folders: staged beside the target, swapped in only after success.
+# --------------------------------------------------------------------------
+STAGING_SUFFIX = ".staging"
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+def check_output_folder(out: Path, ours: Collection[str], *, force: bool,
+                        keep: Collection[str] = ()) -> tuple[Path, bool]:
+    """Where *out* really is, and whether it exists; raise if we may not replace it.
+
+    *ours* are the files the command writes; *keep* the files of a sibling
+    command that may share the folder (kept as they are). Anything else in the
+    folder, or any entry that is not a regular file, is someone else's: we
+    refuse, even with *force*, rather than destroy it. Our own earlier files
+    are replaced only with *force*.
+    """
+    try:
+        info = os.lstat(out)
+    except FileNotFoundError:
+        return Path(os.path.realpath(out)), False
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot use it as the output folder: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            info = os.stat(out)
+        except OSError:
+            raise UsageError(f"{out}: is a symbolic link to nothing; give a folder") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{out}: exists and is not a folder")
+    real = Path(os.path.realpath(out))
+    try:
+        entries = sorted(os.listdir(real))
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot list the output folder: {exc.strerror}") from None
+    allowed = set(ours) | set(keep)
+    for name in entries:
+        if name not in allowed or not _is_regular(real / name):
+            raise UsageError(f"{out}: holds {name!r}, which this command does not write; "
+                             "refusing to replace the folder, even with --force (move it "
+                             "away or choose another output folder)")
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents or real.parent == real:
+        # Swapping it would leave the shell in a deleted folder (or try to
+        # replace /): the output needs a folder of its own.
+        raise UsageError(f"{out}: is the working folder or holds it; write to a folder "
+                         "of its own")
+    mine = [name for name in entries if name in ours]
+    if mine and not force:
+        raise UsageError(f"{out}: already holds {mine[0]}; pass --force to replace this "
+                         "command's files")
+    return real, True
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:  # removed meanwhile: nothing of anyone's is lost
+        return True
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, ours: Collection[str], *, force: bool,
+                  keep: Collection[str] = ()) -> Iterator[Path]:
+    """Yield an empty private folder (0700) that becomes *out* only if the block succeeds.
+
+    The folder is a sibling of *out* (same file system, so the swap is a
+    rename). *out* is checked first (:func:`check_output_folder`), again just
+    before the swap, and replaced with an atomic exchange where the kernel
+    has one; otherwise with renames that always leave the old content under
+    some name. On any error, Ctrl-C or SIGTERM the staging folder is removed
+    and *out* is as it was. Files named in *keep* that already sit in *out*
+    are carried over (hard links) so that a sibling command's files survive.
+    """
+    real, _ = check_output_folder(out, ours, force=force, keep=keep)
+    created = _make_parents(out, real.parent)
+    staging: Path | None = None
+    swapped = False
+    try:
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=STAGING_SUFFIX,
+                                            dir=real.parent))
+        except OSError as exc:
+            raise UsageError(f"{out}: cannot create a folder beside it: "
+                             f"{exc.strerror}") from None
+        yield staging
+        real, exists = check_output_folder(out, ours, force=force, keep=keep)
+        if exists:
+            _carry_over(real, staging, keep)
+            old = _exchange(staging, real, out)
+            swapped = True
+            staging = None
+            _remove_old(old, set(ours) | set(keep))
+        else:
+            _rename_noreplace(staging, real, out)
+            swapped = True
+            staging = None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if not swapped:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+def _make_parents(out: Path, parent: Path) -> list[Path]:
+    """Create *parent*'s missing folders (0700); return them, outermost first."""
+    missing: list[Path] = []
+    current = parent
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = current.parent
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+            created.append(folder)
+            os.chmod(folder, PRIVATE_DIR_MODE)
+    except OSError as exc:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        what = "is not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError)) \
+            else exc.strerror
+        raise UsageError(f"{out}: cannot create its parent folder {current}: {what}") from None
+    if not os.path.isdir(parent):
+        raise UsageError(f"{out}: its parent {parent} is not a folder")
+    return created
+
+
+def _carry_over(real: Path, staging: Path, keep: Collection[str]) -> None:
+    for name in keep:
+        source = real / name
+        if name in os.listdir(staging) or not os.path.lexists(source):
+            continue
+        try:
+            os.link(source, staging / name, follow_symlinks=False)
+        except OSError:  # e.g. protected_hardlinks: copy, same mode
+            mode = stat.S_IMODE(os.lstat(source).st_mode)
+            with atomic_output(staging / name, mode) as handle:
+                handle.write(source.read_bytes())
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> bool:
+    """rename(2) with *flags*; False where the C library, kernel or file system lacks it."""
+    import ctypes  # here, not at start-up: only output folders need it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        return False
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                     ctypes.c_uint]
+    func.restype = ctypes.c_int
+    if func(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(target))
+
+
+def _exchange(staging: Path, real: Path, out: Path) -> Path:
+    """Put *staging* at *real*; return where the old folder now is."""
+    try:
+        if _renameat2(staging, real, _RENAME_EXCHANGE):
+            return staging
+        return exchange_by_renames(staging, real)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot replace the folder: {exc.strerror}") from None
+
+
+def exchange_by_renames(new: Path, real: Path) -> Path:
+    """The fallback swap: move *real* aside, then *new* into place; return the old folder.
+
+    Between the two renames *real* does not exist, but its content is never
+    lost: it is under the returned name, and a failure moves it back.
+    """
+    aside = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".old", dir=real.parent))
+    os.rename(real, aside)  # onto an empty folder: an atomic replace
+    try:
+        os.rename(new, real)
+    except BaseException:
+        os.rename(aside, real)
+        raise
+    return aside
+
+
+def _rename_noreplace(staging: Path, real: Path, out: Path) -> None:
+    try:
+        if not _renameat2(staging, real, _RENAME_NOREPLACE):
+            os.rename(staging, real)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise UsageError(f"{out}: appeared while we were writing; run again") from None
+        raise UsageError(f"{out}: cannot create the folder: {exc.strerror}") from None
+
+
+def _remove_old(old: Path, ours: set[str]) -> None:
+    """Delete the replaced folder: only our files, so a file that raced in survives."""
+    try:
+        for name in os.listdir(old):
+            if name in ours and not stat.S_ISDIR(os.lstat(old / name).st_mode):
+                os.unlink(old / name)
+        old.rmdir()
+    except OSError:  # the new output is in place; say what is left, do not fail
+        logging.getLogger("ppml_image").warning(
+            "%s: the replaced folder was kept: it holds files that appeared while we "
+            "were writing", old)
+
+
+def read_regular_files(folder: Path, what: str, *, limit: int) -> dict[str, bytes]:
+    """Every entry of *folder* by name; each must be a regular file of at most *limit* bytes,
+    with no other hard link.
+
+    No symbolic link is followed out of the folder and nothing can swap one
+    in: each entry is opened relative to a descriptor on the folder with
+    O_NOFOLLOW, and its type is checked with fstat on the open descriptor
+    (no check-then-open race). O_NONBLOCK keeps a FIFO from blocking the open.
+    """
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{folder}: {what} folder does not exist") from None
+    except NotADirectoryError:
+        raise UsageError(f"{folder}: is not a folder ({what} folder expected)") from None
+    except OSError as exc:
+        raise PpmlError(f"{folder}: cannot open {what} folder: {exc.strerror}") from None
+    try:
+        return {name: _read_entry(folder, dir_fd, name, limit)
+                for name in sorted(os.listdir(dir_fd))}
+    finally:
+        os.close(dir_fd)
+
+
+def _read_entry(folder: Path, dir_fd: int, name: str, limit: int) -> bytes:
+    shown = f"{folder}/{name!r}" if not name.isprintable() else f"{folder}/{name}"
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PpmlError(f"{shown}: is a symbolic link; refusing to follow it out of "
+                            "the folder") from None
+        raise PpmlError(f"{shown}: cannot open: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PpmlError(f"{shown}: is not a regular file")
+        if info.st_nlink > 1:
+            # A hard link is the symlink attack where protected_hardlinks is off.
+            raise PpmlError(f"{shown}: has other hard links ({info.st_nlink} names); copy "
+                            "the file into the folder instead")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise PpmlError(f"{shown}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise PpmlError(f"{shown}: is larger than {limit} bytes")
+    return data

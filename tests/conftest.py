@@ -29,7 +29,9 @@ def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None,
             env: dict[str, str] | None = None, input: str | None = None) -> Result:
     """Run ``python -m ppml_image ARGS`` as a user would, in a subprocess."""
     full_env = dict(os.environ)
-    full_env.pop("PPML_IMAGE_KEY_PASSPHRASE", None)
+    # No secret or token setting of the developer's shell leaks into a test.
+    for name in ("PPML_IMAGE_KEY_PASSPHRASE", "PPML_IMAGE_PKCS11_PIN", "PPML_IMAGE_PKCS11_MODULE"):
+        full_env.pop(name, None)
     full_env.update(env or {})
     with subprocess.Popen(
             [sys.executable, "-m", "ppml_image", *map(str, args)], cwd=cwd, env=full_env,
@@ -276,3 +278,14 @@ def custom_image(slim_base: dict, enclave_key: Path, app_dir: Path, janitor) -> 
     result = build_custom_cli(enclave_key, slim_base["tags"][0], app_dir, tag)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+# --------------------------------------------------------------------------
+# A real PKCS#11 token (SoftHSM2), private to this session. `make test`
+# installs SoftHSM2 and OpenSC (scripts/ensure-softhsm.sh).
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory):
+    from softhsm import make_softhsm
+
+    return make_softhsm(tmp_path_factory.mktemp("softhsm"))

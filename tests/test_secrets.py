@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -195,3 +196,31 @@ def test_k8s_validation_catches_mistakes() -> None:
     no_image_name = {**good, "spec": {"containers": [{"image": "i"}]}}
     with pytest.raises((AssertionError, ValueError)):
         k8s_round_trip(no_image_name, "V1Pod")
+
+
+@pytest.mark.skipif(shutil.which("keytool") is None, reason="no JDK keytool on this machine")
+def test_longest_accepted_password_works_in_keytool_and_openssl(tmp_path: Path) -> None:
+    """The upper bound we accept (373 bytes, any printable ASCII) is one Java and RSA take."""
+    password = ("\\ =:#!\"'$`" + "".join(map(chr, range(0x20, 0x7F))) * 4)[:373]
+    assert len(password) == 373 and password.startswith("\\ ")
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(password + "\n")
+    keys, folder = tmp_path / "keys", tmp_path / "password"
+    for args in (["secrets", "tls", "--out", keys], ["secrets", "password", "--out", folder]):
+        result = run_cli(*args, "--password-file", pw_file)
+        assert result.returncode == 0, result.stderr
+    env = {"PATH": os.environ["PATH"], "STOREPASS": password}
+    for store, kind in (("keystore.jks", "JKS"), ("keystore.p12", "PKCS12")):
+        listing = subprocess.run(["keytool", "-list", "-keystore", str(keys / store),
+                                  "-storetype", kind, "-storepass:env", "STOREPASS"],
+                                 capture_output=True, text=True, env=env, check=False)
+        assert listing.returncode == 0 and "PrivateKeyEntry" in listing.stdout, listing
+    out = subprocess.run(["openssl", "pkeyutl", "-decrypt", "-inkey", str(folder / "key.txt"),
+                          "-in", str(folder / "output.bin")], capture_output=True, check=True)
+    assert out.stdout == password.encode()
+    too_long = tmp_path / "pw374"
+    too_long.write_text(password + "x\n")
+    result = run_cli("secrets", "password", "--out", tmp_path / "p2", "--password-file",
+                     too_long)
+    assert_one_line_error(result, str(too_long), "373")
+    assert not (tmp_path / "p2").exists()

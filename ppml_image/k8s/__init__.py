@@ -1,1 +1,7 @@
 """Kubernetes manifests: Secrets for Spark's security material, Spark pod templates."""
+
+# `k8s secrets` and `k8s spark-templates` may share one output folder (the
+# README's k8s/): each keeps the other's files and replaces only its own.
+SECRET_FILES = ("keys.yaml", "password.yaml", "spark-secret.yaml")
+TEMPLATE_FILES = ("spark-driver-template.yaml", "spark-executor-template.yaml",
+                  "spark-security.conf")

@@ -6,25 +6,33 @@
   Spark authentication secret (the password, as the reference requires).
 
 The files hold secrets (base64 is not encryption): they are written 0600 in
-a 0700 folder.
+a 0700 folder. The input folders are read without following any link out of
+them, and only regular files are accepted: a symlink to ``/etc/shadow`` in
+``--keys`` is refused, not published.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ppml_image._fs import make_private_dirs
-from ppml_image.errors import UsageError
+from ppml_image._fs import read_regular_files, staged_folder
+from ppml_image.errors import PpmlError, UsageError
+from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
 from ppml_image.spark.common import save
-from ppml_image.spark.password import decrypt_password
+from ppml_image.spark.password import PASSWORD_FILES, decrypt_password, read_password_folder
 
 KEYS_SECRET = "ssl-keys"
 PASSWORD_SECRET = "ssl-password"
 SPARK_SECRET = "spark-secret"
+# The API server refuses a Secret whose data values (decoded) total more.
+MAX_SECRET_BYTES = 1024 * 1024
+_NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")  # RFC 1123 label
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}\Z")  # IsConfigMapKey
 
 
 def secret(name: str, namespace: str, data: dict[str, bytes]) -> dict[str, Any]:
@@ -38,33 +46,53 @@ def secret(name: str, namespace: str, data: dict[str, bytes]) -> dict[str, Any]:
     }
 
 
+def check_namespace(namespace: str) -> None:
+    if not _NAMESPACE.fullmatch(namespace):
+        raise UsageError(f"--namespace {namespace!r}: not a Kubernetes namespace (an RFC 1123 "
+                         "label: at most 63 lower-case letters, digits and '-', starting and "
+                         "ending with a letter or digit)")
+
+
+def check_secret_data(name: str, folder: Path, data: dict[str, bytes]) -> None:
+    """Refuse what the API server would: bad key names, more than 1 MiB of data."""
+    for key in data:
+        if not _SECRET_KEY.fullmatch(key) or key in (".", "..") or key.startswith(".."):
+            raise PpmlError(f"{folder}/{key!r}: this file name cannot be a key of a "
+                            "Kubernetes Secret (letters, digits, '-', '_', '.')")
+    total = sum(len(value) for value in data.values())
+    if total > MAX_SECRET_BYTES:
+        raise PpmlError(f"{folder}: Secret {name} would hold {total} bytes; Kubernetes "
+                        f"allows at most {MAX_SECRET_BYTES} (1 MiB)")
+
+
 def _folder_files(folder: Path, what: str) -> dict[str, bytes]:
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: {what} folder does not exist")
-    try:
-        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-    except OSError as exc:
-        raise UsageError(f"{folder}: cannot read {what} folder: {exc.strerror}") from None
+    files = read_regular_files(folder, what, limit=MAX_SECRET_BYTES)
     if not files:
         raise UsageError(f"{folder}: {what} folder is empty")
     return files
 
 
-def write_secrets(keys: Path, password: Path, out: Path, *,
-                  namespace: str = "default") -> list[Path]:
-    """Write the three Secret manifests into *out*; returns their paths."""
+def write_secrets(keys: Path, password: Path, out: Path, *, namespace: str = "default",
+                  force: bool = False) -> list[Path]:
+    """Write the three Secret manifests into *out*; returns their paths.
+
+    *out* may also hold the files of ``k8s spark-templates``, which are kept;
+    this command's own files are replaced only with *force*, and a folder
+    holding anything else is refused.
+    """
+    check_namespace(namespace)
     key_files = _folder_files(keys, "keys")
-    password_files = _folder_files(password, "password")
-    missing = {"key.txt", "output.bin"} - set(password_files)
-    if missing:
-        raise UsageError(f"{password}: not a password folder (missing {', '.join(missing)})")
-    spark_auth = decrypt_password(password)
-    make_private_dirs(out)
+    password_files = read_password_folder(password)
+    password_data = {k: password_files[k] for k in PASSWORD_FILES}
+    spark_auth = {"secret": decrypt_password(password, password_files)}
+    check_secret_data(KEYS_SECRET, keys, key_files)
+    check_secret_data(PASSWORD_SECRET, password, password_data)
     documents = {
         "keys.yaml": secret(KEYS_SECRET, namespace, key_files),
-        "password.yaml": secret(PASSWORD_SECRET, namespace,
-                                {k: password_files[k] for k in ("key.txt", "output.bin")}),
-        "spark-secret.yaml": secret(SPARK_SECRET, namespace, {"secret": spark_auth}),
+        "password.yaml": secret(PASSWORD_SECRET, namespace, password_data),
+        "spark-secret.yaml": secret(SPARK_SECRET, namespace, spark_auth),
     }
-    return [save(out, name, yaml.safe_dump(doc, sort_keys=False).encode())
-            for name, doc in documents.items()]
+    with staged_folder(out, SECRET_FILES, force=force, keep=TEMPLATE_FILES) as stage:
+        for name, doc in documents.items():
+            save(stage, name, yaml.safe_dump(doc, sort_keys=False).encode())
+    return [out / name for name in documents]

@@ -6,25 +6,37 @@ provision devices, mount the TLS keys and the encrypted password from the
 Secrets that ``k8s secrets`` writes, and take the Spark authentication
 secret from ``spark-secret``. We generate what Spark needs; Kubernetes and
 Spark do the scheduling.
+
+The three files are generated together and swapped in together: never pod
+templates without their ``spark-security.conf``. The folder may also hold
+the files of ``k8s secrets``, which are kept.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ppml_image._fs import make_private_dirs, write_atomic
+from ppml_image._fs import atomic_output, staged_folder
 from ppml_image.errors import UsageError
+from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
 from ppml_image.k8s.secret_manifests import KEYS_SECRET, PASSWORD_SECRET, SPARK_SECRET
 from ppml_image.spark.common import save
 from ppml_image.spark.password import decrypt_password
+from ppml_image.spark.properties import format_properties
 
 KEYS_MOUNT = "/ppml/keys"
 PASSWORD_MOUNT = "/ppml/password"
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+# Anchored with \Z: `$` would also match before a trailing newline.
+_QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?\Z")
+_JVM_SIZE = re.compile(r"[1-9][0-9]{0,17}[kKmMgGtT]?\Z")  # what -Xmx takes
+_IMAGE = re.compile(r"[\x21-\x7e]{1,4096}\Z")  # printable ASCII, no blank
+_JAVA_TRIM = "".join(map(chr, range(0x21)))  # what Java's String.trim() removes
+_log = logging.getLogger("ppml_image.k8s")
 
 
 def _container(image: str, role: str, epc: str, jvm_mem: str, log_level: str) -> dict[str, Any]:
@@ -73,7 +85,7 @@ def pod_template(image: str, role: str, *, epc: str, jvm_mem: str,
     }
 
 
-def security_properties(password: bytes | None) -> list[tuple[str, str]]:
+def security_properties(password: str | None) -> list[tuple[str, str]]:
     """The reference workflow's Spark security properties."""
     props = [
         ("spark.authenticate", "true"),
@@ -96,42 +108,53 @@ def security_properties(password: bytes | None) -> list[tuple[str, str]]:
         ("spark.ssl.trustStoreType", "PKCS12"),
     ]
     if password is not None:
-        text = password.decode()
+        text = password
         props += [("spark.authenticate.secret", text), ("spark.ssl.keyPassword", text),
                   ("spark.ssl.keyStorePassword", text), ("spark.ssl.trustStorePassword", text)]
     return props
 
 
+def check_template_options(image: str, *, epc: str, jvm_mem: str,
+                           driver_epc: str | None) -> None:
+    """Refuse values that are empty, hold control characters or are not what K8s takes."""
+    if not _IMAGE.fullmatch(image):
+        raise UsageError(f"--image {image!r}: not an image reference (printable ASCII "
+                         "without blanks, such as registry.example/ppml/job:1)")
+    for option, value in (("--sgx-epc", epc), ("--driver-epc", driver_epc)):
+        if value is not None and not _QUANTITY.fullmatch(value):
+            raise UsageError(f"{option} {value!r}: not a Kubernetes quantity such as 32Gi")
+    if not _JVM_SIZE.fullmatch(jvm_mem):
+        raise UsageError(f"--jvm-mem {jvm_mem!r}: not a JVM heap size such as 12g")
+
+
 def write_spark_templates(image: str, out: Path, *, epc: str = "32Gi", jvm_mem: str = "12g",
                           driver_epc: str | None = None, password: Path | None = None,
-                          log_level: str = "error") -> list[Path]:
+                          log_level: str = "error", force: bool = False) -> list[Path]:
     """Write driver/executor pod templates and spark-security.conf into *out*.
 
     With *password* (a ``secrets password`` folder) the properties include
     the passwords and the file is written 0600; without, it holds no secret
-    and the passwords are left to the submit step.
+    and the passwords are left to the submit step. Our own earlier files are
+    replaced only with *force*; a folder holding other files is refused.
     """
-    for value in (epc, driver_epc or epc):
-        if not _QUANTITY.match(value):
-            raise UsageError(f"--sgx-epc {value!r}: not a Kubernetes quantity such as 32Gi")
-    make_private_dirs(out)
-    written = []
-    for role, size in (("driver", driver_epc or epc), ("executor", epc)):
-        doc = pod_template(image, role, epc=size, jvm_mem=jvm_mem, log_level=log_level)
-        path = out / f"spark-{role}-template.yaml"
-        write_atomic(path, yaml.safe_dump(doc, sort_keys=False).encode())
-        written.append(path)
-    secret_password = decrypt_password(password) if password is not None else None
-    lines = ["# Spark security properties (ppml-image): spark-submit --properties-file",
-             "# Passwords: " + ("included; this file is a secret (mode 0600)."
-                                if secret_password else
-                                "not included; pass them at submit time."), ""]
-    lines += [f"{key} {value}" for key, value in security_properties(secret_password)]
-    data = ("\n".join(lines) + "\n").encode()
-    conf = out / "spark-security.conf"
-    if secret_password is not None:
-        written.append(save(out, "spark-security.conf", data))
-    else:
-        write_atomic(conf, data)
-        written.append(conf)
-    return written
+    check_template_options(image, epc=epc, jvm_mem=jvm_mem, driver_epc=driver_epc)
+    secret_password = decrypt_password(password).decode() if password is not None else None
+    if secret_password is not None and secret_password != secret_password.strip(_JAVA_TRIM):
+        _log.warning("%s: the password starts or ends with white space, which Spark strips "
+                     "from --properties-file values; give it to Spark another way", password)
+    comments = ["Spark security properties (ppml-image): spark-submit --properties-file",
+                "Passwords: " + ("included; this file is a secret (mode 0600)."
+                                 if secret_password is not None else
+                                 "not included; pass them at submit time.")]
+    conf = format_properties(security_properties(secret_password), comments)
+    with staged_folder(out, TEMPLATE_FILES, force=force, keep=SECRET_FILES) as stage:
+        for role, size in (("driver", driver_epc or epc), ("executor", epc)):
+            doc = pod_template(image, role, epc=size, jvm_mem=jvm_mem, log_level=log_level)
+            with atomic_output(stage / f"spark-{role}-template.yaml") as handle:
+                handle.write(yaml.safe_dump(doc, sort_keys=False).encode())
+        if secret_password is not None:
+            save(stage, "spark-security.conf", conf)
+        else:
+            with atomic_output(stage / "spark-security.conf") as handle:
+                handle.write(conf)
+    return [out / name for name in TEMPLATE_FILES]

@@ -21,6 +21,7 @@ from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import ElfImage, load_elf
 from ppml_image.sgx.keys import load_signing_key
 from ppml_image.sgx.measure import build_layout, enclave_params, measure
+from ppml_image.sgx.signers import Signer
 from ppml_image.sgx.sigstruct import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, Sigstruct
 from ppml_image.sgx.tree import Tree, tree_for
 
@@ -80,15 +81,25 @@ def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImag
     return measure(params, build_layout(params, manifest_sgx, pal, name), pal)
 
 
-def sign_enclave(manifest_text: str, *, pal: ElfImage, key: rsa.RSAPrivateKey,
+def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPrivateKey,
                  tree: Tree, date: dt.date, name: str = "<manifest>",
                  pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> SignedEnclave:
     """Hash, measure and sign a manifest; nothing touches the disk."""
+    prepared = prepare_enclave(manifest_text, pal=pal, tree=tree, date=date, name=name,
+                               pkglibdir=pkglibdir)
+    prepared.sigstruct.sign(key)
+    return prepared
+
+
+def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree, date: dt.date,
+                    name: str = "<manifest>",
+                    pkglibdir: str = mf.DEFAULT_PKGLIBDIR) -> SignedEnclave:
+    """Hash and measure a manifest: its sigstruct is still to be signed
+    (by ``sigstruct.sign(signer)``, or offline from ``signed_bytes()``)."""
     manifest = mf.parse_manifest(manifest_text, name, pkglibdir=pkglibdir)
     final = mf.finalize(manifest, tree, name)
     manifest_sgx = mf.dumps(final).encode("utf-8")
     tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name)
-    tbs.sign(key)
     return SignedEnclave(manifest_sgx, tbs, final)
 
 
@@ -111,7 +122,7 @@ def default_sigfile(output: Path) -> Path:
     return Path(text[: -len(suffix)] + ".sig" if text.endswith(suffix) else text + ".sig")
 
 
-def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path, *,
+def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer, *,
                   date: str | dt.date | None = None, sigfile: Path | None = None,
                   chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
                   passphrase: bytes | None = None) -> SignedEnclave:
@@ -120,7 +131,8 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path, *,
     Writes *output* (the ``.manifest.sgx``) and *sigfile* (default: *output*
     with ``.manifest.sgx`` replaced by ``.sig``) only if everything succeeded.
     """
-    signing_key = load_signing_key(key, passphrase)
+    # A Signer (token, external signature) was opened and checked by the caller.
+    signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
     signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError
 from ppml_image.sgx.keys import mr_signer_of_modulus, sgx_key_problem
+from ppml_image.sgx.signers import Signer, as_signer, sign_checked
 
 SIGSTRUCT_SIZE = 1808
 HEADER = bytes.fromhex("06000000e10000000000010000000000")
@@ -136,12 +137,15 @@ class Sigstruct:
         return raw[0:128] + raw[900:1028]
 
     # --- signing and checking ------------------------------------------
-    def sign(self, key: rsa.RSAPrivateKey) -> None:
-        """Fill modulus, exponent, signature, Q1 and Q2 using *key*."""
-        numbers = key.public_key().public_numbers()
+    def sign(self, key: Signer | rsa.RSAPrivateKey) -> None:
+        """Fill modulus, exponent, signature, Q1 and Q2 using *key*: a
+        :class:`~ppml_image.sgx.signers.Signer` (file, token, external
+        signature) or a private key. The signature is checked before use."""
+        signer = as_signer(key)
+        numbers = signer.public_key.public_numbers()
         self.modulus, self.exponent = numbers.n, numbers.e
         self.signature, self.q1, self.q2 = 0, 0, 0
-        signature = key.sign(self.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+        signature = sign_checked(signer, self.signed_bytes())
         self.signature = int.from_bytes(signature, "big")
         self.q1, self.q2 = compute_q1_q2(self.signature, self.modulus)
 
