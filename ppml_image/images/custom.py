@@ -56,6 +56,7 @@ from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.keys import load_signing_key
 from ppml_image.sgx.policy import enforce_release, release_violations
 from ppml_image.sgx.sign import enclave_attributes, parse_date
+from ppml_image.sgx.signers import Signer
 from ppml_image.sgx.sigstruct import Sigstruct
 from ppml_image.sgx.tree import Tree
 
@@ -189,7 +190,8 @@ class SignedImage:
     base: ImageInfo | None
 
 
-def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str, key: rsa.RSAPrivateKey, *,
+def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
+                     key: Signer | rsa.RSAPrivateKey, *,
                      date: dt.date, release: bool,
                      progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
@@ -277,12 +279,12 @@ def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: 
     return image_id
 
 
-def sign_image(unsigned: str, key: Path, *, tag: str | None = None,
+def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                date: str | dt.date | None = None, passphrase: bytes | None = None,
                release: bool = False, quiet: bool = False,
                engine: Engine | None = None) -> CustomImage:
-    """Sign an unsigned image with *key* and build the final image ``tag``."""
-    signing_key = load_signing_key(key, passphrase)
+    """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
+    signing_key = _signer(key, passphrase)
     when = parse_date(date)
     engine = engine or connect()
     info = engine.image(unsigned)
@@ -290,8 +292,13 @@ def sign_image(unsigned: str, key: Path, *, tag: str | None = None,
                  unsigned.removesuffix("-unsigned"), date=when, release=release, quiet=quiet)
 
 
-def _sign(engine: Engine, info: ImageInfo, ref: str, key: rsa.RSAPrivateKey, *, tag: str,
-          date: dt.date, release: bool, quiet: bool,
+def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPrivateKey:
+    # A Signer (a token, an external signature) was opened and checked by the caller.
+    return key if isinstance(key, Signer) else load_signing_key(key, passphrase)
+
+
+def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
+          tag: str, date: dt.date, release: bool, quiet: bool,
           unsigned_tag: str | None = None) -> CustomImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
     signed = measure_and_sign(engine, info, ref, key, date=date, release=release,
@@ -308,13 +315,13 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: rsa.RSAPrivateKey, *, 
                        sigstruct=signed.sigstruct.view())
 
 
-def build_custom(key: Path, *, base: str = DEFAULT_BASE, app: Path | None = None,
+def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | None = None,
                  template: str | Path = DEFAULT_TEMPLATE, defines: dict[str, Any] | None = None,
                  tag: str = DEFAULT_TAG, date: str | dt.date | None = None,
                  release: bool = False, passphrase: bytes | None = None,
                  quiet: bool = False, engine: Engine | None = None) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""
-    signing_key = load_signing_key(key, passphrase)  # fail before building anything
+    signing_key = _signer(key, passphrase)  # fail before building anything
     when = parse_date(date)
     engine = engine or connect()
     unsigned_id = build_unsigned(engine, base=base, app=app, template=template,

@@ -46,6 +46,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -63,6 +64,7 @@ from ppml_image.images.progress import Progress
 from ppml_image.images.tarstream import ByteStream, read_single_file
 
 TEMPORARY_LABEL = "ppml-image.temporary"
+_SHORT_TIMEOUT = 30  # seconds: creating or removing a container
 # Go's os.FileMode bits for devices, pipes, sockets and irregular files.
 _GO_SPECIAL = (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -259,6 +261,35 @@ def _this_machine() -> dict[str, str]:
             "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": pidns}
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the duration of a short critical section.
+
+    Python runs signal handlers in the main thread only, so there the
+    handlers are swapped for ones that note the signal; the original
+    handler runs as soon as the section ends (raising KeyboardInterrupt, or
+    the CLI's Terminated, at a point where cleanup is already possible).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    saved = {signum: signal.signal(signum, lambda n, f: caught.append((n, f)))
+             for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        if caught:
+            number, frame = caught[0]
+            original = saved[signal.Signals(number)]
+            if callable(original):
+                original(number, frame)
+            elif original == signal.SIG_DFL:
+                os.kill(os.getpid(), number)
+
+
 def owner_label() -> str:
     """This process, as the owner of a temporary container."""
     pid = os.getpid()
@@ -379,7 +410,9 @@ class DockerEngine(Engine):
     @contextlib.contextmanager
     def open(self, image: str) -> Iterator[ImageFiles]:
         self._sweep()
-        with self._call(f"image {image}"):
+        # Ctrl-C or SIGTERM between the engine creating the container and us
+        # knowing its id would leave it behind: the signal waits for the id.
+        with _signals_deferred(), self._short_timeout(), self._call(f"image {image}"):
             container = self.api.create_container(
                 image, command=["/ppml-image-reads-files-only"], network_disabled=True,
                 labels={TEMPORARY_LABEL: owner_label()})["Id"]
@@ -390,10 +423,20 @@ class DockerEngine(Engine):
 
     def _remove_quietly(self, container: str) -> None:
         # v=True: an image's VOLUMEs got anonymous volumes when the container was
-        # created; they are ours to remove with it.
-        with contextlib.suppress(docker.errors.DockerException,
-                                 requests.exceptions.RequestException):
+        # created; they are ours to remove with it. A signal waits for the removal.
+        with _signals_deferred(), self._short_timeout(), contextlib.suppress(
+                docker.errors.DockerException, requests.exceptions.RequestException):
             self.api.remove_container(container, force=True, v=True)
+
+    @contextlib.contextmanager
+    def _short_timeout(self) -> Iterator[None]:
+        """While signals wait, an engine that hangs must not hold them for long."""
+        saved = self.api.timeout
+        self.api.timeout = _SHORT_TIMEOUT
+        try:
+            yield
+        finally:
+            self.api.timeout = saved
 
     def _sweep(self) -> None:
         """Remove temporary containers whose owner has certainly gone (kill -9)."""
