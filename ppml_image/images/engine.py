@@ -31,8 +31,8 @@ in :meth:`DockerEngine._call`, which turns engine failures into one-line
 Why no ``layer_streams``: reading the layers above a cached base index needs
 the image's save stream, and this engine (the classic store) writes every
 layer of the image, base included, to a temporary folder before the first
-byte of a save: measured side by side (``make bench``), a save costs about
-2x a whole export on the slim base and 2.8x on the full one. So an image is
+byte of a save: measured side by side (``make bench``), a save costs 1.6 to
+2.1x a whole export on the slim base and 1.75 to 2.8x on the full one. So an image is
 measured from one export of its whole file system (see :mod:`.imagefs`);
 every layer above the base is read by construction, and no host cache is
 needed. An engine whose save streams stored blobs (the containerd image
