@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -90,7 +91,8 @@ def build_custom_cmd(
     define: list[str] = typer.Option([], "--define", "-D", help="Template variable key=value."),
     tag: str = typer.Option(custom.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
     date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
-    release: bool = typer.Option(False, "--release", help="Refuse a debug enclave."),
+    release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
+                                 "release policy (debug, insecure__ options, ...)."),
     allow_debug: bool = typer.Option(False, "--allow-debug",
                                      help="Accept a debug enclave (with a warning)."),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file",
@@ -117,7 +119,8 @@ def sign_image_cmd(
     tag: str | None = typer.Option(None, "--tag", help="Signed image tag (default: the "
                                    "unsigned tag without -unsigned)."),
     date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
-    release: bool = typer.Option(False, "--release", help="Refuse a debug enclave."),
+    release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
+                                 "release policy (debug, insecure__ options, ...)."),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file",
                                                 help="File with the key's passphrase."),
     output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON."),
@@ -145,21 +148,41 @@ def inspect_cmd(
 
 
 @app.command("verify", epilog=(
-    "Example: ppml-image verify ppml/job:1 --mr-enclave 6c04...a229 --mr-signer 5c3f...15a0"))
+    "Examples:\n\n"
+    "  ppml-image verify ppml/job:1 --mr-enclave 6c04...a229 --mr-signer 5c3f...15a0\n\n"
+    "  ppml-image verify ppml/job:1 --base ppml-image/base:1.0 --json\n\n"
+    "Exit 0: verified; 3: the image failed verification (every problem is named);"
+    " 1: the engine or the image could not be read."))
 @handles_errors
 def verify_cmd(
     image: str = typer.Argument(..., help="A signed image."),
     mr_enclave: str | None = typer.Option(None, "--mr-enclave", help="Expected MRENCLAVE."),
     mr_signer: str | None = typer.Option(None, "--mr-signer", help="Expected MRSIGNER."),
+    base: str | None = typer.Option(None, "--base", help="The base image to compare what runs "
+                                    "outside the enclave with (default: the image the "
+                                    "ppml-image.base-image-id label names, checked by layers)."),
     allow_debug: bool = typer.Option(False, "--allow-debug", help="Accept a debug enclave."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+    allow_insecure: bool = typer.Option(False, "--allow-insecure",
+                                        help="Do not apply the release policy."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON, "
+                                 "whether verification passes or fails."),
 ) -> None:
     """Re-hash and re-measure an image from its own files; exit 3 on any difference."""
     result = attest.verify_image(image, mr_enclave=mr_enclave, mr_signer=mr_signer,
-                                  allow_debug=allow_debug)
+                                 allow_debug=allow_debug, allow_insecure=allow_insecure,
+                                 base=base, quiet=as_json or not sys.stderr.isatty())
     if as_json:
         emit_json(result.to_json())
+        if not result.ok:
+            raise typer.Exit(3)
         return
+    if not result.ok:
+        raise result.error()
     for check in result.checks:
         typer.echo(f"ok: {check}")
     typer.echo(f"verified {image}: mr_enclave {result.sigstruct['mr_enclave']}")
+    typer.echo(f"signer: mr_signer {result.sigstruct['mr_signer']}")
+    if result.consistency_only:
+        typer.echo("note: without --mr-enclave/--mr-signer this checked internal consistency "
+                   "only: anyone can sign a consistent image. Compare the values above with "
+                   "the ones you registered.")

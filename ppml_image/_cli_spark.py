@@ -161,6 +161,6 @@ def run_cmd(
     plan = run_mod.plan_run(image, sgx=sgx, data=data, keys=keys, password=password_dir,
                             command=list(ctx.args) or None, check_host=not print_only)
     if print_only:
-        typer.echo(plan.docker_command())
+        typer.echo(run_mod.printed(plan))
         return
     raise typer.Exit(run_mod.execute(plan))

@@ -57,5 +57,9 @@ class PolicyError(PpmlError):
     """A manifest breaks the release policy (``--release``)."""
 
 
+class ImageContentError(PpmlError):
+    """An image does not hold, or would not run, what a ppml-image image must."""
+
+
 class TokenError(PpmlError):
     """A PKCS#11 module, token or key cannot be used: named by token and object."""

@@ -22,6 +22,7 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+    pid: int = 0
 
 
 def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None,
@@ -32,10 +33,23 @@ def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None,
     for name in ("PPML_IMAGE_KEY_PASSPHRASE", "PPML_IMAGE_PKCS11_PIN", "PPML_IMAGE_PKCS11_MODULE"):
         full_env.pop(name, None)
     full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "ppml_image", *map(str, args)], cwd=cwd, env=full_env,
-        capture_output=True, text=True, input=input, timeout=600, check=False)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    with subprocess.Popen(
+            [sys.executable, "-m", "ppml_image", *map(str, args)], cwd=cwd, env=full_env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(input, timeout=600)
+        except BaseException:
+            proc.kill()
+            raise
+    return Result(proc.returncode, stdout, stderr, proc.pid)
+
+
+def containers_of(client, pid: int) -> list[str]:
+    """Temporary containers that the ppml-image process *pid* made and left behind."""
+    found = client.api.containers(all=True, filters={"label": "ppml-image.temporary"})
+    return [c["Id"] for c in found
+            if json.loads(c["Labels"]["ppml-image.temporary"]).get("pid") == pid]
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:
@@ -124,21 +138,45 @@ OS_IMAGE = "debian:bookworm"
 
 @pytest.fixture(scope="session")
 def docker_client():
-    from ppml_image.images.engine import connect
+    """docker-py itself: tests look at the engine without going through our seam."""
+    import docker
 
-    return connect()
+    client = docker.from_env(timeout=600)
+    client.ping()
+    return client
 
 
 @pytest.fixture(scope="session")
 def os_image(docker_client) -> str:
     """The OS base: present, or built from Debian packages (kept: it is the
     machine's OS base image, like a pulled one, not a test artefact)."""
-    from ppml_image.images.engine import image_exists
+    import docker.errors
 
-    if not image_exists(docker_client, OS_IMAGE):
+    try:
+        docker_client.images.get(OS_IMAGE)
+    except docker.errors.ImageNotFound:
         result = run_cli("bootstrap-os", "--tag", OS_IMAGE)
         assert result.returncode == 0, result.stderr
     return OS_IMAGE
+
+
+def read_file_from_image(client, image: str, path: str) -> bytes:
+    """One file's exact bytes, through the archive API of a never-started container."""
+    import io
+    import tarfile
+
+    container = client.containers.create(image, ["true"], network_disabled=True)
+    try:
+        stream, _ = container.get_archive(path)
+        data = b"".join(stream)
+    finally:
+        container.remove(force=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.next()
+        assert member is not None and member.isfile(), (image, path)
+        handle = tar.extractfile(member)
+        assert handle is not None
+        return handle.read()
 
 
 @pytest.fixture(scope="session")

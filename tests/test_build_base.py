@@ -11,13 +11,13 @@ from conftest import (
     assert_one_line_error,
     build_base_cli,
     docker_run,
+    read_file_from_image,
     run_cli,
     unique_tag,
 )
 
 from ppml_image.images.base import render_dockerfile
 from ppml_image.images.config import BaseConfig
-from ppml_image.images.engine import read_file_from_image
 
 pytestmark = pytest.mark.docker
 

@@ -1,27 +1,60 @@
 """``inspect`` and ``verify``: what a security team runs on a published image.
 
-``verify`` trusts nothing the pipeline recorded: it re-reads every file of
-the image through the Docker API (no host cache), re-hashes every trusted
-file against the image's ``.manifest.sgx``, re-measures the enclave from the
-manifest and the image's own ``libpal.so``, checks the SIGSTRUCT signature,
-and compares the result with the ``.sig``, the labels and the values the
-caller expects.
+``verify`` trusts the image's content and content-addressed ids only, never
+its labels or any host cache:
+
+* which enclave runs comes from the image's command (ENTRYPOINT empty or
+  the base's, CMD ``gramine-sgx NAME``, NAME in WORKDIR): an image that
+  would run anything else fails, naming what it would run;
+* the ``.sig`` is exactly 1808 bytes and its RSA signature is checked
+  before anything is measured;
+* every file of the image is streamed from the engine and hashed afresh;
+  every trusted file is compared with the ``.manifest.sgx``, and MRENCLAVE
+  is recomputed from the image's manifest and its own ``libpal.so`` (paths
+  from its ``/etc/ppml-image/base.json``);
+* the manifest must pass the release policy (``--allow-debug`` accepts a
+  debug enclave only, ``--allow-insecure`` every violation);
+* what runs outside the enclave (the launcher, its interpreter, the SGX
+  loader, the libraries) must be byte-identical to the base image's, the
+  base being established by content (:mod:`.outside`, :mod:`.layout`);
+* labels are compared with what the content says; a disagreeing label is a
+  problem, a missing one is not.
+
+Without ``--mr-enclave``/``--mr-signer`` only internal consistency is
+checked: anyone can sign a consistent image with their own key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppml_image.errors import EngineError, ManifestError, PpmlError, VerificationError
-from ppml_image.images import engine, imagefs
-from ppml_image.images.base import LABEL_PREFIX
-from ppml_image.images.custom import ENCLAVE_DIR
-from ppml_image.sgx import gramine
-from ppml_image.sgx import manifest as mf
-from ppml_image.sgx.elf import parse_elf
-from ppml_image.sgx.sign import enclave_attributes, measure_manifest
-from ppml_image.sgx.sigstruct import Sigstruct
+from ppml_image.errors import (
+    ElfError,
+    ImageContentError,
+    ManifestError,
+    PolicyError,
+    SigstructError,
+    VerificationError,
+)
+from ppml_image.images.engine import Engine, ImageInfo, connect
+from ppml_image.images.layout import (
+    LABEL_PREFIX,
+    EnclaveLayout,
+    enclave_layout,
+    establish_base,
+)
+from ppml_image.images.measure import ImageMeasurement, measure_image
+from ppml_image.images.outside import check_outside
+from ppml_image.images.progress import Progress
+from ppml_image.sgx.policy import release_violations
+from ppml_image.sgx.sign import enclave_attributes
+from ppml_image.sgx.sigstruct import SIGSTRUCT_SIZE, Sigstruct
+
+# What a hostile image can make the measuring code raise: all mean "verification failed".
+CONTENT_ERRORS = (ManifestError, ElfError, SigstructError, PolicyError, ImageContentError,
+                  VerificationError)
 
 
 @dataclass
@@ -37,27 +70,18 @@ class Inspection:
                 **self.sigstruct.view()}
 
 
-def _sig_path(labels: dict[str, str], ref: str) -> str:
-    path = labels.get(f"{LABEL_PREFIX}sig")
-    if path:
-        return path
-    enclave = labels.get(f"{LABEL_PREFIX}enclave")
-    if enclave:
-        return f"{ENCLAVE_DIR}/{enclave}.sig"
-    raise EngineError(f"{ref}: no {LABEL_PREFIX}sig label: not a signed ppml-image image")
-
-
-def inspect_image(ref: str, *, check_signature: bool = True) -> Inspection:
-    """Read the ``.sig`` out of *ref* and parse it (no key needed)."""
-    client = engine.connect()
-    image = engine.get_image(client, ref)
-    labels = dict(image.labels or {})
-    path = _sig_path(labels, ref)
-    data = engine.read_file_from_image(client, image.id, path)
-    sig = Sigstruct.from_bytes(data, f"{ref}:{path}")
+def inspect_image(ref: str, *, check_signature: bool = True,
+                  engine: Engine | None = None) -> Inspection:
+    """Read the ``.sig`` of the enclave *ref*'s command starts, and parse it (no key needed)."""
+    engine = engine or connect()
+    info = engine.image(ref)
+    layout = enclave_layout(info, ref)
+    with engine.open(info.id) as files:
+        data = files.read_file(layout.sig, limit=SIGSTRUCT_SIZE, what=f"{ref}:{layout.sig}")
+    sig = Sigstruct.from_bytes(data, f"{ref}:{layout.sig}")
     if check_signature:
-        sig.verify(f"{ref}:{path}")
-    return Inspection(ref, str(image.id), path, sig, labels)
+        sig.verify(f"{ref}:{layout.sig}")
+    return Inspection(ref, info.id, layout.sig, sig, dict(info.labels))
 
 
 @dataclass
@@ -65,127 +89,179 @@ class Verification:
     """The outcome of ``verify``: every check made and every difference found."""
 
     image: str
-    sigstruct: dict[str, Any]
+    image_id: str = ""
+    enclave: str = ""
+    base_image_id: str = ""
+    sigstruct: dict[str, Any] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     trusted_files: int = 0
+    expected_values_checked: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def consistency_only(self) -> bool:
+        """No expected MRENCLAVE/MRSIGNER was given: only internal consistency was checked."""
+        return not self.expected_values_checked
+
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image, "ok": self.ok, "problems": self.problems,
-                "checks": self.checks, "trusted_files": self.trusted_files,
+        return {"image": self.image, "image_id": self.image_id, "ok": self.ok,
+                "problems": self.problems, "checks": self.checks,
+                "consistency_only": self.consistency_only, "enclave": self.enclave,
+                "base_image_id": self.base_image_id, "trusted_files": self.trusted_files,
                 **self.sigstruct}
+
+    def error(self) -> VerificationError:
+        return VerificationError(f"verify {self.image}: {len(self.problems)} problem(s): "
+                                 + "; ".join(self.problems))
 
 
 def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | None = None,
-                 allow_debug: bool = False) -> Verification:
-    """Verify *ref* from its own files; raise VerificationError listing every problem."""
-    client = engine.connect()
-    image = engine.get_image(client, ref)
-    labels = dict(image.labels or {})
-    sig_path = _sig_path(labels, ref)
-    sgx_path = labels.get(f"{LABEL_PREFIX}manifest-sgx") or sig_path[:-4] + ".manifest.sgx"
-    index = imagefs.index_image(client, image.id)  # fresh: no pipeline cache is trusted
-    tree = imagefs.ImageTree(index, client, str(image.id))
+                 allow_debug: bool = False, allow_insecure: bool = False,
+                 base: str | None = None, engine: Engine | None = None,
+                 quiet: bool = True) -> Verification:
+    """Verify *ref* from its own content; the result lists every check and problem.
+
+    Raises only for what stops verification itself (no engine, no image);
+    everything the image is or holds is reported in :class:`Verification`.
+    """
+    engine = engine or connect()
+    info = engine.image(ref)
+    result = Verification(image=ref, image_id=info.id)
+    match = establish_base(engine, info, explicit=base)
+    result.base_image_id = match.base.id if match.base else ""
     try:
-        sig = Sigstruct.from_bytes(tree.read_bytes(sig_path), f"{ref}:{sig_path}")
-    except PpmlError as exc:
-        raise VerificationError(str(exc)) from None
-    result = Verification(image=ref, sigstruct=sig.view())
-    _check(result, "SIGSTRUCT signature and Q1/Q2", lambda: sig.verify(f"{ref}:{sig_path}"))
-    name = f"{ref}:{sgx_path}"
+        layout = enclave_layout(info, ref, match.base)
+    except ImageContentError as exc:
+        result.problems.append(str(exc))
+        return result
+    result.enclave = layout.name
+    progress = Progress(f"verify {ref}", quiet=quiet)
     try:
-        manifest_sgx = tree.read_bytes(sgx_path)
-    except ManifestError as exc:
-        raise VerificationError(f"{name}: cannot read the signed manifest: {exc}") from None
-    try:
-        manifest = mf.parse_manifest(manifest_sgx.decode("utf-8"), name)
-    except (ManifestError, UnicodeDecodeError) as exc:
-        raise VerificationError(f"{name}: unreadable manifest: {exc}") from None
-    _check_trusted_files(result, manifest, tree, name)
-    _check_measurement(result, sig, manifest, manifest_sgx, tree, labels, name)
-    _check_expectations(result, sig, labels, mr_enclave, mr_signer, allow_debug)
-    if result.problems:
-        raise VerificationError(f"verify {ref}: {len(result.problems)} problem(s): "
-                                + "; ".join(result.problems))
+        measured = measure_image(engine, info, layout, signed=True, ref=ref, progress=progress)
+    except CONTENT_ERRORS as exc:
+        result.problems.append(str(exc))
+        return result
+    assert measured.sigstruct is not None
+    result.sigstruct = measured.sigstruct.view()
+    result.checks.append(f"{layout.sig}: SIGSTRUCT signature and Q1/Q2 (signer "
+                         f"{measured.sigstruct.mr_signer})")
+    _check_content(result, measured)
+    _check_policy(result, measured, allow_debug=allow_debug, allow_insecure=allow_insecure)
+    _check_labels(result, info.labels, measured, layout)
+    _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
+    if match.base is None:
+        result.problems.append(f"cannot check what runs outside the enclave: {match.reason}")
+    else:
+        base_image = match.base
+        _check(result, lambda: _outside(result, engine, measured, base_image))
+    progress.done("ok" if result.ok else f"{len(result.problems)} problem(s)")
     return result
 
 
-def _check(result: Verification, what: str, func: Any) -> None:
+def _check(result: Verification, func: Callable[[], None]) -> None:
     try:
         func()
-        result.checks.append(what)
-    except PpmlError as exc:
+    except CONTENT_ERRORS as exc:
         result.problems.append(str(exc))
 
 
-def _check_trusted_files(result: Verification, manifest: dict[str, Any],
-                         tree: imagefs.ImageTree, name: str) -> None:
-    entries = manifest["sgx"]["trusted_files"]
-    result.trusted_files = len(entries)
-    entrypoint = manifest["loader"]["entrypoint"]
-    if isinstance(entrypoint, dict) and "sha256" in entrypoint:
-        entries = [*entries, {"uri": entrypoint["uri"], "sha256": entrypoint["sha256"],
-                              "what": "loader.entrypoint"}]
-    changed = []
-    for entry in entries:
-        path = mf.uri_to_path(entry["uri"], name)
-        try:
-            actual = tree.hash_files([tree.resolve(path)])[0]
-        except ManifestError:
-            changed.append(f"{entry['uri']} is missing")
-            continue
-        if actual != entry.get("sha256"):
-            changed.append(f"{entry['uri']} changed (sha256 {actual[:16]}..., "
-                           f"manifest says {str(entry.get('sha256'))[:16]}...)")
+def _outside(result: Verification, engine: Engine, measured: ImageMeasurement,
+             base: ImageInfo) -> None:
+    report = check_outside(engine, measured.info, measured.tree, measured.base_info,
+                           measured.layout, base)
+    if report.problems:
+        result.problems += [f"outside the enclave: {p}" for p in report.problems]
+    else:
+        result.checks.append(report.summary)
+
+
+def _check_content(result: Verification, measured: ImageMeasurement) -> None:
+    sig = measured.sigstruct
+    assert sig is not None
+    result.trusted_files = measured.trusted_files
+    changed = measured.changed_files
     if changed:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5
-                                          else "")
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more"
+                                          if len(changed) > 5 else "")
         result.problems.append(f"{len(changed)} trusted file(s) differ from .manifest.sgx: "
                                f"{shown}")
     else:
-        result.checks.append(f"{len(entries)} trusted files re-hashed")
-
-
-def _check_measurement(result: Verification, sig: Sigstruct, manifest: dict[str, Any],
-                       manifest_sgx: bytes, tree: imagefs.ImageTree, labels: dict[str, str],
-                       name: str) -> None:
-    libpal = labels.get(f"{LABEL_PREFIX}gramine.libpal", gramine.libpal())
-    real = tree.resolve(libpal)
-    pal = parse_elf(tree.read_bytes(real), f"{result.image}:{libpal}")
-    mrenclave = measure_manifest(manifest_sgx, manifest, pal, name).hex()
-    if mrenclave != sig.mr_enclave:
-        result.problems.append(f"MRENCLAVE recomputed from the image is {mrenclave}, "
+        result.checks.append(f"{measured.trusted_files} trusted files re-hashed")
+    if measured.mr_enclave != sig.mr_enclave:
+        result.problems.append(f"MRENCLAVE recomputed from the image is {measured.mr_enclave}, "
                                f"the .sig says {sig.mr_enclave}")
     else:
         result.checks.append("MRENCLAVE recomputed from the image's manifest and libpal.so")
-    flags, misc, xfrm, xfrm_mask = enclave_attributes(manifest["sgx"])
+    sgx = measured.manifest["sgx"]
+    flags, misc, xfrm, xfrm_mask = enclave_attributes(sgx)
     expected = {"attribute_flags": flags, "misc_select": misc, "attribute_xfrms": xfrm,
-                "attribute_xfrm_mask": xfrm_mask, "isv_prod_id": manifest["sgx"]["isvprodid"],
-                "isv_svn": manifest["sgx"]["isvsvn"]}
+                "attribute_xfrm_mask": xfrm_mask, "isv_prod_id": sgx["isvprodid"],
+                "isv_svn": sgx["isvsvn"]}
     for key, value in expected.items():
         if getattr(sig, key) != value:
             result.problems.append(f"{key} in the .sig is {getattr(sig, key)!r}, the manifest "
                                    f"gives {value!r}")
 
 
-def _check_expectations(result: Verification, sig: Sigstruct, labels: dict[str, str],
-                        mr_enclave: str | None, mr_signer: str | None,
-                        allow_debug: bool) -> None:
-    for key, actual in (("mr_enclave", sig.mr_enclave), ("mr_signer", sig.mr_signer)):
-        label = labels.get(f"{LABEL_PREFIX}{key}")
-        if label is not None and label != actual:
-            result.problems.append(f"label {LABEL_PREFIX}{key}={label} but the .sig has {actual}")
+def _check_policy(result: Verification, measured: ImageMeasurement, *, allow_debug: bool,
+                  allow_insecure: bool) -> None:
+    if allow_insecure:
+        result.checks.append("release policy not applied (--allow-insecure)")
+        return
+    violations = release_violations(measured.manifest, measured.tree)
+    refused = [v for v in violations if not (allow_debug and v.debug)]
+    for violation in refused:
+        if violation.debug:
+            result.problems.append("this is a DEBUG enclave (its memory is readable by the "
+                                   "host); pass --allow-debug to accept it")
+        else:
+            result.problems.append(f"release policy: {violation} (--allow-insecure accepts it)")
+    if not refused:
+        result.checks.append("release policy" + (" (debug enclave accepted)"
+                                                 if violations else ""))
+
+
+def _check_labels(result: Verification, labels: dict[str, str], measured: ImageMeasurement,
+                  layout: EnclaveLayout) -> None:
+    """Labels are outputs: each one present must say what the content says."""
+    sig = measured.sigstruct
+    assert sig is not None
+    view = sig.view()
+    truth = {
+        "enclave": layout.name, "manifest-sgx": layout.manifest_sgx, "sig": layout.sig,
+        "mr_enclave": sig.mr_enclave, "mr_signer": sig.mr_signer,
+        "isv_prod_id": str(view["isv_prod_id"]), "isv_svn": str(view["isv_svn"]),
+        "debug": str(view["debug_enclave"]).lower(),
+        "gramine.pkglibdir": measured.base_info.pkglibdir,
+        "gramine.libpal": measured.base_info.libpal,
+        "gramine.libsysdb": measured.base_info.libsysdb,
+        "gramine.runtimedir": measured.base_info.runtimedir,
+    }
+    if result.base_image_id:
+        truth["base-image-id"] = result.base_image_id
+    # An empty label says nothing (sign-image empties a base label it could not confirm).
+    wrong = [f"label {LABEL_PREFIX}{key}={labels[LABEL_PREFIX + key]!r} but the image says "
+             f"{value!r}" for key, value in truth.items()
+             if labels.get(LABEL_PREFIX + key) and labels[LABEL_PREFIX + key] != value]
+    if labels.get(f"{LABEL_PREFIX}signed", "true") != "true":
+        wrong.append(f"label {LABEL_PREFIX}signed={labels[LABEL_PREFIX + 'signed']!r} but the "
+                     "image holds a signed enclave")
+    result.problems += wrong
+    if not wrong:
+        result.checks.append("labels agree with the content")
+
+
+def _check_expectations(result: Verification, sig: Sigstruct, mr_enclave: str | None,
+                        mr_signer: str | None) -> None:
     for key, wanted, actual in (("mr_enclave", mr_enclave, sig.mr_enclave),
                                 ("mr_signer", mr_signer, sig.mr_signer)):
         if wanted is not None:
+            result.expected_values_checked = True
             if wanted.lower() != actual:
                 result.problems.append(f"{key} is {actual}, expected {wanted.lower()}")
             else:
                 result.checks.append(f"{key} matches the expected value")
-    if sig.debug and not allow_debug:
-        result.problems.append("this is a DEBUG enclave (its memory is readable by the host); "
-                               "pass --allow-debug to accept it")

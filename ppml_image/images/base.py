@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -18,20 +17,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 import jinja2
 
 from ppml_image import __version__
 from ppml_image._proc import child_env
-from ppml_image.errors import EngineError
-from ppml_image.images import engine, wheelhouse
+from ppml_image.errors import EngineError, ImageContentError
+from ppml_image.images import wheelhouse
 from ppml_image.images.config import BaseConfig
+from ppml_image.images.context import BuildContext
+from ppml_image.images.engine import Engine, ImageInfo, MissingError, connect
 from ppml_image.images.fileserver import FileServer
+from ppml_image.images.imagefs import BASE_JSON_LIMIT
+from ppml_image.images.layout import BASE_INFO_PATH, LABEL_PREFIX, BaseInfo
+from ppml_image.images.progress import Progress
 from ppml_image.resources import data_dir
 from ppml_image.sgx import gramine
-
-BASE_INFO_PATH = "/etc/ppml-image/base.json"
-LABEL_PREFIX = "ppml-image."
 
 
 @dataclass
@@ -112,26 +112,27 @@ def image_labels(config: BaseConfig, versions: dict[str, str]) -> dict[str, str]
     return labels
 
 
-def ensure_os_image(client: docker.DockerClient, ref: str) -> None:
+def ensure_os_image(engine: Engine, ref: str) -> None:
     """The OS base must be local or pullable; say what to do when it is neither."""
-    if engine.image_exists(client, ref):
+    if engine.find_image(ref) is not None:
         return
     try:
-        client.images.pull(ref)
+        engine.pull(ref)
         return
-    except docker.errors.DockerException as exc:
-        reason = str(getattr(exc, "explanation", "") or exc).splitlines()[0][:120]
+    except EngineError as exc:
+        reason = str(exc).splitlines()[0][:160]
     raise EngineError(
         f"OS image {ref} is not on this engine and cannot be pulled ({reason}); build it from "
         f"Debian packages with: ppml-image bootstrap-os --tag {ref}")
 
 
-def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False) -> BaseImage:
+def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False,
+               engine: Engine | None = None) -> BaseImage:
     """Build the base image described by *config* and tag it ``config.tag``."""
     config.validate()
-    client = engine.connect()
-    ensure_os_image(client, config.os_image)
-    progress = engine.Progress(f"build-base {config.tag}", quiet=quiet)
+    engine = engine or connect()
+    ensure_os_image(engine, config.os_image)
+    progress = Progress(f"build-base {config.tag}", quiet=quiet)
     ml = wheelhouse.prepare(config.python_packages, [], python_version=config.python_version,
                             platform=config.wheel_platform)
     spark = (wheelhouse.prepare([], config.spark_packages, python_version=config.python_version,
@@ -152,12 +153,12 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
                 spark_digest=spark.digest if spark else "", debs=debs,
                 debs_digest=_files_digest(Path(config.gramine_path), debs))
             context = _context(config, dockerfile)
-            image_id = engine.build_image(
-                client, context, what=f"build-base {config.tag}", progress=progress,
+            image_id = engine.build(
+                context, what=f"build-base {config.tag}", progress=progress,
                 labels=image_labels(config, versions), nocache=nocache, network_mode="host")
-    engine.tag_image(client, image_id, config.tag)
+    engine.tag(image_id, config.tag)
     progress.done(f"built {config.tag} ({image_id[7:19]})")
-    return describe(client, config.tag)
+    return describe(engine, config.tag)
 
 
 def _files_digest(folder: Path, names: list[str]) -> str:
@@ -168,7 +169,7 @@ def _files_digest(folder: Path, names: list[str]) -> str:
 
 
 def _context(config: BaseConfig, dockerfile: str) -> Any:
-    context = engine.BuildContext()
+    context = BuildContext()
     context.add_bytes("Dockerfile", dockerfile.encode())
     context.add_bytes("describe-image.py", (data_dir("dockerfiles") / "describe-image.py")
                       .read_bytes())
@@ -179,32 +180,33 @@ def _context(config: BaseConfig, dockerfile: str) -> Any:
     return context.finish()
 
 
-def base_info(client: docker.DockerClient, image: str) -> dict[str, Any]:
-    """The ``/etc/ppml-image/base.json`` that ``build-base`` recorded in *image*."""
-    raw = engine.read_file_from_image(client, image, BASE_INFO_PATH)
+def base_info(engine: Engine, image: str, *, where: str | None = None) -> BaseInfo:
+    """The validated ``/etc/ppml-image/base.json`` that ``build-base`` recorded in *image*."""
     try:
-        info: dict[str, Any] = json.loads(raw)
-    except ValueError:
-        raise EngineError(f"{image}: {BASE_INFO_PATH} is not valid JSON") from None
-    return info
+        raw = engine.read_file(image, BASE_INFO_PATH, limit=BASE_JSON_LIMIT,
+                               what=f"{where or image}:{BASE_INFO_PATH}")
+    except MissingError:
+        raise ImageContentError(f"{where or image}: not a ppml-image base image (no "
+                                f"{BASE_INFO_PATH}): build one with ppml-image build-base"
+                                ) from None
+    except EngineError as exc:
+        raise ImageContentError(str(exc)) from None
+    return BaseInfo.parse(raw, where or image)
 
 
-def get_base_image(client: docker.DockerClient, ref: str) -> Any:
-    """The base image *ref*, which must carry the labels ``build-base`` sets."""
-    image = engine.get_image(client, ref, what="base image",
-                             hint=": build it with ppml-image build-base")
-    if f"{LABEL_PREFIX}gramine.libpal" not in (image.labels or {}):
-        raise EngineError(f"{ref}: not a ppml-image base image (no {LABEL_PREFIX}gramine labels)")
-    return image
+def get_base_image(engine: Engine, ref: str) -> ImageInfo:
+    """The base image *ref*; it must hold a valid ``/etc/ppml-image/base.json``."""
+    return engine.image(ref, what="base image", hint=": build it with ppml-image build-base")
 
 
-def describe(client: docker.DockerClient, ref: str) -> BaseImage:
+def describe(engine: Engine, ref: str) -> BaseImage:
     """Describe an existing base image from its labels and recorded JSON."""
-    image = get_base_image(client, ref)
-    labels = image.labels or {}
-    info = base_info(client, ref)
-    return BaseImage(image_id=image.id, tags=list(image.tags), size=int(image.attrs["Size"]),
-                     profile=labels.get(f"{LABEL_PREFIX}profile", ""), gramine=info["gramine"],
+    image = get_base_image(engine, ref)
+    labels = image.labels
+    info = base_info(engine, image.id, where=ref)
+    return BaseImage(image_id=image.id, tags=list(image.tags), size=image.size,
+                     profile=labels.get(f"{LABEL_PREFIX}profile", ""),
+                     gramine=dict(info.raw["gramine"]),
                      versions={k[len(LABEL_PREFIX) + 8:]: v for k, v in labels.items()
                                if k.startswith(f"{LABEL_PREFIX}version.")},
                      labels=labels)

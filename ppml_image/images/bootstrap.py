@@ -15,13 +15,15 @@ from pathlib import Path
 
 from ppml_image._proc import child_env
 from ppml_image.errors import BuildError, UsageError
-from ppml_image.images import engine
+from ppml_image.images.engine import Engine, connect
+from ppml_image.images.progress import Progress
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
 def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
-                 mirror: str = DEFAULT_MIRROR, quiet: bool = False) -> str:
+                 mirror: str = DEFAULT_MIRROR, quiet: bool = False,
+                 engine: Engine | None = None) -> str:
     """Build a minimal Debian *suite* root file system and import it as *tag*.
 
     Needs root (debootstrap creates device nodes and chroots). Returns the
@@ -33,8 +35,8 @@ def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
     if shutil.which("debootstrap") is None:
         raise UsageError("debootstrap is not installed (Debian/Ubuntu: apt-get install "
                          "debootstrap)")
-    client = engine.connect()
-    progress = engine.Progress(f"bootstrap-os {tag}", quiet=quiet)
+    engine = engine or connect()
+    progress = Progress(f"bootstrap-os {tag}", quiet=quiet)
     with tempfile.TemporaryDirectory(prefix="ppml-rootfs-") as tmp:
         root = Path(tmp) / "root"
         progress.step(1, 3, f"debootstrap --variant=minbase {suite} {mirror}")
@@ -50,14 +52,7 @@ def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
         _run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
              "packing the root file system")
         progress.step(3, 3, f"importing as {tag}")
-        repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] \
-            else (tag, "", "latest")
-        with engine.engine_call(f"importing {tag}"):
-            client.api.import_image_from_file(str(tarball), repository=repository,
-                                              tag=version or "latest",
-                                              changes=['CMD ["/bin/bash"]'])
-        with engine.engine_call(f"image {tag}"):
-            image_id = str(client.images.get(tag).id)
+        image_id = engine.import_rootfs(tarball, tag, ['CMD ["/bin/bash"]'])
     progress.done(f"imported {tag} ({image_id[7:19]})")
     return image_id
 

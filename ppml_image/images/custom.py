@@ -1,14 +1,21 @@
 """``build-custom`` and ``sign-image``: signed customer images.
 
-The private key never reaches Docker. The image is built in two stages:
+The private key never reaches the engine. The image is built in stages:
 
 1. *Unsigned*: FROM the base image, the application and the rendered
-   manifest. No key anywhere; tagged ``NAME:TAG-unsigned``.
-2. On the host: the unsigned image's files are streamed out of the engine and
-   hashed, the ``.manifest.sgx`` is written and measured, and SIGSTRUCT is
-   signed in this process with ``cryptography``.
-3. *Final*: FROM the unsigned image, only ``.manifest.sgx`` and ``.sig`` are
-   added, with the measurement as labels.
+   manifest, ``WORKDIR /ppml`` and ``CMD ["gramine-sgx", NAME]``. No key
+   anywhere.
+2. On the host, :func:`.measure.measure_image` streams every file of the
+   unsigned image out of the engine and hashes it (every layer, whatever
+   the labels say: a base's ONBUILD triggers or an image derived from an
+   unsigned one are measured as they are), writes the ``.manifest.sgx``,
+   measures the enclave, and SIGSTRUCT is signed in this process.
+3. *Final*: FROM the unsigned image, only ``NAME.manifest.sgx`` and
+   ``NAME.sig`` are added beside the manifest, with the measurement as
+   labels (outputs for people and registries; nothing reads them back).
+
+Tags move only at the end, once everything succeeded: ``TAG-unsigned`` and
+``TAG`` (``build-custom``), or ``TAG`` (``sign-image``).
 
 ``sign-image`` runs steps 2-3 on an existing unsigned image, so a production
 key can sign, in a separate locked-down step, exactly what was built before:
@@ -20,21 +27,38 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image.errors import UsageError
-from ppml_image.images import engine, imagefs, wheelhouse
-from ppml_image.images.base import LABEL_PREFIX, base_info, get_base_image
+from ppml_image.errors import ImageContentError, PolicyError, UsageError
+from ppml_image.images.base import base_info, get_base_image
+from ppml_image.images.context import BuildContext
+from ppml_image.images.engine import Engine, ImageInfo, connect
+from ppml_image.images.layout import (
+    BASE_ID_LABEL,
+    LABEL_PREFIX,
+    LAUNCHER,
+    BaseInfo,
+    EnclaveLayout,
+    enclave_layout,
+    establish_base,
+)
+from ppml_image.images.measure import ImageMeasurement, measure_image
+from ppml_image.images.outside import check_outside
+from ppml_image.images.progress import Progress
 from ppml_image.resources import data_dir
 from ppml_image.sgx import manifest as mf
-from ppml_image.sgx.elf import parse_elf
 from ppml_image.sgx.keys import load_signing_key
-from ppml_image.sgx.sign import SignedEnclave, parse_date, sign_enclave
+from ppml_image.sgx.policy import enforce_release, release_violations
+from ppml_image.sgx.sign import enclave_attributes, parse_date
+from ppml_image.sgx.signers import Signer
+from ppml_image.sgx.sigstruct import Sigstruct
+from ppml_image.sgx.tree import Tree
 
 log = logging.getLogger("ppml_image")
 
@@ -91,70 +115,21 @@ def enclave_name(template: Path) -> str:
     name = template.name
     for suffix in (".manifest.j2", ".manifest.template", ".j2", ".template", ".manifest"):
         if name.endswith(suffix):
-            return name[: -len(suffix)]
+            name = name[: -len(suffix)]
+            break
+    if not re.fullmatch(r"[A-Za-z0-9_+@][A-Za-z0-9._+@-]*", name):
+        raise UsageError(f"{template}: the template's name gives no plain enclave name "
+                         "(letters, digits and '._+@-')")
     return name
 
 
-def _base_image(client: docker.DockerClient, ref: str) -> tuple[str, dict[str, Any]]:
-    image = get_base_image(client, ref)
-    return str(image.id), base_info(client, image.id)
-
-
-def render_for_base(template: Path, defines: dict[str, Any], info: dict[str, Any]) -> str:
+def render_for_base(template: Path, defines: dict[str, Any], info: BaseInfo,
+                    where: str = "base image") -> str:
     """Render *template* with the base image's Gramine paths and Python."""
-    python = mf.PythonInfo.from_snapshot(info["python"])
-    values = {"app_dir": APP_DIR, "enclave_dir": ENCLAVE_DIR, "base": info, **defines}
+    values = {"app_dir": APP_DIR, "enclave_dir": ENCLAVE_DIR, "base": info.raw, **defines}
     text = mf.read_text(template, "template")
-    return mf.render_template(text, values, pkglibdir=info["gramine"]["pkglibdir"],
-                              python=python, name=str(template))
-
-
-def check_debug(manifest: dict[str, Any], name: str, *, release: bool) -> None:
-    """A debug enclave is refused for a release and loudly flagged otherwise."""
-    if manifest["sgx"]["debug"] is not True:
-        return
-    if release:
-        raise UsageError(f"{name}: sgx.debug = true, refused with --release "
-                         "(a debug enclave's memory is readable by the host)")
-    log.warning("%s: sgx.debug = true: this is a DEBUG enclave; the host can read its memory. "
-                "Never give it production data; use --release to forbid this.", name)
-
-
-def build_unsigned(*, base: str = DEFAULT_BASE, app: Path | None = None,
-                   template: str | Path = DEFAULT_TEMPLATE, defines: dict[str, Any] | None = None,
-                   tag: str = DEFAULT_TAG, release: bool = False,
-                   quiet: bool = False) -> tuple[str, str]:
-    """Stage 1: build and tag ``TAG-unsigned``; returns (unsigned tag, image id)."""
-    template_path = find_template(template)
-    if app is not None and not Path(app).is_dir():
-        raise UsageError(f"{app}: application folder does not exist")
-    client = engine.connect()
-    base_id, info = _base_image(client, base)
-    name = enclave_name(template_path)
-    text = render_for_base(template_path, defines or {}, info)
-    parsed = mf.parse_manifest(text, f"{template_path} (rendered)",
-                               pkglibdir=info["gramine"]["pkglibdir"])
-    check_debug(parsed, str(template_path), release=release)
-
-    context = engine.BuildContext()
-    lines = [f"FROM {base_id}"]
-    if app is not None:
-        context.add_tree(Path(app), "app")
-        lines.append(f"COPY app/ {APP_DIR}/")
-    context.add_bytes(f"{name}.manifest", text.encode())
-    lines += [f"COPY {name}.manifest {ENCLAVE_DIR}/{name}.manifest", f"WORKDIR {ENCLAVE_DIR}",
-              f'CMD ["gramine-sgx", "{name}"]']
-    context.add_bytes("Dockerfile", ("\n".join(lines) + "\n").encode())
-    labels = {f"{LABEL_PREFIX}signed": "false", f"{LABEL_PREFIX}base-image-id": base_id,
-              f"{LABEL_PREFIX}enclave": name,
-              f"{LABEL_PREFIX}manifest": f"{ENCLAVE_DIR}/{name}.manifest"}
-    progress = engine.Progress(f"build-custom {tag} (unsigned)", quiet=quiet)
-    image_id = engine.build_image(client, context.finish(), what=f"build-custom {tag}",
-                                  progress=progress, labels=labels)
-    unsigned = unsigned_tag(tag)
-    engine.tag_image(client, image_id, unsigned)
-    progress.done(f"built {unsigned}")
-    return unsigned, image_id
+    return mf.render_template(text, values, pkglibdir=info.pkglibdir,
+                              python=info.python(where), name=str(template))
 
 
 def unsigned_tag(tag: str) -> str:
@@ -164,98 +139,196 @@ def unsigned_tag(tag: str) -> str:
     return f"{repository}:{version}-unsigned"
 
 
-def measure_and_sign(client: docker.DockerClient, unsigned: str, key: rsa.RSAPrivateKey, *,
-                     date: dt.date, progress: engine.Progress | None = None
-                     ) -> tuple[SignedEnclave, Any]:
-    """Steps 2-3: hash the unsigned image's files and sign, all on the host.
+# --------------------------------------------------------------------------
+# Stage 1: the unsigned image
+# --------------------------------------------------------------------------
+def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None = None,
+                   template: str | Path = DEFAULT_TEMPLATE,
+                   defines: dict[str, Any] | None = None, tag: str = DEFAULT_TAG,
+                   release: bool = False, quiet: bool = False) -> str:
+    """Stage 1: build the unsigned image (untagged); returns its id."""
+    template_path = find_template(template)
+    if app is not None and not Path(app).is_dir():
+        raise UsageError(f"{app}: application folder does not exist")
+    base_image = get_base_image(engine, base)
+    info = base_info(engine, base_image.id, where=base)
+    name = enclave_name(template_path)
+    text = render_for_base(template_path, defines or {}, info, base)
+    rendered = f"{template_path} (rendered)"
+    parsed = mf.parse_manifest(text, rendered, pkglibdir=info.pkglibdir)
+    if release:  # fail before building; the finalised manifest is checked again
+        _enforce_release(parsed, rendered)
 
-    Returns the signed enclave and the unsigned image it measured.
-    """
-    progress = progress or engine.Progress(f"measuring {unsigned}", quiet=True)
-    image = engine.get_image(client, unsigned)
-    labels = image.labels or {}
-    if labels.get(f"{LABEL_PREFIX}signed") != "false":
-        raise UsageError(f"{unsigned}: not an unsigned ppml-image image "
-                         f"(no {LABEL_PREFIX}signed=false label)")
-    base_id = labels[f"{LABEL_PREFIX}base-image-id"]
-    progress.step(1, 3, f"hashing the base image's files ({base_id[7:19]}; cached per image id)")
-    index = imagefs.cached_index(client, base_id, wheelhouse.cache_root() / "index")
-    progress.step(2, 3, f"hashing {ENCLAVE_DIR} of the unsigned image")
-    imagefs.overlay_folder(index, client, image.id, ENCLAVE_DIR)
-    tree = imagefs.ImageTree(index, client, str(image.id))
-    manifest_path = labels[f"{LABEL_PREFIX}manifest"]
-    text = tree.read_bytes(manifest_path).decode("utf-8")
-    pal_path = tree.resolve(labels[f"{LABEL_PREFIX}gramine.libpal"])
-    pal = parse_elf(tree.read_bytes(pal_path), f"{unsigned}:{pal_path}")
-    progress.step(3, 3, "measuring the enclave and signing SIGSTRUCT")
-    signed = sign_enclave(text, pal=pal, key=key, tree=tree, date=date,
-                          name=f"{unsigned}:{manifest_path}",
-                          pkglibdir=labels[f"{LABEL_PREFIX}gramine.pkglibdir"])
-    return signed, image
+    context = BuildContext()
+    lines = [f"FROM {base_image.id}"]
+    if app is not None:
+        context.add_tree(Path(app), "app")
+        lines.append(f"COPY app/ {APP_DIR}/")
+    context.add_bytes(f"{name}.manifest", text.encode())
+    lines += [f"COPY {name}.manifest {ENCLAVE_DIR}/{name}.manifest", f"WORKDIR {ENCLAVE_DIR}",
+              f'CMD ["{LAUNCHER}", "{name}"]']
+    context.add_bytes("Dockerfile", ("\n".join(lines) + "\n").encode())
+    labels = {f"{LABEL_PREFIX}signed": "false", BASE_ID_LABEL: base_image.id,
+              f"{LABEL_PREFIX}enclave": name,
+              f"{LABEL_PREFIX}manifest": f"{ENCLAVE_DIR}/{name}.manifest"}
+    progress = Progress(f"build-custom {tag} (unsigned)", quiet=quiet)
+    image_id = engine.build(context.finish(), what=f"build-custom {tag}", progress=progress,
+                            labels=labels)
+    progress.done(f"built the unsigned image {image_id[7:19]}")
+    return image_id
 
 
-def sign_image(unsigned: str, key: Path, *, tag: str | None = None,
-               date: str | dt.date | None = None, passphrase: bytes | None = None,
-               release: bool = False, quiet: bool = False) -> CustomImage:
-    """Sign an unsigned image with *key* and build the final image ``tag``."""
-    return _sign_image(unsigned, load_signing_key(key, passphrase), tag=tag,
-                       date=parse_date(date), release=release, quiet=quiet)
+# --------------------------------------------------------------------------
+# Stages 2-3: measure, sign, and build the final image
+# --------------------------------------------------------------------------
+@dataclass
+class SignedImage:
+    """A measured unsigned image and its signed SIGSTRUCT (nothing built yet)."""
+
+    measurement: ImageMeasurement
+    sigstruct: Sigstruct
+    base: ImageInfo | None
 
 
-def _sign_image(unsigned: str, signing_key: rsa.RSAPrivateKey, *, tag: str | None,
-                date: dt.date, release: bool, quiet: bool) -> CustomImage:
-    client = engine.connect()
-    measuring = engine.Progress(f"measure {unsigned}", quiet=quiet)
-    signed, image = measure_and_sign(client, unsigned, signing_key, date=date,
-                                     progress=measuring)
-    measuring.done(f"mr_enclave {signed.mr_enclave[:16]}...")
-    labels = image.labels or {}
-    name = labels[f"{LABEL_PREFIX}enclave"]
-    check_debug(signed.manifest, f"{unsigned}:{labels[f'{LABEL_PREFIX}manifest']}",
-                release=release)
-    tag = tag or unsigned.removesuffix("-unsigned")
-    unsigned_id = str(image.id)
+def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
+                     key: Signer | rsa.RSAPrivateKey, *,
+                     date: dt.date, release: bool,
+                     progress: Progress | None = None) -> SignedImage:
+    """Measure the unsigned image from its content and sign it (nothing is built yet)."""
+    if unsigned.onbuild:
+        raise ImageContentError(
+            f"{ref}: has ONBUILD triggers ({'; '.join(unsigned.onbuild)[:120]}), which would "
+            "change the image after it is measured: refused")
+    match = establish_base(engine, unsigned)
+    layout = enclave_layout(unsigned, ref, match.base)
+    measured = measure_image(engine, unsigned, layout, signed=False, ref=ref,
+                             progress=progress)
+    if release:
+        _enforce_release(measured.manifest, measured.name, measured.tree)
+    else:
+        _warn_about_debug(measured)
+    if match.base is not None:
+        outside = check_outside(engine, unsigned, measured.tree, measured.base_info, layout,
+                                match.base)
+        if outside.problems:
+            raise ImageContentError(f"{ref}: what runs outside the enclave differs from the "
+                                    f"base image {match.base.id}: "
+                                    + "; ".join(outside.problems))
+    else:
+        log.warning("%s: %s; the image is signed, but verify will need --base to check what "
+                    "runs outside the enclave", ref, match.reason)
+    sgx = measured.manifest["sgx"]
+    flags, misc, xfrm, xfrm_mask = enclave_attributes(sgx)
+    sigstruct = Sigstruct(enclave_hash=bytes.fromhex(measured.mr_enclave), date=date,
+                          attribute_flags=flags, attribute_xfrms=xfrm,
+                          attribute_xfrm_mask=xfrm_mask, misc_select=misc,
+                          isv_prod_id=sgx["isvprodid"], isv_svn=sgx["isvsvn"])
+    sigstruct.sign(key)
+    return SignedImage(measured, sigstruct, match.base)
+
+
+def _enforce_release(manifest: dict[str, Any], name: str, tree: Tree | None = None) -> None:
+    try:
+        enforce_release(manifest, name, tree)
+    except PolicyError as exc:
+        raise PolicyError(f"{exc} (refused because of --release)") from None
+
+
+def _warn_about_debug(measured: ImageMeasurement) -> None:
+    """Without --release, a debug enclave is allowed, and said once, loudly."""
+    if any(v.debug for v in release_violations(measured.manifest)):
+        log.warning("%s: sgx.debug = true: this is a DEBUG enclave; the host can read its "
+                    "memory. Never give it production data; use --release to forbid this.",
+                    measured.name)
+
+
+def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: str,
+                 quiet: bool) -> str:
+    layout: EnclaveLayout = signed.measurement.layout
+    name = posixpath.basename(layout.stem)
     view = signed.sigstruct.view()
-    context = engine.BuildContext()
-    context.add_bytes(f"{name}.manifest.sgx", signed.manifest_sgx)
+    context = BuildContext()
+    context.add_bytes(f"{name}.manifest.sgx", signed.measurement.manifest_sgx)
     context.add_bytes(f"{name}.sig", signed.sigstruct.to_bytes())
     context.add_bytes("Dockerfile", (
-        f"FROM {unsigned_id}\n"
-        f"COPY {name}.manifest.sgx {name}.sig {ENCLAVE_DIR}/\n").encode())
-    final_labels = {
+        f"FROM {unsigned.id}\n"
+        f"COPY {name}.manifest.sgx {name}.sig {layout.folder.rstrip('/')}/\n").encode())
+    labels = {
         f"{LABEL_PREFIX}signed": "true",
-        f"{LABEL_PREFIX}unsigned-image-id": unsigned_id,
-        f"{LABEL_PREFIX}manifest-sgx": f"{ENCLAVE_DIR}/{name}.manifest.sgx",
-        f"{LABEL_PREFIX}sig": f"{ENCLAVE_DIR}/{name}.sig",
-        f"{LABEL_PREFIX}mr_enclave": signed.mr_enclave,
-        f"{LABEL_PREFIX}mr_signer": signed.mr_signer,
+        f"{LABEL_PREFIX}enclave": layout.name,
+        f"{LABEL_PREFIX}unsigned-image-id": unsigned.id,
+        BASE_ID_LABEL: signed.base.id if signed.base is not None else "",
+        f"{LABEL_PREFIX}manifest-sgx": layout.manifest_sgx,
+        f"{LABEL_PREFIX}sig": layout.sig,
+        f"{LABEL_PREFIX}mr_enclave": signed.sigstruct.mr_enclave,
+        f"{LABEL_PREFIX}mr_signer": signed.sigstruct.mr_signer,
         f"{LABEL_PREFIX}isv_prod_id": str(view["isv_prod_id"]),
         f"{LABEL_PREFIX}isv_svn": str(view["isv_svn"]),
         f"{LABEL_PREFIX}debug": str(view["debug_enclave"]).lower(),
     }
-    progress = engine.Progress(f"sign-image {tag}", quiet=quiet)
-    image_id = engine.build_image(client, context.finish(), what=f"signing {tag}",
-                                  progress=progress, labels=final_labels)
-    engine.tag_image(client, image_id, tag)
+    progress = Progress(f"sign-image {tag}", quiet=quiet)
+    image_id = engine.build(context.finish(), what=f"signing {tag}", progress=progress,
+                            labels=labels)
+    final = engine.image(image_id)
+    # The final image must be the measured one plus exactly the layer we added.
+    if final.layers[: len(unsigned.layers)] != unsigned.layers or \
+            len(final.layers) != len(unsigned.layers) + 1:
+        raise ImageContentError(f"signing {tag}: the engine built an image that is not the "
+                                "measured one plus the signature layer")
     progress.done(f"built {tag}")
-    return CustomImage(image=tag, image_id=image_id, unsigned_image=unsigned,
-                       unsigned_image_id=unsigned_id,
-                       base_image_id=labels[f"{LABEL_PREFIX}base-image-id"], enclave=name,
-                       sigstruct=view)
+    return image_id
 
 
-def build_custom(key: Path, *, base: str = DEFAULT_BASE, app: Path | None = None,
+def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
+               date: str | dt.date | None = None, passphrase: bytes | None = None,
+               release: bool = False, quiet: bool = False,
+               engine: Engine | None = None) -> CustomImage:
+    """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
+    signing_key = _signer(key, passphrase)
+    when = parse_date(date)
+    engine = engine or connect()
+    info = engine.image(unsigned)
+    return _sign(engine, info, unsigned, signing_key, tag=tag or
+                 unsigned.removesuffix("-unsigned"), date=when, release=release, quiet=quiet)
+
+
+def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPrivateKey:
+    # A Signer (a token, an external signature) was opened and checked by the caller.
+    return key if isinstance(key, Signer) else load_signing_key(key, passphrase)
+
+
+def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
+          tag: str, date: dt.date, release: bool, quiet: bool,
+          unsigned_tag: str | None = None) -> CustomImage:
+    measuring = Progress(f"measure {ref}", quiet=quiet)
+    signed = measure_and_sign(engine, info, ref, key, date=date, release=release,
+                              progress=measuring)
+    measuring.done(f"mr_enclave {signed.sigstruct.mr_enclave[:16]}...")
+    image_id = _build_final(engine, signed, info, tag, quiet)
+    if unsigned_tag is not None:
+        engine.tag(info.id, unsigned_tag)
+    engine.tag(image_id, tag)
+    return CustomImage(image=tag, image_id=image_id, unsigned_image=unsigned_tag or ref,
+                       unsigned_image_id=info.id,
+                       base_image_id=signed.base.id if signed.base is not None else "",
+                       enclave=signed.measurement.layout.name,
+                       sigstruct=signed.sigstruct.view())
+
+
+def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | None = None,
                  template: str | Path = DEFAULT_TEMPLATE, defines: dict[str, Any] | None = None,
                  tag: str = DEFAULT_TAG, date: str | dt.date | None = None,
                  release: bool = False, passphrase: bytes | None = None,
-                 quiet: bool = False) -> CustomImage:
+                 quiet: bool = False, engine: Engine | None = None) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""
-    signing_key = load_signing_key(key, passphrase)  # fail before building anything
+    signing_key = _signer(key, passphrase)  # fail before building anything
     when = parse_date(date)
-    unsigned, _ = build_unsigned(base=base, app=app, template=template, defines=defines,
-                                 tag=tag, release=release, quiet=quiet)
-    return _sign_image(unsigned, signing_key, tag=tag, date=when, release=release,
-                       quiet=quiet)
+    engine = engine or connect()
+    unsigned_id = build_unsigned(engine, base=base, app=app, template=template,
+                                 defines=defines, tag=tag, release=release, quiet=quiet)
+    unsigned = unsigned_tag(tag)
+    return _sign(engine, engine.image(unsigned_id), unsigned, signing_key, tag=tag, date=when,
+                 release=release, quiet=quiet, unsigned_tag=unsigned)
 
 
 def write_measurements(result: CustomImage, path: Path) -> None:

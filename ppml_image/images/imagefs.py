@@ -1,38 +1,59 @@
-"""An image's file system, read through the Docker API, as a manifest Tree.
+"""An image's file system, read through the engine, as a manifest :class:`Tree`.
 
-The unsigned image's files are streamed out of the engine (a container's
-export, or one folder's archive), never written to disk: as the tar stream
-goes by, every entry's kind and link target is recorded and every regular
-file is hashed. Measurement then runs on that index with the chroot
-semantics of the signing core (symlinks resolved inside the image).
+The image's whole file system is streamed out of the engine (a container's
+export), never written to disk and never held in memory: as the tar stream
+goes by, every entry's kind, mode and link target is recorded and every
+regular file is hashed. Measurement then runs on that index with the
+chroot semantics of the signing core (symlinks resolved inside the image).
 
-Indexes of base images are cached on the host, keyed by image id, which is a
-content hash: an image id never changes content, so the cache never goes
-stale. A custom image is its base's index plus the few folders its own
-layers add, re-read each time.
+Speed: one thread receives the stream from the engine's socket while this
+thread parses the tar and hashes the files (hashlib releases the GIL on
+large buffers, so receiving and hashing overlap). The queue between them is
+bounded, so memory stays a few MiB whatever the image's size.
+
+Files read later (the manifest, the ``.sig``, ``libpal.so``) come from the
+same image through the archive API, within a size limit, and must hash to
+what the index recorded.
+
+No host cache: the index is built from the image every time (see
+:mod:`.engine` for why that is also the fastest way on this engine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
-import json
 import posixpath
-import tarfile
-from collections.abc import Iterable, Iterator
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import docker
-
-from ppml_image._fs import write_atomic
 from ppml_image.errors import EngineError, ManifestError
-from ppml_image.images import engine
+from ppml_image.images.engine import ImageFiles
+from ppml_image.images.progress import Progress
+from ppml_image.images.tarstream import (
+    CHUNK,
+    DIRECTORY,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    ByteStream,
+    TarReader,
+)
 from ppml_image.sgx.tree import DIR, FILE, LINK, OTHER, Tree
 
-_CHUNK = 1 << 20
-INDEX_FORMAT = 1
+MiB = 1 << 20
+# Bounded reads of files out of images anyone can publish.
+MANIFEST_LIMIT = 256 * MiB
+BASE_JSON_LIMIT = 1 * MiB
+LIBPAL_LIMIT = 512 * MiB
+READ_LIMIT = 256 * MiB  # any other file read through Tree.read_bytes
+_QUEUE_CHUNKS = 16  # at most this many MiB in flight between the threads
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass
@@ -41,82 +62,69 @@ class Entry:
     link: str = ""
     size: int = 0
     sha256: str | None = None
+    mode: int = 0
 
-
-class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks (the engine's stream)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._pending = memoryview(b"")
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        self.total += n
-        return n
+    @property
+    def executable(self) -> bool:
+        return self.kind == FILE and bool(self.mode & 0o111)
 
 
 class ImageIndex:
-    """Kinds, link targets and SHA-256 of every path in an image."""
+    """Kind, mode, link target and SHA-256 of every path in an image."""
 
     def __init__(self, entries: dict[str, Entry] | None = None) -> None:
-        self.entries: dict[str, Entry] = entries or {"/": Entry(DIR)}
+        self.entries: dict[str, Entry] = entries or {"/": Entry(DIR, mode=0o755)}
         self._children: dict[str, list[str]] | None = None
         self.bytes_read = 0
+        # Files kept as they streamed by (path -> bytes), to spare reading them again.
+        self.kept: dict[str, bytes] = {}
 
-    # -- building ---------------------------------------------------------
-    def add_tar_stream(self, chunks: Iterable[bytes], prefix: str = "/") -> None:
-        """Index (and hash) every member of a tar stream, names joined to *prefix*."""
-        reader = _ChunkReader(chunks)
-        hard_links: list[tuple[str, str]] = []
-        buffered = io.BufferedReader(reader, buffer_size=_CHUNK)
-        with tarfile.open(fileobj=buffered, mode="r|") as tar:
-            for member in tar:
-                path = _normalise(prefix, member.name)
-                if member.isreg():
-                    self.entries[path] = Entry(FILE, size=member.size,
-                                               sha256=_hash_member(tar, member))
-                elif member.isdir():
-                    self.entries[path] = Entry(DIR)
-                elif member.issym():
-                    self.entries[path] = Entry(LINK, link=member.linkname)
-                elif member.islnk():
-                    hard_links.append((path, _normalise("/", member.linkname)))
+    def add_tar(self, source: Callable[[], bytes], what: str, prefix: str = "/",
+                keep: dict[str, int] | None = None) -> None:
+        """Index (and hash) every member of a tar stream, names joined to *prefix*.
+
+        Regular files at the paths of *keep* are also kept in memory, if they
+        are no larger than the limit given for each.
+        """
+        reader = TarReader(source, what)
+        keep = keep or {}
+        for member in reader.members():
+            path = member.path if prefix == "/" else posixpath.join(prefix,
+                                                                    member.path.lstrip("/"))
+            if member.kind == REGULAR:
+                if member.size:
+                    digest = hashlib.sha256()
+                    if member.size <= keep.get(path, -1):
+                        self.kept[path] = _keep(reader, digest)
+                    else:
+                        reader.data(digest.update)
+                    sha = digest.hexdigest()
                 else:
-                    self.entries[path] = Entry(OTHER)
-                self._add_parents(path)
-        for path, target in hard_links:
-            original = self.entries.get(target)
-            self.entries[path] = Entry(FILE, size=original.size, sha256=original.sha256) \
-                if original else Entry(OTHER)
-        self.bytes_read += reader.total
+                    sha = _EMPTY_SHA256
+                entry = Entry(FILE, size=member.size, sha256=sha, mode=member.mode)
+            elif member.kind == DIRECTORY:
+                entry = Entry(DIR, mode=member.mode)
+            elif member.kind == SYMLINK:
+                entry = Entry(LINK, link=member.link, mode=member.mode)
+            elif member.kind == HARDLINK:
+                # A hard link names an earlier member: the same file, the same bytes.
+                original = self.entries.get(posixpath.join(prefix, member.link.lstrip("/")))
+                entry = Entry(FILE, size=original.size, sha256=original.sha256,
+                              mode=original.mode) \
+                    if original is not None and original.kind == FILE else Entry(OTHER)
+            else:
+                entry = Entry(OTHER, mode=member.mode)
+            self.entries[path] = entry
+            self._add_parents(path)
+        self.bytes_read += reader.bytes_read
         self._children = None
 
     def _add_parents(self, path: str) -> None:
         parent = posixpath.dirname(path)
         while parent not in self.entries:
-            self.entries[parent] = Entry(DIR)
+            self.entries[parent] = Entry(DIR, mode=0o755)
             parent = posixpath.dirname(parent)
 
-    def drop(self, folder: str) -> None:
-        """Forget *folder* and everything below it (before re-reading it)."""
-        prefix = folder.rstrip("/") + "/"
-        for path in [p for p in self.entries if p == folder or p.startswith(prefix)]:
-            del self.entries[path]
-        self._children = None
-
-    # -- queries ----------------------------------------------------------
     def children(self, folder: str) -> list[str]:
         if self._children is None:
             children: dict[str, list[str]] = {}
@@ -127,81 +135,102 @@ class ImageIndex:
             self._children = children
         return list(self._children.get(folder, []))
 
-    # -- persistence ------------------------------------------------------
-    def save(self, path: Path) -> None:
-        data = {"format": INDEX_FORMAT,
-                "entries": {p: [e.kind, e.link, e.size, e.sha256] for p, e in
-                            self.entries.items()}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
-
-    @classmethod
-    def load(cls, path: Path) -> ImageIndex | None:
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        if data.get("format") != INDEX_FORMAT:
-            return None
-        return cls({p: Entry(k, link, size, sha) for p, (k, link, size, sha) in
-                    data["entries"].items()})
+    def below(self, folder: str) -> dict[str, Entry]:
+        """Every entry under *folder*, keyed by its path relative to it."""
+        prefix = folder.rstrip("/") + "/"
+        return {path[len(prefix):]: entry for path, entry in self.entries.items()
+                if path.startswith(prefix) and path != prefix}
 
 
-def _normalise(prefix: str, name: str) -> str:
-    if name.startswith("./"):
-        name = name[2:]
-    return posixpath.normpath(posixpath.join(prefix, name.lstrip("/")))
+def _keep(reader: TarReader, digest: Any) -> bytes:
+    buffer = bytearray()
+
+    def both(piece: memoryview) -> None:
+        digest.update(piece)
+        buffer.extend(piece)
+
+    reader.data(both)
+    return bytes(buffer)
 
 
-def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    digest = hashlib.sha256()
-    handle = tar.extractfile(member)
-    assert handle is not None
-    while True:
-        chunk = handle.read(_CHUNK)
-        if not chunk:
-            break
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------
-# Reading images
-# --------------------------------------------------------------------------
-def index_image(client: docker.DockerClient, image: str) -> ImageIndex:
-    """Stream the whole file system of *image* through the API and index it."""
+def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = None
+                 ) -> ImageIndex:
+    """Index a whole tar stream: received in one thread, parsed and hashed in this one."""
     index = ImageIndex()
-    with engine.temporary_container(client, image) as container, \
-            engine.engine_call(f"reading the files of {image}"):
-        index.add_tar_stream(container.export(chunk_size=_CHUNK))
+    chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    stop = threading.Event()
+
+    def receive() -> None:
+        try:
+            while not stop.is_set():
+                chunk = stream.read(CHUNK)
+                chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the parsing thread, which raises it
+            chunks.put(exc)
+
+    def next_chunk() -> bytes:
+        item = chunks.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    receiver = threading.Thread(target=receive, name="ppml-image-receive", daemon=True)
+    # The engine writes into a socket buffer of a few hundred KiB, about a
+    # millisecond of its export: if the receiver waits the default 5 ms for
+    # the GIL, the engine stalls. A shorter switch interval keeps it draining.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.0005))
+    receiver.start()
+    try:
+        index.add_tar(next_chunk, what, keep=keep)
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        stream.close()
+        # Unblock a receiver waiting on a full queue. One blocked in the
+        # socket ends when the caller removes the container; it is a daemon
+        # thread, so an interrupted run never waits for it long.
+        deadline = time.monotonic() + 1.0
+        while receiver.is_alive() and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                chunks.get(timeout=0.05)
     return index
 
 
-def cached_index(client: docker.DockerClient, image_id: str, cache: Path) -> ImageIndex:
-    """The index of an image, from the host cache (keyed by image id) or fresh."""
-    path = cache / f"{image_id.replace(':', '-')}.json"
-    index = ImageIndex.load(path)
-    if index is None:
-        index = index_image(client, image_id)
-        index.save(path)
-    return index
+def index_image(files: ImageFiles, progress: Progress | None = None,
+                keep: dict[str, int] | None = None) -> ImageIndex:
+    """Stream the whole file system of the image *files* reads, and index it.
+
+    *keep* names files (with a size limit each) to keep as they go by, so
+    that reading them later costs no second trip to the engine.
+    """
+    if progress is not None:
+        progress.step(1, 2, f"reading and hashing every file of {files.image[:19]}")
+    return index_stream(files.export(), f"reading the files of {files.image}", keep)
 
 
-def overlay_folder(index: ImageIndex, client: docker.DockerClient, image: str,
-                   folder: str) -> None:
-    """Replace *folder* in *index* with its content in *image* (streamed)."""
-    index.drop(folder)
-    with engine.temporary_container(client, image) as container, \
-            engine.engine_call(f"reading {folder} of {image}"):
-        stream, _stat = container.get_archive(folder)
-        index.add_tar_stream(stream, prefix=posixpath.dirname(folder.rstrip("/")) or "/")
+def index_folder(files: ImageFiles, folder: str) -> ImageIndex:
+    """Index one folder of an image (its archive), keyed by paths relative to it."""
+    stream = files.archive(folder.rstrip("/") + "/")
+    index = ImageIndex()
+    try:
+        index.add_tar(lambda: stream.read(CHUNK), f"{files.image}:{folder}")
+    finally:
+        stream.close()
+    # The archive names entries after the folder's own name: re-root them at "/".
+    name = "/" + posixpath.basename(folder.rstrip("/"))
+    return ImageIndex({"/" + rel: entry for rel, entry in index.below(name).items()}
+                      | {"/": Entry(DIR, mode=0o755)})
 
 
 class ImageTree(Tree):
     """An indexed image seen as the enclave's root file system."""
 
-    def __init__(self, index: ImageIndex, client: docker.DockerClient, image: str) -> None:
-        self.index, self.client, self.image = index, client, image
+    def __init__(self, index: ImageIndex, files: ImageFiles | None, name: str) -> None:
+        self.index, self.name = index, name
+        self.files: ImageFiles | None = files  # None once the image is closed
 
     def lstat_kind(self, path: str) -> str | None:
         entry = self.index.entries.get(path)
@@ -211,7 +240,15 @@ class ImageTree(Tree):
         return self.index.entries[path].link
 
     def list_dir(self, path: str) -> list[str]:
-        return self.index.children(path)
+        names = self.index.children(path)
+        for name in names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise ManifestError(f"{self.display(posixpath.join(path, shown))}: file name is "
+                                    "not UTF-8; a manifest cannot name it") from None
+        return names
 
     def hash_files(self, paths: list[str]) -> list[str]:
         hashes = []
@@ -222,11 +259,45 @@ class ImageTree(Tree):
             hashes.append(entry.sha256)
         return hashes
 
-    def read_bytes(self, path: str) -> bytes:
+    def entry(self, path: str) -> Entry | None:
+        """The entry *path* resolves to (symlinks followed inside the image), or None."""
         try:
-            return engine.read_file_from_image(self.client, self.image, path)
-        except EngineError as exc:
-            raise ManifestError(str(exc)) from None
+            return self.index.entries.get(self.resolve(path))
+        except ManifestError:
+            return None
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.read(path, limit=READ_LIMIT)
+
+    def read(self, path: str, *, limit: int, exact: int | None = None) -> bytes:
+        """The file at *path* (resolved in the image), within *limit* bytes.
+
+        The size is checked against the index before anything is read, and
+        the bytes must hash to what the index recorded: one image, one truth.
+        """
+        real = self.resolve(path)
+        entry = self.index.entries.get(real)
+        shown = self.display(path)
+        if entry is None:
+            raise ManifestError(f"{shown}: no such file in the image")
+        if entry.kind != FILE or entry.sha256 is None:
+            raise ManifestError(f"{shown}: not a regular file in the image")
+        if exact is not None and entry.size != exact:
+            raise ManifestError(f"{shown}: {entry.size} bytes, expected exactly {exact}")
+        if entry.size > limit:
+            raise ManifestError(f"{shown}: {entry.size} bytes, more than the {limit}-byte "
+                                "limit")
+        data = self.index.kept.get(real)
+        if data is None:
+            if self.files is None:
+                raise ManifestError(f"{shown}: the image is no longer open for reading")
+            try:
+                data = self.files.read_file(real, limit=limit, what=shown)
+            except EngineError as exc:
+                raise ManifestError(str(exc)) from None
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise ManifestError(f"{shown}: the engine returned other bytes than it exported")
+        return data
 
     def display(self, path: str) -> str:
-        return f"{self.image}:{path}"
+        return f"{self.name}:{path}"

@@ -1,4 +1,10 @@
-"""``run``: start an image the way the reference ``docker run`` does, with docker-py.
+"""``run``: start an image the way the reference ``docker run`` does.
+
+One plan (:class:`~ppml_image.images.engine.ContainerSpec`) is built once;
+``run`` hands it to the engine and ``run --print`` prints it as a
+``docker run`` line, so both always mean the same container: host network
+(the AESM socket and attestation endpoints are the host's), ``--rm``, no
+standard input, stdout and stderr kept apart.
 
 With SGX: the enclave and provisioning devices and the AESM socket are
 mapped in. Without (``--no-sgx``): the same image runs natively, with the
@@ -8,44 +14,41 @@ Keys, password and data folders are mounted read-only.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import docker
-
-from ppml_image.errors import UsageError
-from ppml_image.images import engine
-from ppml_image.images.base import LABEL_PREFIX
+from ppml_image.errors import ImageContentError, UsageError
+from ppml_image.images.engine import Bind, ContainerSpec, Engine, connect
+from ppml_image.images.imagefs import MANIFEST_LIMIT
+from ppml_image.images.layout import enclave_layout
 from ppml_image.sgx import manifest as mf
 
 SGX_DEVICES = ("/dev/sgx_enclave", "/dev/sgx_provision")
 AESM_SOCKET = "/var/run/aesmd/aesm.socket"
 MOUNTS = {"data": "/ppml/data", "keys": "/ppml/keys", "password": "/ppml/password"}
+NETWORK = "host"
 
 
-@dataclass
-class RunPlan:
-    """Everything ``docker run`` needs; printable as a command line."""
+def docker_command(plan: ContainerSpec) -> list[str]:
+    """The ``docker run`` arguments that create exactly the container *plan* describes."""
+    args = ["docker", "run"]
+    if plan.auto_remove:
+        args.append("--rm")
+    if plan.network:
+        args += ["--network", plan.network]
+    for device in plan.devices:
+        args += ["--device", f"{device}:{device}:rwm"]
+    for bind in plan.binds:
+        args += ["-v", f"{bind.host}:{bind.container}:{'ro' if bind.read_only else 'rw'}"]
+    args.append(plan.image)
+    args += list(plan.command or ())
+    return args
 
-    image: str
-    command: list[str] | None
-    devices: list[str] = field(default_factory=list)
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def docker_command(self) -> str:
-        args = ["docker", "run", "--rm", "-i"]
-        for device in self.devices:
-            args += ["--device", device.split(":")[0]]
-        for host, spec in self.volumes.items():
-            args += ["-v", f"{host}:{spec['bind']}:{spec['mode']}"]
-        args.append(self.image)
-        args += self.command or []
-        return shlex.join(args)
+def printed(plan: ContainerSpec) -> str:
+    return shlex.join(docker_command(plan))
 
 
 def missing_sgx() -> list[str]:
@@ -54,7 +57,7 @@ def missing_sgx() -> list[str]:
 
 def plan_run(image: str, *, sgx: bool, data: Path | None = None, keys: Path | None = None,
              password: Path | None = None, command: list[str] | None = None,
-             client: docker.DockerClient | None = None, check_host: bool = True) -> RunPlan:
+             engine: Engine | None = None, check_host: bool = True) -> ContainerSpec:
     """Check the host and the folders, and decide devices, mounts and command.
 
     Without *check_host* (``--print``), SGX devices are planned even if this
@@ -65,48 +68,50 @@ def plan_run(image: str, *, sgx: bool, data: Path | None = None, keys: Path | No
         if missing:
             raise UsageError(f"SGX is not available on this host: {', '.join(missing)} "
                              "missing (install the SGX driver and AESM, or use --no-sgx)")
-    plan = RunPlan(image=image, command=list(command) if command else None)
+    binds = []
     if sgx:
-        plan.devices = [f"{d}:{d}:rwm" for d in SGX_DEVICES]
-        plan.volumes[AESM_SOCKET] = {"bind": AESM_SOCKET, "mode": "rw"}
+        binds.append(Bind(AESM_SOCKET, AESM_SOCKET, read_only=False))
     for name, folder in (("data", data), ("keys", keys), ("password", password)):
         if folder is None:
             continue
         if not folder.is_dir() or not os.access(folder, os.R_OK | os.X_OK):
             raise UsageError(f"{folder}: --{name} folder does not exist or cannot be read")
-        plan.volumes[str(folder.resolve())] = {"bind": MOUNTS[name], "mode": "ro"}
-    if not sgx and plan.command is None:
-        client = client or engine.connect()
-        plan.command = native_command(client, image)
-    return plan
+        binds.append(Bind(str(folder.resolve()), MOUNTS[name]))
+    argv = tuple(command) if command else None
+    if not sgx and argv is None:
+        argv = native_command(engine or connect(), image)
+    return ContainerSpec(image=image, command=argv, devices=SGX_DEVICES if sgx else (),
+                         binds=tuple(binds), network=NETWORK, auto_remove=True)
 
 
-def native_command(client: docker.DockerClient, image: str) -> list[str] | None:
-    """The enclave's measured command line (loader.argv), to run it natively."""
-    labels = engine.get_image(client, image).labels or {}
-    path = labels.get(f"{LABEL_PREFIX}manifest")
-    if not path:
-        return None  # not a ppml-image custom image: its own CMD
-    text = engine.read_file_from_image(client, image, path).decode()
-    argv = mf.parse_manifest(text, f"{image}:{path}")["loader"].get("argv")
-    return list(argv) if isinstance(argv, list) else None
+def native_command(engine: Engine, image: str) -> tuple[str, ...] | None:
+    """The enclave's measured command line (loader.argv), to run it natively.
 
-
-def execute(plan: RunPlan, client: docker.DockerClient | None = None) -> int:
-    """Run the plan attached; stream output; always remove the container."""
-    client = client or engine.connect()
-    engine.get_image(client, plan.image)
-    with engine.engine_call(f"running {plan.image}"):
-        container = client.containers.create(plan.image, plan.command, devices=plan.devices,
-                                             volumes=plan.volumes, network_mode="host")
+    The enclave is the one the image's command starts (content, not labels);
+    an image that starts no enclave runs its own command.
+    """
+    info = engine.image(image)
     try:
-        with engine.engine_call(f"running {plan.image}"):
-            container.start()
-            for chunk in container.logs(stream=True, follow=True):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-            status: dict[str, Any] = container.wait()
-        return int(status.get("StatusCode", 1))
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
+        layout = enclave_layout(info, image)
+    except ImageContentError:
+        return None
+    with engine.open(info.id) as files:
+        data = files.read_file(layout.manifest, limit=MANIFEST_LIMIT,
+                               what=f"{image}:{layout.manifest}")
+    name = f"{image}:{layout.manifest}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ImageContentError(f"{name}: manifest is not UTF-8 text") from None
+    try:
+        argv = mf.parse_manifest(text, name)["loader"].get("argv")
+    except RecursionError:
+        raise ImageContentError(f"{name}: manifest nests too deeply") from None
+    return tuple(str(a) for a in argv) if isinstance(argv, list) else None
+
+
+def execute(plan: ContainerSpec, engine: Engine | None = None) -> int:
+    """Run the plan attached; stream its output; the container is removed when it ends."""
+    engine = engine or connect()
+    engine.image(plan.image)
+    return engine.run_container(plan, sys.stdout.buffer, sys.stderr.buffer)
