@@ -59,6 +59,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from ppml_image import _signals
 from ppml_image.errors import BuildError, EngineError
 from ppml_image.images.progress import Progress
 from ppml_image.images.tarstream import ByteStream, read_single_file
@@ -373,6 +374,7 @@ class DockerEngine(Engine):
 
     def tag(self, image_id: str, ref: str) -> None:
         repository, tag = split_tag(ref)
+        _signals.check()  # a tag is a commit: never after Ctrl-C or SIGTERM
         with self._call(f"tagging {image_id[:19]} as {ref}"):
             self.api.tag(image_id, repository, tag)
 
