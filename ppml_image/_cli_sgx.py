@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ppml_image import _cli_signers
-from ppml_image.cli import app, emit_json, handles_errors
+from ppml_image._cli_base import app, emit_json, handles_errors, lazy_module
+from ppml_image.defaults import PASSPHRASE_ENV
 from ppml_image.errors import PpmlError, UsageError
-from ppml_image.sgx import keys, manifest, offline, schema, sign, sigstruct
+from ppml_image.sgx.gramine import PKGLIBDIR
+
+if TYPE_CHECKING:
+    from ppml_image.sgx import keys, manifest, offline, schema, sign, sigstruct
+else:  # loaded when a command runs: `--help` needs none of them
+    keys, manifest, offline, schema, sign, sigstruct = (
+        lazy_module(f"ppml_image.sgx.{name}")
+        for name in ("keys", "manifest", "offline", "schema", "sign", "sigstruct"))
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
 
@@ -68,8 +77,7 @@ def manifest_cmd(
                                      help="Template variable: key=value, or a bare key (true)."),
     chroot: Path | None = typer.Option(None, "--chroot",
                                        help="Resolve file: URIs inside this root folder."),
-    pkglibdir: str = typer.Option(manifest.DEFAULT_PKGLIBDIR, "--pkglibdir",
-                                  help=PKGLIBDIR_HELP),
+    pkglibdir: str = typer.Option(PKGLIBDIR, "--pkglibdir", help=PKGLIBDIR_HELP),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Check the result against Gramine's manifest schema."),
 ) -> None:
@@ -101,11 +109,10 @@ def sign_cmd(
                                         "OUTPUT with .manifest.sgx replaced by .sig)."),
     chroot: Path | None = typer.Option(
         None, "--chroot", help="Read every file the manifest names inside this folder."),
-    pkglibdir: str = typer.Option(manifest.DEFAULT_PKGLIBDIR, "--pkglibdir",
-                                  help=PKGLIBDIR_HELP),
+    pkglibdir: str = typer.Option(PKGLIBDIR, "--pkglibdir", help=PKGLIBDIR_HELP),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="File holding the key's passphrase "
-        f"(or set {keys.PASSPHRASE_ENV})."),
+        f"(or set {PASSPHRASE_ENV})."),
     release: bool = typer.Option(
         False, "--release", help="Refuse a manifest that breaks the release policy (debug, "
         "insecure__ options, allow_all_but_log, code in allowed_files...), naming every "

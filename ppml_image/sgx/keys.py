@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -19,12 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image._fs import write_private
+from ppml_image.defaults import PASSPHRASE_ENV as PASSPHRASE_ENV
 from ppml_image.errors import KeyFileError
 
 SGX_RSA_KEY_SIZE = 3072
 SGX_RSA_PUBLIC_EXPONENT = 3
 MODULUS_BYTES = SGX_RSA_KEY_SIZE // 8
-PASSPHRASE_ENV = "PPML_IMAGE_KEY_PASSPHRASE"
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,11 @@ def load_signing_key(path: Path, passphrase: bytes | None = None) -> rsa.RSAPriv
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
+        # OpenSSL's own key check tests p and q for primality: a tenth of a
+        # second at every signing. check_sgx_key checks the key's numbers
+        # instead, and every signature is verified before use (sign_checked).
+        key = serialization.load_pem_private_key(data, password=passphrase,
+                                                 unsafe_skip_rsa_key_validation=True)
     except TypeError as exc:
         if "encrypted" in str(exc) and passphrase is None:
             raise KeyFileError(
@@ -152,3 +157,13 @@ def check_sgx_key(key: object, path: Path) -> None:
     problem = sgx_key_problem(numbers.n, numbers.e)
     if problem:
         raise KeyFileError(f"{path}: {problem}")
+    if not _consistent(key.private_numbers()):
+        raise KeyFileError(f"{path}: not a valid RSA private key (its numbers do not agree)")
+
+
+def _consistent(key: rsa.RSAPrivateNumbers) -> bool:
+    """The private numbers make one RSA key: n = pq, d inverts e, the CRT values match."""
+    p, q, d, e = key.p, key.q, key.d, key.public_numbers.e
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    return (p * q == key.public_numbers.n and p > 1 and q > 1 and (e * d) % lam == 1
+            and key.dmp1 == d % (p - 1) and key.dmq1 == d % (q - 1) and (key.iqmp * q) % p == 1)
