@@ -36,7 +36,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image._fs import atomic_output
+from ppml_image._fs import atomic_output, read_capped
 from ppml_image.errors import KeyFileError, PpmlError, SigstructError, UsageError
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import load_elf
@@ -148,11 +148,7 @@ def sigstruct_from_signing_data(data: bytes, name: str = "<signing data>") -> Si
 
 def read_signing_data(path: Path) -> Sigstruct:
     """Read and decode a signing-data file (``sigstruct --signing-data``)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(SIGNED_DATA_SIZE + 1)
-    except OSError as exc:
-        raise SigstructError(f"{path}: cannot read: {exc.strerror}") from None
+    data = read_capped(path, SIGNED_DATA_SIZE, "signing data file", SigstructError)
     return sigstruct_from_signing_data(data, str(path))
 
 
@@ -246,7 +242,7 @@ def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, dat
 def load_public_key(path: Path) -> rsa.RSAPublicKey:
     """An RSA-3072, e = 3 public key from a PEM or DER file (SPKI, PKCS#1 or a certificate)."""
     path = Path(path)
-    data = _read_small(path, "public key", KeyFileError)
+    data = read_capped(path, MAX_KEY_FILE, "public key file", KeyFileError)
     if b"PRIVATE KEY" in data:
         raise KeyFileError(f"{path}: is a private key; --public-key takes the public key "
                            "(openssl rsa -in key.pem -pubout -out pub.pem)")
@@ -278,22 +274,10 @@ def _parse_public(data: bytes) -> object | None:
 def read_signature(path: Path) -> bytes:
     """A raw RSA-3072 signature: exactly 384 bytes."""
     path = Path(path)
-    data = _read_small(path, "signature", SigstructError, limit=SIGNATURE_SIZE + 1)
+    data = read_capped(path, SIGNATURE_SIZE, "signature file", SigstructError)
     if len(data) != SIGNATURE_SIZE:
-        size = f"{len(data)} bytes" if len(data) <= SIGNATURE_SIZE else "longer"
+        size = f"{len(data)} bytes"
         raise SigstructError(f"{path}: signature is {size}; an RSA-3072 signature is "
                              f"{SIGNATURE_SIZE} raw bytes (as openssl dgst -sign writes it)")
     return data
 
-
-def _read_small(path: Path, what: str, error: type[PpmlError],
-                limit: int = MAX_KEY_FILE) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
-    except FileNotFoundError:
-        raise error(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a folder, not a {what} file") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
