@@ -73,6 +73,14 @@ def build_base_cmd(
     typer.echo(f"libpal:  {result.gramine['libpal']}")
 
 
+def _check_record(output: Path | None, *inputs: Path | None) -> None:
+    """The --output record is checked before any build: never lose a build to a bad path."""
+    if output is not None:
+        from ppml_image._fs import check_output_files
+
+        check_output_files([output], [p for p in inputs if p is not None])
+
+
 def _report(result: custom.CustomImage, output: Path | None, as_json: bool) -> None:
     """The measurement: to --output, and as JSON or the lines teams copy."""
     if output is not None:
@@ -115,6 +123,7 @@ def build_custom_cmd(
     """Build a customer image, measure and sign it on the host, print mr_enclave/mr_signer."""
     if release and allow_debug:
         fail("--release and --allow-debug exclude each other", 2)
+    _check_record(output, key, passphrase_file)
     result = custom.build_custom(
         key, base=base_image, app=app_dir, template=manifest,
         defines=parse_defines(define), tag=tag, date=date, release=release,
@@ -139,6 +148,7 @@ def sign_image_cmd(
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
 ) -> None:
     """Sign an unsigned image with another key: same MRENCLAVE, new MRSIGNER."""
+    _check_record(output, key, passphrase_file)
     result = custom.sign_image(unsigned, key, tag=tag, date=date, release=release,
                                passphrase=keys.read_passphrase(passphrase_file, key), quiet=as_json)
     _report(result, output, as_json)

@@ -129,6 +129,12 @@ def sign_cmd(
 ) -> None:
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
     limit = parse_size_option(max_enclave_size, "--max-enclave-size")
+    inputs = [p for p in (manifest_path, libpal, passphrase_file, signature, public_key)
+              if p is not None]
+    if key is not None and not key.startswith("pkcs11:"):
+        inputs.append(Path(key))
+    if export_data is None:  # outputs first: before a PIN prompt, a key or any hashing
+        sign.check_outputs(output, sigfile or sign.default_sigfile(output), inputs)
     if export_data is not None:
         _cli_signers.check_export_options(key, passphrase_file=passphrase_file,
                                           signature=signature, public_key=public_key,
@@ -143,7 +149,7 @@ def sign_cmd(
             public_key=public_key)) as signer:
         signed = sign.sign_manifest(manifest_path, output, libpal, signer, date=date,
                                     sigfile=sigfile, chroot=chroot, pkglibdir=pkglibdir,
-                                    release=release, max_enclave_size=limit)
+                                    release=release, max_enclave_size=limit, inputs=inputs)
     if as_json:
         emit_json(signed.sigstruct.view())
         return

@@ -19,7 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image._fs import MiB, read_capped, write_private
+from ppml_image._fs import MiB, check_output_files, read_capped, write_private
 from ppml_image.defaults import PASSPHRASE_ENV as PASSPHRASE_ENV
 from ppml_image.errors import KeyFileError
 
@@ -68,8 +68,7 @@ def generate_key(path: Path = Path("enclave-key.pem"), *, force: bool = False) -
     not even for an instant. An existing file is kept unless *force* is set.
     """
     path = Path(path)
-    if path.is_dir():
-        raise KeyFileError(f"{path}: is a folder, not a key file path")
+    check_output_files([path], make_parents=True)  # a folder, /proc, a device...
     if path.exists() and not force:
         raise KeyFileError(f"{path}: already exists; pass --force to replace it")
     key = rsa.generate_private_key(

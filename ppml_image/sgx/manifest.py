@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import tomli_w
 
-from ppml_image._fs import read_capped, write_atomic
+from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.schema import check_schema, validate_manifest
@@ -535,6 +535,8 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     atomically. With *check* (the default), the rendered manifest must also
     follow Gramine's full schema (unknown keys are errors).
     """
+    if outfile is not None:  # before any work, and never over the template itself
+        check_output_files([Path(outfile)], [Path(template)])
     text = read_text(template, "template")
     name = str(template)
     rendered = render_template(text, defines, pkglibdir=pkglibdir, python=python, name=name)
