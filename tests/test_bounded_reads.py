@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bad_inputs import run_inprocess
 from conftest import COMMON, Result, assert_one_line_error, write_manifest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_bad_inputs import run_inprocess
 
 from ppml_image._fs import read_capped
 from ppml_image.errors import PpmlError

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bad_inputs import run_inprocess
 from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
-from test_bad_inputs import run_inprocess
 
 PAL = COMMON / "fake_libpal.so"
 
