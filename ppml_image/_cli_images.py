@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ppml_image.cli import app, emit_json, fail, handles_errors
-from ppml_image.images import attest, base, bootstrap, config, custom
-from ppml_image.sgx import keys
-from ppml_image.sgx.manifest import parse_defines
+from ppml_image import defaults
+from ppml_image._cli_base import app, emit_json, fail, handles_errors, lazy_module
+
+if TYPE_CHECKING:
+    from ppml_image.images import attest, base, bootstrap, config, custom
+    from ppml_image.sgx import keys
+    from ppml_image.sgx.manifest import parse_defines
+else:  # docker and the signing core load when a command runs, not for `--help`
+    attest, base, bootstrap, config, custom = (
+        lazy_module(f"ppml_image.images.{name}")
+        for name in ("attest", "base", "bootstrap", "config", "custom"))
+    keys = lazy_module("ppml_image.sgx.keys")
+
+    def parse_defines(define: list[str]) -> dict[str, object]:
+        return lazy_module("ppml_image.sgx.manifest").parse_defines(define)
 
 
 @app.command("bootstrap-os", epilog=(
@@ -19,7 +31,7 @@ from ppml_image.sgx.manifest import parse_defines
 def bootstrap_os_cmd(
     suite: str = typer.Option("bookworm", "--suite", help="Debian suite to bootstrap."),
     tag: str | None = typer.Option(None, "--tag", help="Image tag (default: debian:SUITE)."),
-    mirror: str = typer.Option(bootstrap.DEFAULT_MIRROR, "--mirror", help="Debian mirror URL."),
+    mirror: str = typer.Option(defaults.DEFAULT_MIRROR, "--mirror", help="Debian mirror URL."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Build an OS base image from Debian packages (debootstrap) when no registry answers."""
@@ -61,6 +73,14 @@ def build_base_cmd(
     typer.echo(f"libpal:  {result.gramine['libpal']}")
 
 
+def _check_record(output: Path | None, *inputs: Path | None) -> None:
+    """The --output record is checked before any build: never lose a build to a bad path."""
+    if output is not None:
+        from ppml_image._fs import check_output_files
+
+        check_output_files([output], [p for p in inputs if p is not None])
+
+
 def _report(result: custom.CustomImage, output: Path | None, as_json: bool) -> None:
     """The measurement: to --output, and as JSON or the lines teams copy."""
     if output is not None:
@@ -84,12 +104,12 @@ def _report(result: custom.CustomImage, output: Path | None, as_json: bool) -> N
 def build_custom_cmd(
     key: Path = typer.Option(..., "--key", "-k", help="Enclave signing key (PEM); never "
                              "leaves this process."),
-    base_image: str = typer.Option(custom.DEFAULT_BASE, "--base", help="Base image."),
+    base_image: str = typer.Option(defaults.DEFAULT_BASE, "--base", help="Base image."),
     app_dir: Path | None = typer.Option(None, "--app", help="Application folder (-> /ppml/app)."),
-    manifest: str = typer.Option(custom.DEFAULT_TEMPLATE, "--manifest",
+    manifest: str = typer.Option(defaults.DEFAULT_TEMPLATE, "--manifest",
                                  help="Template: a shipped name (python-ml, spark) or a path."),
     define: list[str] = typer.Option([], "--define", "-D", help="Template variable key=value."),
-    tag: str = typer.Option(custom.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
+    tag: str = typer.Option(defaults.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
     date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
@@ -103,6 +123,7 @@ def build_custom_cmd(
     """Build a customer image, measure and sign it on the host, print mr_enclave/mr_signer."""
     if release and allow_debug:
         fail("--release and --allow-debug exclude each other", 2)
+    _check_record(output, key, passphrase_file)
     result = custom.build_custom(
         key, base=base_image, app=app_dir, template=manifest,
         defines=parse_defines(define), tag=tag, date=date, release=release,
@@ -126,7 +147,8 @@ def sign_image_cmd(
     output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON."),
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
 ) -> None:
-    """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
+    """Sign an unsigned image with another key: same MRENCLAVE, new MRSIGNER."""
+    _check_record(output, key, passphrase_file)
     result = custom.sign_image(unsigned, key, tag=tag, date=date, release=release,
                                passphrase=keys.read_passphrase(passphrase_file, key), quiet=as_json)
     _report(result, output, as_json)

@@ -35,6 +35,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ppml_image.defaults import DEFAULT_BASE as DEFAULT_BASE
+from ppml_image.defaults import DEFAULT_TAG as DEFAULT_TAG
+from ppml_image.defaults import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
 from ppml_image.errors import ImageContentError, PolicyError, UsageError
 from ppml_image.images.base import base_info, get_base_image
 from ppml_image.images.context import BuildContext
@@ -64,9 +67,6 @@ log = logging.getLogger("ppml_image")
 
 ENCLAVE_DIR = "/ppml"
 APP_DIR = f"{ENCLAVE_DIR}/app"
-DEFAULT_BASE = "ppml-image/base:latest"
-DEFAULT_TAG = "ppml-image/custom:latest"
-DEFAULT_TEMPLATE = "python-ml"
 
 
 @dataclass
