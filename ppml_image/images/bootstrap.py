@@ -17,6 +17,7 @@ from ppml_image._proc import child_env
 from ppml_image.errors import BuildError, UsageError
 from ppml_image.images.engine import Engine, connect
 from ppml_image.images.progress import Progress
+from ppml_image.images.reference import check_tag
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -30,6 +31,7 @@ def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
     image id.
     """
     tag = tag or f"debian:{suite}"
+    check_tag(tag)
     if os.geteuid() != 0:
         raise UsageError("bootstrap-os needs root (debootstrap must chroot); rerun as root")
     if shutil.which("debootstrap") is None:

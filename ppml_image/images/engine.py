@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import re
 import signal
+import socket
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -58,10 +60,13 @@ from typing import IO, Any, BinaryIO
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
+from docker.utils.json_stream import json_stream
 
 from ppml_image import _signals
 from ppml_image.errors import BuildError, EngineError
 from ppml_image.images.progress import Progress
+from ppml_image.images.reference import check_image, check_tag
 from ppml_image.images.tarstream import ByteStream, read_single_file
 
 TEMPORARY_LABEL = "ppml-image.temporary"
@@ -70,6 +75,15 @@ _SHORT_TIMEOUT = 30  # seconds: creating or removing a container
 _GO_SPECIAL = (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}\Z")
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# The classic builder names the container of each RUN step, and its removal.
+_RUNNING_RE = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
+_REMOVED_RE = re.compile(r"^Removing intermediate container ([0-9a-f]{12,64})$")
+# What a connection to an engine that died, hung up or sent garbage raises,
+# at any layer of the stack: docker-py, requests, urllib3, http.client, the socket.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.RequestException, docker.errors.DockerException,
+    docker.errors.StreamParseError, urllib3.exceptions.HTTPError, http.client.HTTPException,
+    OSError)
 
 
 def valid_image_id(value: object) -> bool:
@@ -225,6 +239,7 @@ class Engine(ABC):
     # -- conveniences built on the primitives --------------------------------
     def image(self, ref: str, *, what: str = "image", hint: str = "") -> ImageInfo:
         """The image *ref*; a missing one is one line, with *hint* saying what to do."""
+        check_image(ref, what)
         info = self.find_image(ref)
         if info is None:
             raise EngineError(f"{what} {ref} not found{hint}")
@@ -355,9 +370,13 @@ class DockerEngine(Engine):
             raise MissingError(f"{what}: not found") from None
         except docker.errors.APIError as exc:
             raise EngineError(f"{what}: {exc.explanation or exc}") from None
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
-                              f"({type(exc).__name__})") from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(what, exc) from None
+
+    def _gone(self, what: str, exc: BaseException) -> EngineError:
+        """The engine died, hung up or sent garbage: one line naming it (DOCKER_HOST)."""
+        return EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
+                           f"({type(exc).__name__})")
 
     # -- images -------------------------------------------------------------
     def find_image(self, ref: str) -> ImageInfo | None:
@@ -373,10 +392,10 @@ class DockerEngine(Engine):
         return _image_info(attrs)
 
     def tag(self, image_id: str, ref: str) -> None:
-        repository, tag = split_tag(ref)
+        parsed = check_tag(ref, "tag")  # the commands checked it before any work; so do we
         _signals.check()  # a tag is a commit: never after Ctrl-C or SIGTERM
         with self._call(f"tagging {image_id[:19]} as {ref}"):
-            self.api.tag(image_id, repository, tag)
+            self.api.tag(image_id, parsed.name, parsed.tag or "latest")
 
     def remove_image(self, ref: str) -> None:
         with self._call(f"removing image {ref}"):
@@ -397,16 +416,44 @@ class DockerEngine(Engine):
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
               nocache: bool = False, network_mode: str | None = None) -> str:
+        """Build with the classic builder, following its stream (see :func:`_follow`).
+
+        The engine goes on with a build whose client stopped reading, so on
+        Ctrl-C, SIGTERM or a broken connection the stream is shut and the
+        step's container (named in the stream) is removed before we return:
+        nothing of this build runs on, and nothing is left but cached layers.
+        """
+        api = self.api
+        args = {**api._proxy_configs.get_environment(), **(buildargs or {})}
+        params: dict[str, Any] = {"q": False, "nocache": nocache, "rm": True, "forcerm": True,
+                                  "pull": False, "buildargs": json.dumps(args),
+                                  "labels": json.dumps(labels or {})}
+        if network_mode:
+            params["networkmode"] = network_mode
+        headers = {"Content-Type": "application/tar"}
+        running: list[str] = []  # the container of the step being run, if any
+        response = None
         try:
-            chunks = self.api.build(
-                fileobj=context, custom_context=True, decode=True, rm=True, forcerm=True,
-                nocache=nocache, buildargs=buildargs or {}, labels=labels or {},
-                network_mode=network_mode)
-            return _follow(chunks, what, progress)
-        except (docker.errors.APIError, requests.exceptions.RequestException,
-                docker.errors.DockerException) as exc:
-            raise EngineError(f"{what}: build failed: the Docker engine at {self.where} "
-                              f"answered {type(exc).__name__}: {exc}") from None
+            with self._call(f"{what}: build failed"):
+                api._set_auth_headers(headers)
+                # No read timeout: a build step may be silent for as long as it likes.
+                response = api._post(api._url("/build"), data=context, params=params,
+                                     headers=headers, stream=True, timeout=None)
+                api._raise_for_status(response)
+            try:
+                return _follow(json_stream(api._stream_helper(response, False)), what,
+                               progress, running, where=self.where)
+            except BuildError:
+                raise
+            except _CONNECTION_ERRORS as exc:
+                raise self._gone(what, exc) from None
+        except BaseException:
+            _shut(response)
+            if running:
+                self._remove_quietly(running[-1])
+            raise
+        finally:
+            _shut(response)
 
     # -- temporary containers ------------------------------------------------
     @contextlib.contextmanager
@@ -521,8 +568,35 @@ class _ResponseStream:
                 raise requests.exceptions.ConnectionError(str(exc)) from None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.response.close()
+        _shut(self.response)
+
+
+def _shut(response: Any) -> None:
+    """Close a streamed response at once, waking any thread blocked reading it.
+
+    Closing a socket does not wake a ``recv`` blocked on it in another
+    thread (the export's receiver); shutting it down does.
+    """
+    if response is None:
+        return
+    with contextlib.suppress(Exception):
+        sock = _socket_of(response)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
+
+
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket under a requests response over docker-py's adapters (None if unknown)."""
+    raw = getattr(response, "raw", None)
+    for path in (("_connection", "sock"), ("_fp", "fp", "raw", "_sock")):
+        node: Any = raw
+        for name in path:
+            node = getattr(node, name, None)
+        if isinstance(node, socket.socket):
+            return node
+    return None
 
 
 class _DockerFiles(ImageFiles):
@@ -592,8 +666,15 @@ def split_tag(ref: str) -> tuple[str, str]:
     return repository, tag
 
 
-def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress) -> str:
-    """Follow the classic builder's JSON stream; an ``error`` chunk is a failed build."""
+def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress,
+            running: list[str] | None = None, where: str = "") -> str:
+    """Follow the classic builder's JSON stream; an ``error`` chunk is a failed build.
+
+    *running* gets the id of the container the current step runs in (the
+    builder removes it when the step ends), so that an interrupted build's
+    container can be removed.
+    """
+    running = [] if running is None else running
     tail: deque[str] = deque(maxlen=8)
     step = "(before the first step)"
     image_id = None
@@ -605,6 +686,7 @@ def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress) -> 
                              + (f" (last output: {last})" if last else ""))
         text = chunk.get("stream", "")
         for line in text.splitlines():
+            _track(line, running)
             match = _STEP_RE.match(line.strip())
             if match:
                 step = f"step {match.group(1)}/{match.group(2)} ({match.group(3)[:80]})"
@@ -615,5 +697,16 @@ def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress) -> 
         if isinstance(aux, dict) and "ID" in aux:
             image_id = aux["ID"]
     if image_id is None:
-        raise BuildError(f"{what}: the engine ended the build without an image id")
+        raise BuildError(f"{what}: the Docker engine{' at ' + where if where else ''} ended "
+                         "the build without an image id")
     return str(image_id)
+
+
+def _track(line: str, running: list[str]) -> None:
+    started = _RUNNING_RE.match(line.rstrip())
+    if started:
+        running.append(started.group(1))
+        return
+    removed = _REMOVED_RE.match(line.rstrip())
+    if removed and removed.group(1) in running:
+        running.remove(removed.group(1))
