@@ -459,22 +459,25 @@ class DockerEngine(Engine):
     @contextlib.contextmanager
     def open(self, image: str) -> Iterator[ImageFiles]:
         self._sweep()
-        # Ctrl-C or SIGTERM between the engine creating the container and us
-        # knowing its id would leave it behind: the signal waits for the id.
-        with _signals_deferred(), self._short_timeout(), self._call(f"image {image}"):
-            container = self.api.create_container(
-                image, command=["/ppml-image-reads-files-only"], network_disabled=True,
-                labels={TEMPORARY_LABEL: owner_label()})["Id"]
+        container = ""
         try:
+            # Ctrl-C or SIGTERM between the engine creating the container and us
+            # knowing its id would leave it behind: the signal waits for the id,
+            # and is raised inside this try, so that the container is removed.
+            with _signals_deferred(), self._short_timeout(), self._call(f"image {image}"):
+                container = self.api.create_container(
+                    image, command=["/ppml-image-reads-files-only"], network_disabled=True,
+                    labels={TEMPORARY_LABEL: owner_label()})["Id"]
             yield _DockerFiles(self, image, container)
         finally:
-            self._remove_quietly(container)
+            if container:
+                self._remove_quietly(container)
 
     def _remove_quietly(self, container: str) -> None:
         # v=True: an image's VOLUMEs got anonymous volumes when the container was
         # created; they are ours to remove with it. A signal waits for the removal.
         with _signals_deferred(), self._short_timeout(), contextlib.suppress(
-                docker.errors.DockerException, requests.exceptions.RequestException):
+                *_CONNECTION_ERRORS):
             self.api.remove_container(container, force=True, v=True)
 
     @contextlib.contextmanager
@@ -500,17 +503,20 @@ class DockerEngine(Engine):
                 self._remove_quietly(container["Id"])
 
     # -- containers that run -------------------------------------------------
-    def _create(self, spec: ContainerSpec) -> str:
+    def _create(self, spec: ContainerSpec, created: list[str] | None = None) -> str:
+        """Create *spec*'s container; its id goes to *created* before any signal is raised."""
         host_config = self.api.create_host_config(
             devices=[f"{d}:{d}:rwm" for d in spec.devices],
             binds=[f"{b.host}:{b.container}:{'ro' if b.read_only else 'rw'}"
                    for b in spec.binds],
             network_mode=spec.network, auto_remove=spec.auto_remove)
-        with self._call(f"creating a container of {spec.image}"):
-            created = self.api.create_container(
+        with _signals_deferred(), self._call(f"creating a container of {spec.image}"):
+            container = str(self.api.create_container(
                 spec.image, command=list(spec.command) if spec.command is not None else None,
-                host_config=host_config, stdin_open=False, tty=False)
-        return str(created["Id"])
+                host_config=host_config, stdin_open=False, tty=False)["Id"])
+            if created is not None:
+                created.append(container)
+        return container
 
     def create_container(self, spec: ContainerSpec) -> str:
         return self._create(spec)
@@ -519,14 +525,15 @@ class DockerEngine(Engine):
         self._remove_quietly(container)
 
     def run_container(self, spec: ContainerSpec, stdout: BinaryIO, stderr: BinaryIO) -> int:
-        container = self._create(spec)
+        created: list[str] = []
         status: dict[str, Any] = {}
         # Like `docker run --rm`: wait for removal (auto_remove) or exit, set
         # up before the start so that a fast exit is not missed.
         condition = "removed" if spec.auto_remove else "next-exit"
-        waiter = threading.Thread(target=self._wait, args=(container, condition, status),
-                                  daemon=True)
         try:
+            container = self._create(spec, created)
+            waiter = threading.Thread(target=self._wait, args=(container, condition, status),
+                                      daemon=True)
             with self._call(f"running {spec.image}"):
                 frames = self.api.attach(container, stdout=True, stderr=True, stream=True,
                                          logs=True, demux=True)
@@ -539,7 +546,8 @@ class DockerEngine(Engine):
                             sink.flush()
             waiter.join()
         except BaseException:
-            self._remove_quietly(container)  # Ctrl-C or SIGTERM: stop what we started
+            for container in created:  # Ctrl-C or SIGTERM: stop what we started
+                self._remove_quietly(container)
             raise
         if not spec.auto_remove:
             self._remove_quietly(container)
