@@ -101,13 +101,20 @@ class PrivateEngine:
     def kill(self) -> None:
         """SIGKILL the dockerd (by the PID we spawned), as a crash would end it."""
         assert self.proc is not None and self.proc.poll() is None, "not running"
+        pidfile = self.exec_root / "containerd" / "containerd.pid"
+        containerd = pidfile.read_text().strip() if pidfile.exists() else ""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=60)
-        # Its containerd dies with it (parent-death signal); wait for that, so
-        # that a restart does not find the old one still holding the socket.
-        deadline = time.monotonic() + 30
-        while self._leftovers("containerd") and time.monotonic() < deadline:
+        # Its containerd dies with it (parent-death signal), but stays a zombie
+        # until init reaps it, and dockerd would take a zombie named by the
+        # pidfile for a live containerd and wait for it in vain: wait for the
+        # reaping, and drop the pidfile of the dead process.
+        deadline = time.monotonic() + 10
+        while containerd and Path(f"/proc/{containerd}").exists() and \
+                time.monotonic() < deadline:
             time.sleep(0.05)
+        assert not self._leftovers("--config"), "the private containerd outlived dockerd"
+        pidfile.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Stop everything this engine started, unmount, and remove its folder."""

@@ -77,7 +77,7 @@ def test_engine_killed_during_build_custom(engine: PrivateEngine, slim_base: dic
     for name in (tag, tag + "-unsigned"):  # tags that exist: they must not move
         client.api.tag(base, *name.split(":"))
     proc = cli("build-custom", "--key", enclave_key, "--base", sleepy.id, "--app", app_dir,
-               "--tag", tag, env=engine.env)
+               "--tag", tag, "--json", env=engine.env)
     line = one_line_naming(kill_during(engine, proc, marker), engine)
     print(line)
     engine.start()
@@ -100,7 +100,7 @@ def test_engine_killed_during_build_base(engine: PrivateEngine, slim_base: dict,
     before = tag_id(client, os_image)
     client.api.tag(os_image, *tag.split(":"))
     proc = cli("build-base", "--profile", "slim", "--os-image", os_image, "--gramine-source",
-               "deb-dir", "--gramine-path", debs, "--tag", tag,
+               "deb-dir", "--gramine-path", debs, "--tag", tag, "--json",
                env={**engine.env, **SOURCE_DATE})
     line = one_line_naming(kill_during(engine, proc, marker, limit=600), engine)
     print(line)
