@@ -303,17 +303,24 @@ def slim_base(os_image: str, gramine_tree: Path, janitor) -> dict:
     return json.loads(result.stdout)
 
 
-def docker_run(client, image: str, command: list[str]) -> str:
-    """Run a command in a throw-away container; its standard output, read as a file.
+def docker_run(client, image: str, command: list[str], *, stderr: bool = False,
+               binds: dict[str, str] | None = None, environment: dict[str, str] | None = None,
+               hostname: str | None = None) -> str:
+    """Run a command in a throw-away container (no network); its output, read as a file.
 
     Not through the container's logs, which can come back truncated under
-    load: the output goes to a file in the container, read through the
-    archive API once the command has ended.
+    load: the output (stdout, and stderr too with *stderr*) goes to a file in
+    the container, read through the archive API once the command has ended.
+    *binds* maps host paths to read-only container paths.
     """
     output = "/.ppml-test-output"
+    redirect = f"> {output} 2>&1" if stderr else f"> {output}"
+    host_config = client.api.create_host_config(
+        network_mode="none", binds=[f"{h}:{c}:ro" for h, c in (binds or {}).items()])
     container = client.api.create_container(
-        image, ["/bin/sh", "-c", f'exec "$@" > {output}', "sh", *command],
-        network_disabled=True, labels={SESSION_LABEL: SESSION})["Id"]
+        image, ["/bin/sh", "-c", f'exec "$@" {redirect}', "sh", *command],
+        host_config=host_config, environment=environment, hostname=hostname,
+        labels={SESSION_LABEL: SESSION})["Id"]
     try:
         client.api.start(container)
         status = client.api.wait(container, timeout=600)
