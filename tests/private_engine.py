@@ -118,6 +118,11 @@ class PrivateEngine:
 
     def close(self) -> None:
         """Stop everything this engine started, unmount, and remove its folder."""
+        if (self.proc is None or self.proc.poll() is not None) and self._leftovers():
+            # Killed and not restarted: its shims still run containers (a build
+            # step's hour of sleep). A restart stops those; then stop it cleanly.
+            with contextlib.suppress(AssertionError, OSError):
+                self.start()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
