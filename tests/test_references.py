@@ -71,9 +71,9 @@ def domain(draw: st.DrawFn) -> str:
 tag_text = st.builds(lambda first, rest: first + rest,
                      st.text(ALNUM + "_", min_size=1, max_size=1),
                      st.text(ALNUM + "_.-", max_size=MAX_TAG - 1))
-digest_text = st.builds(lambda algo, hexes: f"{algo}:{hexes}",
-                        st.sampled_from(["sha256", "sha512", "sha256+b64u", "multihash.v1"]),
-                        st.text("0123456789abcdefABCDEF", min_size=32, max_size=80))
+digest_text = st.sampled_from([("sha256", 64), ("sha384", 96), ("sha512", 128)]).flatmap(
+    lambda algo: st.text("0123456789abcdef", min_size=algo[1], max_size=algo[1]).map(
+        lambda hexes: f"{algo[0]}:{hexes}"))
 
 
 @st.composite
@@ -168,6 +168,11 @@ def test_the_unsigned_tag_is_checked_with_the_tag(case: tuple[str, str, str, str
     ("team/" + "a" * (MAX_PATH - 4), "longer than 255"),
     ("x@sha256:abc", "ALGORITHM:HEX"),
     ("x@256:" + "a" * 64, "ALGORITHM:HEX"),
+    ("x@sha256:" + "a" * 63, "64 lowercase hex"),
+    ("x@sha256:" + "A" * 64, "64 lowercase hex"),
+    ("x@sha512:" + "a" * 64, "128 lowercase hex"),
+    ("x@md5:" + "a" * 32, "not one Docker supports"),
+    ("x@sha256+b64u:" + "a" * 64, "not one Docker supports"),
     ("", "empty"),
     ("x:", "must start with"),
     ("/x", "not a valid image name"),

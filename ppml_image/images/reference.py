@@ -15,9 +15,11 @@ Docker engine parses with)::
     tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
     digest     := algorithm ":" hex{32,}
 
-and Docker's own rules on top (``ParseNormalizedNamed``): the repository
-part (everything but a registry host) is lowercase, and a name of 64 hex
-digits is refused (it would read as an image id).
+and Docker's own rules on top (``ParseNormalizedNamed``, go-digest): the
+repository part (everything but a registry host) is lowercase, its path
+(``library/`` included for a single name) at most 255 characters, a name of
+64 hex digits is refused (it would read as an image id), and a digest is
+sha256, sha384 or sha512 with exactly its number of lowercase hex digits.
 
 What we refuse beyond the grammar: a reference longer than
 :data:`MAX_REFERENCE` characters (no registry needs more, and it bounds the
@@ -53,6 +55,9 @@ _IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 _IMAGE_ID = re.compile(r"sha256:[a-f0-9]{64}")
 
 _EXAMPLE = "NAME[:TAG], e.g. registry.example:5000/team/app:1.0"
+# go-digest, which Docker parses a digest with: the algorithms it knows, and
+# their lengths in (lowercase) hex digits.
+_DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,16 @@ def _problem(value: object) -> str:
     if _IDENTIFIER.fullmatch(value):
         return "64 hexadecimal digits are an image id, not a name"
     name, tag, digest = _split(value)
-    if digest is not None and not re.fullmatch(_DIGEST, digest, re.ASCII):
-        return f"the digest {_shown(digest)} is not ALGORITHM:HEX (at least 32 hex digits)"
+    if digest is not None:
+        if not re.fullmatch(_DIGEST, digest, re.ASCII):
+            return f"the digest {_shown(digest)} is not ALGORITHM:HEX (at least 32 hex digits)"
+        algorithm, _, encoded = digest.partition(":")
+        if algorithm not in _DIGEST_LENGTHS:
+            return (f"the digest algorithm {_shown(algorithm)} is not one Docker supports "
+                    f"({', '.join(_DIGEST_LENGTHS)})")
+        if not re.fullmatch(f"[a-f0-9]{{{_DIGEST_LENGTHS[algorithm]}}}", encoded):
+            return (f"a {algorithm} digest is {_DIGEST_LENGTHS[algorithm]} lowercase hex "
+                    f"digits, not {_shown(encoded)}")
     if tag is not None:
         if len(tag) > MAX_TAG:
             return f"the tag is longer than {MAX_TAG} characters"
