@@ -3,8 +3,15 @@
 The machine's engine is shared (other runs, other people): a test never
 stops it. Tests that need an engine to die start their own ``dockerd``, with
 its own socket, data root, exec root and pidfile under a short temporary
-folder, no bridge and no iptables rules (nothing of the host's network setup
-is touched), and point ``DOCKER_HOST`` at it for the CLI under test.
+folder, a bridge of its own and no iptables rules (nothing of the host's
+network setup is touched), and point ``DOCKER_HOST`` at it for the CLI under
+test.
+
+Why a bridge of its own: ``--bridge none`` makes dockerd *delete* the
+interface named ``docker0`` at start (moby's removeDefaultBridgeInterface),
+which is the machine engine's bridge; every later container of that engine
+would then fail to start. So each private engine gets a bridge created here,
+on a /24 no route of the host uses, and removed at close.
 
 Images come from the machine's engine through the API (``docker save`` into
 ``docker load``), never by bootstrapping again.
@@ -48,6 +55,8 @@ class PrivateEngine:
         self.log = self.root / "dockerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.bridge = f"ppmlt{os.getpid() % 100000}{self.root.name[-4:]}"[:15]
+        self.bridge_made = False
 
     # -- what the CLI under test needs ---------------------------------------
     @property
@@ -67,12 +76,13 @@ class PrivateEngine:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         for folder in (self.data, self.exec_root):
             folder.mkdir(parents=True, exist_ok=True)
+        self._make_bridge()
         log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         try:
             self.proc = subprocess.Popen(
                 [DOCKERD, "--host", self.host, "--data-root", str(self.data),
                  "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile),
-                 "--bridge", "none", "--iptables=false", "--ip6tables=false",
+                 "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
                  "--ip-masq=false", "--log-level", "warn"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
@@ -139,6 +149,27 @@ class PrivateEngine:
         for mount in self._mounts():
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.bridge_made:
+            subprocess.run(["ip", "link", "delete", self.bridge, "type", "bridge"],
+                           check=False, capture_output=True)
+            self.bridge_made = False
+
+    def _make_bridge(self) -> None:
+        """Create this engine's own bridge on a free 10.213.x.0/24 (once)."""
+        if self.bridge_made:
+            return
+        routes = subprocess.run(["ip", "-4", "route", "show"], check=True,
+                                capture_output=True, text=True).stdout
+        free = [x for x in range(1, 255) if f"10.213.{x}." not in routes]
+        assert free, "no free 10.213.x.0/24 for a private engine's bridge"
+        subnet = free[(os.getpid() + len(self.root.name)) % len(free)]
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"],
+                       check=True, capture_output=True)
+        self.bridge_made = True
+        subprocess.run(["ip", "addr", "add", f"10.213.{subnet}.1/24", "dev", self.bridge],
+                       check=True, capture_output=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True,
+                       capture_output=True)
 
     def _leftovers(self, name: str = "") -> list[int]:
         """PIDs of processes whose command line names our exec root (and *name*, if given)."""

@@ -36,6 +36,7 @@ SOURCE_DATE = {"SOURCE_DATE_EPOCH": "1700000000"}
 @pytest.fixture(scope="module")
 def engine(docker_client, slim_base: dict, os_image: str) -> Iterator[PrivateEngine]:
     """A private dockerd holding the OS image and the slim base (saved from the main one)."""
+    before = host_links()
     private = PrivateEngine()
     try:
         private.start()
@@ -43,6 +44,13 @@ def engine(docker_client, slim_base: dict, os_image: str) -> Iterator[PrivateEng
         yield private
     finally:
         private.close()
+    # The machine's network is not ours: no interface of it (docker0 above
+    # all, which ``--bridge none`` would delete) is gone, none of ours stays.
+    assert host_links() == before
+
+
+def host_links() -> set[str]:
+    return {link.name for link in Path("/sys/class/net").iterdir()}
 
 
 def one_line_naming(result: Any, engine: PrivateEngine) -> str:
