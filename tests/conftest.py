@@ -160,23 +160,34 @@ def os_image(docker_client) -> str:
     return OS_IMAGE
 
 
-def read_file_from_image(client, image: str, path: str) -> bytes:
-    """One file's exact bytes, through the archive API of a never-started container."""
+# What this session makes on the shared engine is found by this label (its
+# containers, and images derived from the test images that carry it), never
+# by comparing what the engine holds before and after: other runs share it.
+SESSION_LABEL = "ppml-test.session"
+SESSION = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _archive_member(client, container: str, path: str) -> bytes:
     import io
     import tarfile
 
-    container = client.containers.create(image, ["true"], network_disabled=True)
-    try:
-        stream, _ = container.get_archive(path)
-        data = b"".join(stream)
-    finally:
-        container.remove(force=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    stream, _ = client.api.get_archive(container, path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         member = tar.next()
-        assert member is not None and member.isfile(), (image, path)
+        assert member is not None and member.isfile(), (container, path)
         handle = tar.extractfile(member)
         assert handle is not None
         return handle.read()
+
+
+def read_file_from_image(client, image: str, path: str) -> bytes:
+    """One file's exact bytes, through the archive API of a never-started container."""
+    container = client.api.create_container(image, ["true"], network_disabled=True,
+                                            labels={SESSION_LABEL: SESSION})["Id"]
+    try:
+        return _archive_member(client, container, path)
+    finally:
+        client.api.remove_container(container, force=True, v=True)
 
 
 @pytest.fixture(scope="session")
@@ -190,8 +201,49 @@ def unique_tag(name: str) -> str:
     return f"{TEST_REPO}/{name}:{os.getpid()}-{os.urandom(3).hex()}"
 
 
+def engine_events(client, since: float, kind: str, action: str) -> list[dict]:
+    """The engine's *kind* (container, volume...) *action* events since *since* (time.time()).
+
+    How a test finds what a command of its own did on a shared engine:
+    events carry the container's labels and image reference as given, so
+    the test picks out its own, where a before/after listing would also see
+    every other run's.
+    """
+    import time
+
+    until = int(time.time()) + 2  # whole seconds: take in the second we are in
+    return list(client.api.events(since=int(since) - 1, until=until, decode=True,
+                                  filters={"type": kind, "event": action}))
+
+
+def owner_pid(event: dict) -> int | None:
+    """The pid in a container event's ``ppml-image.temporary`` label (None without one)."""
+    label = (event.get("Actor") or {}).get("Attributes", {}).get("ppml-image.temporary")
+    try:
+        return int(json.loads(label)["pid"]) if label else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def tag_id(client, tag: str) -> str | None:
+    """The image id *tag* points at, or None: one exact look-up, no listing."""
+    import docker.errors
+
+    try:
+        return str(client.api.inspect_image(tag)["Id"])
+    except docker.errors.NotFound:
+        return None
+
+
 class ImageJanitor:
-    """Remembers every image and container a test makes; removes them at the end."""
+    """Removes what this session made on the shared engine, and only that.
+
+    Images by the tags the tests track (an image that another run also
+    tagged keeps its other tags: removing a tag never removes their image),
+    images that inherit this session's label (derived from the test images
+    that carry it, so no other run can share their ids), and containers
+    with that label. Nothing is pruned and nothing is compared engine-wide.
+    """
 
     def __init__(self, client) -> None:
         self.client = client
@@ -204,13 +256,28 @@ class ImageJanitor:
     def cleanup(self) -> None:
         import docker.errors
 
-        for container in self.client.containers.list(all=True):
-            image_tags = container.image.tags if container.image else []
-            if any(t in self.tags for t in image_tags):
-                container.remove(force=True)
+        mine = {"label": f"{SESSION_LABEL}={SESSION}"}
+        for container in self.client.api.containers(all=True, filters=mine):
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.api.remove_container(container["Id"], force=True, v=True)
         for tag in reversed(self.tags):
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                self.client.images.remove(tag, force=True)
+            # A conflict (another run's container uses the image) leaves it to them.
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.api.remove_image(tag, force=True)
+        remove_labelled_images(self.client, f"{SESSION_LABEL}={SESSION}")
+
+
+def remove_labelled_images(client, label: str) -> None:
+    """Remove every image with *label* (``key=value``): children before their parents."""
+    import docker.errors
+
+    for _ in range(8):
+        left = client.api.images(all=True, filters={"label": label})
+        if not left:
+            return
+        for image in left:  # a parent refuses while a child is there: next round
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_image(image["Id"], force=True)
 
 
 @pytest.fixture(scope="session")
@@ -236,10 +303,31 @@ def slim_base(os_image: str, gramine_tree: Path, janitor) -> dict:
     return json.loads(result.stdout)
 
 
-def docker_run(client, image: str, command: list[str]) -> str:
-    """Run a command in a throw-away container and return its output."""
-    output = client.containers.run(image, command, remove=True, network_disabled=True)
-    return output.decode()
+def docker_run(client, image: str, command: list[str], *, stderr: bool = False,
+               binds: dict[str, str] | None = None, environment: dict[str, str] | None = None,
+               hostname: str | None = None) -> str:
+    """Run a command in a throw-away container (no network); its output, read as a file.
+
+    Not through the container's logs, which can come back truncated under
+    load: the output (stdout, and stderr too with *stderr*) goes to a file in
+    the container, read through the archive API once the command has ended.
+    *binds* maps host paths to read-only container paths.
+    """
+    output = "/.ppml-test-output"
+    redirect = f"> {output} 2>&1" if stderr else f"> {output}"
+    host_config = client.api.create_host_config(
+        network_mode="none", binds=[f"{h}:{c}:ro" for h, c in (binds or {}).items()])
+    container = client.api.create_container(
+        image, ["/bin/sh", "-c", f'exec "$@" {redirect}', "sh", *command],
+        host_config=host_config, environment=environment, hostname=hostname,
+        labels={SESSION_LABEL: SESSION})["Id"]
+    try:
+        client.api.start(container)
+        status = client.api.wait(container, timeout=600)
+        assert status.get("StatusCode") == 0, (command, status)
+        return _archive_member(client, container, output).decode()
+    finally:
+        client.api.remove_container(container, force=True, v=True)
 
 
 APP_MAIN = """\

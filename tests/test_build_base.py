@@ -46,6 +46,19 @@ def test_slim_image_trains_lightgbm(slim_base: dict, docker_client) -> None:
     assert accuracy > 0.9
 
 
+def _checkout_revision() -> str:
+    """The commit of the checkout the package runs from ("unknown" outside a checkout)."""
+    import ppml_image
+
+    found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                           cwd=Path(ppml_image.__file__).parent, check=False)
+    revision = found.stdout.strip()
+    if found.returncode != 0:
+        return "unknown"
+    assert len(revision) == 40, revision
+    return revision
+
+
 def test_labels_and_recorded_gramine_paths(slim_base: dict, docker_client) -> None:
     labels = docker_client.images.get(slim_base["image_id"]).labels
     assert labels["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"

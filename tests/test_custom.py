@@ -15,6 +15,7 @@ from conftest import (
     containers_of,
     read_file_from_image,
     run_cli,
+    tag_id,
     unique_tag,
 )
 
@@ -177,9 +178,9 @@ def test_measurements_output_file(slim_base: dict, enclave_key: Path, app_dir: P
 # Bad input: one line, non-zero, nothing tagged, no container left
 # --------------------------------------------------------------------------
 def _tags_of(client, tag: str) -> set[str]:
-    """Which of *tag* and its unsigned tag exist (other runs share the repository)."""
-    names = {t for i in client.images.list(name=tag.rsplit(":", 1)[0]) for t in i.tags}
-    return names & {tag, tag + "-unsigned"}
+    """Which of *tag* and its unsigned tag exist: exact look-ups, never a listing of the
+    repository (other runs share it, and remove their images while we list)."""
+    return {name for name in (tag, tag + "-unsigned") if tag_id(client, name) is not None}
 
 
 @pytest.mark.parametrize("case", ["missing-base", "missing-app", "bad-key", "undefined-var",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TESTS, build_base_cli, run_cli, unique_tag
+from conftest import TESTS, build_base_cli, docker_run, run_cli, unique_tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -20,18 +20,16 @@ def full_base(os_image: str, gramine_tree: Path, janitor) -> dict:
 
 
 def test_java_version(full_base: dict, docker_client) -> None:
-    out = docker_client.containers.run(full_base["tags"][0], ["java", "-version"],
-                                       remove=True, stdout=False, stderr=True)
-    assert b'version "17.' in out
+    out = docker_run(docker_client, full_base["tags"][0], ["java", "-version"], stderr=True)
+    assert 'version "17.' in out
 
 
 def test_spark_local_random_forest(full_base: dict, docker_client) -> None:
     job = TESTS / "data" / "spark_random_forest.py"
-    out = docker_client.containers.run(
-        full_base["tags"][0], ["spark-submit", "--master", "local[2]", "/job/job.py"],
-        volumes={str(job): {"bind": "/job/job.py", "mode": "ro"}}, remove=True,
-        network_mode="none", hostname="localhost",
-        environment={"SPARK_LOCAL_IP": "127.0.0.1"}, stdout=True, stderr=False).decode()
+    out = docker_run(docker_client, full_base["tags"][0],
+                     ["spark-submit", "--master", "local[2]", "/job/job.py"],
+                     binds={str(job): "/job/job.py"}, hostname="localhost",
+                     environment={"SPARK_LOCAL_IP": "127.0.0.1"})
     accuracy = float(out.split("ACCURACY")[-1].split()[0])
     assert accuracy > 0.9
 

@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ import tomllib
 from conftest import (
     assert_one_line_error,
     build_custom_cli,
+    engine_events,
+    owner_pid,
     read_file_from_image,
     run_cli,
     unique_tag,
@@ -66,17 +69,23 @@ def trusted_hash(client, image: str, path: str) -> str:
 # --------------------------------------------------------------------------
 def test_an_image_with_volumes_leaves_no_volume_behind(custom_image: dict, docker_client,
                                                        janitor) -> None:
+    import docker.errors
+
     image = build_from(docker_client, janitor, custom_image["image"],
                        ["VOLUME /ppml/data /var/lib/extra"])
-
-    def dangling() -> set[str]:
-        found = docker_client.api.volumes(filters={"dangling": True}).get("Volumes") or []
-        return {v["Name"] for v in found}
-
-    before = dangling()
+    since = time.time()
     result = run_cli("inspect", image)
     assert result.returncode == 0, result.stderr
-    assert dangling() - before == set()
+    # Our temporary container (its label names our pid) and the volumes mounted for it.
+    ours = {e["Actor"]["ID"] for e in engine_events(docker_client, since, "container", "create")
+            if owner_pid(e) == result.pid}
+    assert len(ours) == 1, ours
+    volumes = {e["Actor"]["ID"] for e in engine_events(docker_client, since, "volume", "mount")
+               if e["Actor"]["Attributes"].get("container") in ours}
+    assert len(volumes) == 2, volumes  # one per VOLUME of the image
+    for volume in volumes:
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_volume(volume)
 
 
 def test_cmd_that_runs_python_instead(custom_image: dict, docker_client, janitor) -> None:

@@ -1,18 +1,28 @@
 """The enclave key never reaches Docker: no layer, no history, no cache, no temp copy.
 
 A fresh key is generated for this test only. After build-custom, every image
-on the engine is exported (docker save, one stream for all of them, so every
-layer is read once), every image's history is read, and every file under
-the engine's data root is scanned for any trace of the key: PEM lines, the
-DER encoding, the primes and the private exponent.
+made since the key existed is exported (docker save, one stream for all of
+them, so every layer is read once; an older image cannot hold it) and its
+history read, and every file under the engine's data root is scanned for any
+trace of the key: PEM lines, the DER encoding, the primes and the private
+exponent.
+
+The engine is shared: other runs remove images and files while we scan. So
+the scans read what exists and skip what vanishes (an image gone before its
+save is dropped from the next try; a file gone before it is read is
+skipped), and the control tests show they still find a planted key.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-import mmap
 import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,12 +54,16 @@ def key_patterns(key_path: Path) -> dict[str, bytes]:
     return patterns
 
 
+CHUNK = 4 << 20
+
+
 class Scanner:
     def __init__(self, patterns: dict[str, bytes]) -> None:
         self.patterns = patterns
         self.overlap = max(len(p) for p in patterns.values())
         self.hits: list[str] = []
         self.scanned = 0
+        self.vanished = 0
 
     def scan_stream(self, chunks, where: str) -> None:
         tail = b""
@@ -60,28 +74,61 @@ class Scanner:
             self.scanned += len(chunk)
 
     def scan_file(self, path: Path) -> None:
+        """Scan a regular file's data (holes are zeros), never blocking, never following.
+
+        Not mmap: a file another process truncates under a mapping kills
+        the reader with SIGBUS. A file that vanishes or cannot be read is
+        counted and skipped.
+        """
         try:
-            size = path.stat().st_size
-            if size == 0:
-                return
-            with open(path, "rb") as handle, \
-                    mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                self._find(data, str(path))
-                self.scanned += size
-        except (OSError, ValueError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self.vanished += 1
             return
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                for offset, length in _data_extents(fd):
+                    self.scan_stream(_read_extent(fd, offset, length), str(path))
+        except OSError:
+            self.vanished += 1
+        finally:
+            os.close(fd)
 
     def scan_tree(self, root: Path) -> None:
-        for folder, _dirs, files in os.walk(root):
+        for folder, _dirs, files in os.walk(root):  # unreadable or vanished folders: skipped
             for name in files:
-                path = Path(folder) / name
-                if path.is_file() and not path.is_symlink():
-                    self.scan_file(path)
+                self.scan_file(Path(folder) / name)
 
     def _find(self, data, where: str) -> None:
         for name, pattern in self.patterns.items():
             if data.find(pattern) != -1:
                 self.hits.append(f"{name} in {where}")
+
+
+def _data_extents(fd: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each data region of a file: a sparse file's holes are skipped."""
+    size = os.fstat(fd).st_size
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+        except OSError:  # ENXIO: no data after offset (or no SEEK_DATA: read it all)
+            if offset == 0 and size:
+                yield 0, size
+            return
+        yield start, end - start
+        offset = end
+
+
+def _read_extent(fd: int, offset: int, length: int) -> Iterator[bytes]:
+    end = offset + length
+    while offset < end:
+        chunk = os.pread(fd, min(CHUNK, end - offset), offset)
+        if not chunk:  # truncated while we read: what is left is gone
+            return
+        yield chunk
+        offset += len(chunk)
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +147,59 @@ def secret_build(tmp_path_factory: pytest.TempPathFactory, slim_base: dict, app_
     return {"key": key, "tmp": private_tmp, "tag": tag, "result": json.loads(result.stdout)}
 
 
+def images_since(client, moment: float) -> list[str]:
+    """Ids of every image the engine made at or after *moment* (a Unix time)."""
+    return [image["Id"] for image in client.api.images(all=True)
+            if int(image.get("Created") or 0) >= int(moment) - 2]
+
+
+def save_and_scan(client, scanner: Scanner, ids: list[str]) -> list[str]:
+    """One ``docker save`` of *ids*, scanned; images removed meanwhile are dropped and
+    the save retried. Returns the ids that were saved."""
+    import docker.errors
+    import requests.exceptions
+
+    api = client.api
+    for _ in range(5):
+        present = [i for i in ids if _exists(client, i)]
+        try:
+            response = api._get(api._url("/images/get"), params={"names": present},
+                                stream=True)
+            api._raise_for_status(response)
+            scanner.scan_stream(response.iter_content(1 << 20), "docker save of the images")
+            return present
+        except (docker.errors.NotFound, requests.exceptions.ChunkedEncodingError):
+            ids = present  # one of them vanished between the check and the save
+    raise AssertionError("images kept vanishing during the save")
+
+
+def _exists(client, image: str) -> bool:
+    import docker.errors
+
+    try:
+        client.api.inspect_image(image)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
 def test_no_trace_of_the_key_in_any_image_layer_or_history(secret_build: dict,
                                                            docker_client) -> None:
+    import docker.errors
+
     scanner = Scanner(key_patterns(secret_build["key"]))
-    images = docker_client.images.list(all=True)
-    ids = [image.id for image in images]
-    api = docker_client.api
-    response = api._get(api._url("/images/get"), params={"names": ids}, stream=True)
-    api._raise_for_status(response)
-    scanner.scan_stream(response.iter_content(1 << 20), "docker save of every image")
-    for image in images:
-        history = json.dumps(image.history()).encode()
-        scanner._find(history, f"history of {image.id[:19]}")
-        scanner._find(json.dumps(image.attrs).encode(), f"config of {image.id[:19]}")
+    made = images_since(docker_client, secret_build["key"].stat().st_mtime)
+    final, unsigned = secret_build["result"]["image_id"], secret_build["result"][
+        "unsigned_image_id"]
+    assert final in made  # the signed image is new: it holds the new signature
+    saved = save_and_scan(docker_client, scanner, sorted({*made, final, unsigned}))
+    assert final in saved and unsigned in saved
+    for image in saved:
+        with contextlib.suppress(docker.errors.NotFound):  # removed by another run meanwhile
+            scanner._find(json.dumps(docker_client.api.history(image)).encode(),
+                          f"history of {image[:19]}")
+            scanner._find(json.dumps(docker_client.api.inspect_image(image)).encode(),
+                          f"config of {image[:19]}")
     assert scanner.scanned > 100 << 20, "the scan must have read the image layers"
     assert scanner.hits == []
 
@@ -146,6 +233,50 @@ def test_scanner_finds_a_planted_key(secret_build: dict, tmp_path: Path) -> None
                             serialization.NoEncryption())
     (tmp_path / "layer.tar").write_bytes(b"\0" * 5000 + der + b"\0" * 5000)
     (tmp_path / "copy.pem").write_bytes(secret_build["key"].read_bytes())
+    with open(tmp_path / "sparse.img", "wb") as handle:  # the key after a 1 GiB hole
+        handle.seek(1 << 30)
+        handle.write(der)
     scanner.scan_tree(tmp_path)
-    assert any("DER head" in hit for hit in scanner.hits)
+    assert any("DER head" in hit and "layer.tar" in hit for hit in scanner.hits)
+    assert any("DER head" in hit and "sparse.img" in hit for hit in scanner.hits)
     assert any("PEM line" in hit and "copy.pem" in hit for hit in scanner.hits)
+
+
+def test_scanner_finds_the_key_while_files_vanish_around_it(secret_build: dict,
+                                                           tmp_path: Path) -> None:
+    """Another run deleting files mid-scan: skipped, no error, and the planted key found."""
+    scanner = Scanner(key_patterns(secret_build["key"]))
+    churn = tmp_path / "churn"
+    churn.mkdir()
+    for index in range(2000):
+        (churn / f"f{index:05d}").write_bytes(os.urandom(64))
+    (tmp_path / "kept.pem").write_bytes(secret_build["key"].read_bytes())
+    stop = threading.Event()
+
+    def delete() -> None:
+        for path in sorted(churn.iterdir()):
+            if stop.is_set():
+                return
+            path.unlink()
+            time.sleep(0)  # let the scan run between deletions
+
+    remover = threading.Thread(target=delete)
+    remover.start()
+    try:
+        scanner.scan_tree(tmp_path)
+    finally:
+        stop.set()
+        remover.join()
+    assert any("kept.pem" in hit for hit in scanner.hits)
+
+
+def test_the_save_scan_drops_an_image_removed_before_its_save(secret_build: dict,
+                                                              docker_client) -> None:
+    """An id that no longer exists is dropped; the images that exist are still scanned."""
+    scanner = Scanner(key_patterns(secret_build["key"]))
+    gone = "sha256:" + "0" * 63 + "1"
+    saved = save_and_scan(docker_client, scanner,
+                          [gone, secret_build["result"]["image_id"]])
+    assert saved == [secret_build["result"]["image_id"]]
+    assert scanner.scanned > 10 << 20
+    assert scanner.hits == []

@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, containers_of, run_cli
+from conftest import (
+    assert_one_line_error,
+    containers_of,
+    engine_events,
+    owner_pid,
+    run_cli,
+)
 
 from ppml_image.images.run import missing_sgx
 
@@ -20,13 +26,20 @@ DOCKER_CLI = "/usr/local/bin/docker"
 
 
 def test_run_no_sgx_runs_the_measured_command(custom_image: dict, docker_client) -> None:
+    since = time.time()
     result = run_cli("run", custom_image["image"], "--no-sgx")
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout
     assert containers_of(docker_client, result.pid) == []
-    # The run's own container is gone too (--rm), whoever else uses the image.
-    assert docker_client.api.containers(
-        all=True, filters={"ancestor": custom_image["image_id"], "status": "exited"}) == []
+    # The run's own container is gone too (--rm). It is the one created from the
+    # image by this session's tag (its temporary container names the image by id).
+    runs = [e["Actor"]["ID"] for e in engine_events(docker_client, since, "container", "create")
+            if e["Actor"]["Attributes"].get("image") == custom_image["image"]
+            and owner_pid(e) is None]
+    assert len(runs) == 1, runs
+    destroyed = {e["Actor"]["ID"]
+                 for e in engine_events(docker_client, since, "container", "destroy")}
+    assert runs[0] in destroyed
 
 
 def test_run_no_sgx_on_the_slim_base_with_a_command(slim_base: dict, tmp_path: Path) -> None:

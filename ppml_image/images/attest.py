@@ -48,6 +48,7 @@ from ppml_image.images.layout import (
 from ppml_image.images.measure import ImageMeasurement, measure_image
 from ppml_image.images.outside import check_outside
 from ppml_image.images.progress import Progress
+from ppml_image.images.reference import check_image
 from ppml_image.sgx.policy import release_violations
 from ppml_image.sgx.sign import enclave_attributes
 from ppml_image.sgx.sigstruct import SIGSTRUCT_SIZE, Sigstruct
@@ -73,6 +74,7 @@ class Inspection:
 def inspect_image(ref: str, *, check_signature: bool = True,
                   engine: Engine | None = None) -> Inspection:
     """Read the ``.sig`` of the enclave *ref*'s command starts, and parse it (no key needed)."""
+    check_image(ref)
     engine = engine or connect()
     info = engine.image(ref)
     layout = enclave_layout(info, ref)
@@ -128,6 +130,9 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     Raises only for what stops verification itself (no engine, no image);
     everything the image is or holds is reported in :class:`Verification`.
     """
+    check_image(ref)
+    if base is not None:
+        check_image(base, "--base")
     engine = engine or connect()
     info = engine.image(ref)
     result = Verification(image=ref, image_id=info.id)

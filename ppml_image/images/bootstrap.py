@@ -18,6 +18,7 @@ from ppml_image.defaults import DEFAULT_MIRROR as DEFAULT_MIRROR
 from ppml_image.errors import BuildError, UsageError
 from ppml_image.images.engine import Engine, connect
 from ppml_image.images.progress import Progress
+from ppml_image.images.reference import check_tag
 
 
 def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
@@ -29,6 +30,7 @@ def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
     image id.
     """
     tag = tag or f"debian:{suite}"
+    check_tag(tag)
     if os.geteuid() != 0:
         raise UsageError("bootstrap-os needs root (debootstrap must chroot); rerun as root")
     if shutil.which("debootstrap") is None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ppml_image._fs import MiB, read_capped
 from ppml_image.errors import UsageError
+from ppml_image.images.reference import check_image, check_tag
 from ppml_image.sgx import gramine
 
 if sys.version_info >= (3, 11):
@@ -71,6 +72,8 @@ class BaseConfig:
     version: str = ""
 
     def validate(self) -> None:
+        check_tag(self.tag, "tag")
+        check_image(self.os_image, "os_image")
         if self.profile not in PROFILES:
             raise UsageError(f"profile {self.profile!r}: choose one of {', '.join(PROFILES)}")
         if self.gramine_source not in GRAMINE_SOURCES:

@@ -54,6 +54,7 @@ from ppml_image.images.layout import (
 from ppml_image.images.measure import ImageMeasurement, measure_image
 from ppml_image.images.outside import check_outside
 from ppml_image.images.progress import Progress
+from ppml_image.images.reference import check_image, check_tag, is_image_id, with_tag_suffix
 from ppml_image.resources import data_dir
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.keys import load_signing_key
@@ -133,10 +134,8 @@ def render_for_base(template: Path, defines: dict[str, Any], info: BaseInfo,
 
 
 def unsigned_tag(tag: str) -> str:
-    repository, sep, version = tag.rpartition(":")
-    if not sep or "/" in version:
-        return f"{tag}:latest-unsigned"
-    return f"{repository}:{version}-unsigned"
+    """``NAME:TAG-unsigned`` for ``NAME:TAG`` (``latest`` if none); both checked."""
+    return str(with_tag_suffix(check_tag(tag), "-unsigned"))
 
 
 # --------------------------------------------------------------------------
@@ -172,8 +171,9 @@ def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None
               f"{LABEL_PREFIX}enclave": name,
               f"{LABEL_PREFIX}manifest": f"{ENCLAVE_DIR}/{name}.manifest"}
     progress = Progress(f"build-custom {tag} (unsigned)", quiet=quiet)
+    # No network: our steps only copy, and a base's ONBUILD trigger reaches nothing.
     image_id = engine.build(context.finish(), what=f"build-custom {tag}", progress=progress,
-                            labels=labels)
+                            labels=labels, network_mode="none")
     progress.done(f"built the unsigned image {image_id[7:19]}")
     return image_id
 
@@ -268,7 +268,7 @@ def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: 
     }
     progress = Progress(f"sign-image {tag}", quiet=quiet)
     image_id = engine.build(context.finish(), what=f"signing {tag}", progress=progress,
-                            labels=labels)
+                            labels=labels, network_mode="none")
     final = engine.image(image_id)
     # The final image must be the measured one plus exactly the layer we added.
     if final.layers[: len(unsigned.layers)] != unsigned.layers or \
@@ -284,12 +284,18 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                release: bool = False, quiet: bool = False,
                engine: Engine | None = None) -> CustomImage:
     """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
+    check_image(unsigned)
+    if tag is None and is_image_id(unsigned):
+        raise UsageError(f"{unsigned[:19]}...: an image id gives no name to tag the signed "
+                         "image with; give --tag")
+    final = tag or unsigned.removesuffix("-unsigned")
+    check_tag(final, "--tag" if tag else f"the signed image's tag (from {unsigned}; give --tag)")
     signing_key = _signer(key, passphrase)
     when = parse_date(date)
     engine = engine or connect()
     info = engine.image(unsigned)
-    return _sign(engine, info, unsigned, signing_key, tag=tag or
-                 unsigned.removesuffix("-unsigned"), date=when, release=release, quiet=quiet)
+    return _sign(engine, info, unsigned, signing_key, tag=final, date=when, release=release,
+                 quiet=quiet)
 
 
 def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPrivateKey:
@@ -321,12 +327,13 @@ def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | No
                  release: bool = False, passphrase: bytes | None = None,
                  quiet: bool = False, engine: Engine | None = None) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""
+    unsigned = unsigned_tag(tag)  # both tags are checked before anything is built
+    check_image(base, "--base")
     signing_key = _signer(key, passphrase)  # fail before building anything
     when = parse_date(date)
     engine = engine or connect()
     unsigned_id = build_unsigned(engine, base=base, app=app, template=template,
                                  defines=defines, tag=tag, release=release, quiet=quiet)
-    unsigned = unsigned_tag(tag)
     return _sign(engine, engine.image(unsigned_id), unsigned, signing_key, tag=tag, date=when,
                  release=release, quiet=quiet, unsigned_tag=unsigned)
 

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import re
 import signal
+import socket
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -58,10 +60,13 @@ from typing import IO, Any, BinaryIO
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
+from docker.utils.json_stream import json_stream
 
 from ppml_image import _signals
 from ppml_image.errors import BuildError, EngineError
 from ppml_image.images.progress import Progress
+from ppml_image.images.reference import check_image, check_tag
 from ppml_image.images.tarstream import ByteStream, read_single_file
 
 TEMPORARY_LABEL = "ppml-image.temporary"
@@ -70,6 +75,15 @@ _SHORT_TIMEOUT = 30  # seconds: creating or removing a container
 _GO_SPECIAL = (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}\Z")
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# The classic builder names the container of each RUN step, and its removal.
+_RUNNING_RE = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
+_REMOVED_RE = re.compile(r"^Removing intermediate container ([0-9a-f]{12,64})$")
+# What a connection to an engine that died, hung up or sent garbage raises,
+# at any layer of the stack: docker-py, requests, urllib3, http.client, the socket.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.RequestException, docker.errors.DockerException,
+    docker.errors.StreamParseError, urllib3.exceptions.HTTPError, http.client.HTTPException,
+    OSError)
 
 
 def valid_image_id(value: object) -> bool:
@@ -225,6 +239,7 @@ class Engine(ABC):
     # -- conveniences built on the primitives --------------------------------
     def image(self, ref: str, *, what: str = "image", hint: str = "") -> ImageInfo:
         """The image *ref*; a missing one is one line, with *hint* saying what to do."""
+        check_image(ref, what)
         info = self.find_image(ref)
         if info is None:
             raise EngineError(f"{what} {ref} not found{hint}")
@@ -355,9 +370,13 @@ class DockerEngine(Engine):
             raise MissingError(f"{what}: not found") from None
         except docker.errors.APIError as exc:
             raise EngineError(f"{what}: {exc.explanation or exc}") from None
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
-                              f"({type(exc).__name__})") from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(what, exc) from None
+
+    def _gone(self, what: str, exc: BaseException) -> EngineError:
+        """The engine died, hung up or sent garbage: one line naming it (DOCKER_HOST)."""
+        return EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
+                           f"({type(exc).__name__})")
 
     # -- images -------------------------------------------------------------
     def find_image(self, ref: str) -> ImageInfo | None:
@@ -373,10 +392,10 @@ class DockerEngine(Engine):
         return _image_info(attrs)
 
     def tag(self, image_id: str, ref: str) -> None:
-        repository, tag = split_tag(ref)
+        parsed = check_tag(ref, "tag")  # the commands checked it before any work; so do we
         _signals.check()  # a tag is a commit: never after Ctrl-C or SIGTERM
         with self._call(f"tagging {image_id[:19]} as {ref}"):
-            self.api.tag(image_id, repository, tag)
+            self.api.tag(image_id, parsed.name, parsed.tag or "latest")
 
     def remove_image(self, ref: str) -> None:
         with self._call(f"removing image {ref}"):
@@ -397,37 +416,68 @@ class DockerEngine(Engine):
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
               nocache: bool = False, network_mode: str | None = None) -> str:
+        """Build with the classic builder, following its stream (see :func:`_follow`).
+
+        The engine goes on with a build whose client stopped reading, so on
+        Ctrl-C, SIGTERM or a broken connection the stream is shut and the
+        step's container (named in the stream) is removed before we return:
+        nothing of this build runs on, and nothing is left but cached layers.
+        """
+        api = self.api
+        args = {**api._proxy_configs.get_environment(), **(buildargs or {})}
+        params: dict[str, Any] = {"q": False, "nocache": nocache, "rm": True, "forcerm": True,
+                                  "pull": False, "buildargs": json.dumps(args),
+                                  "labels": json.dumps(labels or {})}
+        if network_mode:
+            params["networkmode"] = network_mode
+        headers = {"Content-Type": "application/tar"}
+        running: list[str] = []  # the container of the step being run, if any
+        response = None
         try:
-            chunks = self.api.build(
-                fileobj=context, custom_context=True, decode=True, rm=True, forcerm=True,
-                nocache=nocache, buildargs=buildargs or {}, labels=labels or {},
-                network_mode=network_mode)
-            return _follow(chunks, what, progress)
-        except (docker.errors.APIError, requests.exceptions.RequestException,
-                docker.errors.DockerException) as exc:
-            raise EngineError(f"{what}: build failed: the Docker engine at {self.where} "
-                              f"answered {type(exc).__name__}: {exc}") from None
+            with self._call(f"{what}: build failed"):
+                api._set_auth_headers(headers)
+                # No read timeout: a build step may be silent for as long as it likes.
+                response = api._post(api._url("/build"), data=context, params=params,
+                                     headers=headers, stream=True, timeout=None)
+                api._raise_for_status(response)
+            try:
+                return _follow(json_stream(api._stream_helper(response, False)), what,
+                               progress, running, where=self.where)
+            except BuildError:
+                raise
+            except _CONNECTION_ERRORS as exc:
+                raise self._gone(what, exc) from None
+        except BaseException:
+            _shut(response)
+            if running:
+                self._remove_quietly(running[-1])
+            raise
+        finally:
+            _shut(response)
 
     # -- temporary containers ------------------------------------------------
     @contextlib.contextmanager
     def open(self, image: str) -> Iterator[ImageFiles]:
         self._sweep()
-        # Ctrl-C or SIGTERM between the engine creating the container and us
-        # knowing its id would leave it behind: the signal waits for the id.
-        with _signals_deferred(), self._short_timeout(), self._call(f"image {image}"):
-            container = self.api.create_container(
-                image, command=["/ppml-image-reads-files-only"], network_disabled=True,
-                labels={TEMPORARY_LABEL: owner_label()})["Id"]
+        container = ""
         try:
+            # Ctrl-C or SIGTERM between the engine creating the container and us
+            # knowing its id would leave it behind: the signal waits for the id,
+            # and is raised inside this try, so that the container is removed.
+            with _signals_deferred(), self._short_timeout(), self._call(f"image {image}"):
+                container = self.api.create_container(
+                    image, command=["/ppml-image-reads-files-only"], network_disabled=True,
+                    labels={TEMPORARY_LABEL: owner_label()})["Id"]
             yield _DockerFiles(self, image, container)
         finally:
-            self._remove_quietly(container)
+            if container:
+                self._remove_quietly(container)
 
     def _remove_quietly(self, container: str) -> None:
         # v=True: an image's VOLUMEs got anonymous volumes when the container was
         # created; they are ours to remove with it. A signal waits for the removal.
         with _signals_deferred(), self._short_timeout(), contextlib.suppress(
-                docker.errors.DockerException, requests.exceptions.RequestException):
+                *_CONNECTION_ERRORS):
             self.api.remove_container(container, force=True, v=True)
 
     @contextlib.contextmanager
@@ -453,17 +503,20 @@ class DockerEngine(Engine):
                 self._remove_quietly(container["Id"])
 
     # -- containers that run -------------------------------------------------
-    def _create(self, spec: ContainerSpec) -> str:
+    def _create(self, spec: ContainerSpec, created: list[str] | None = None) -> str:
+        """Create *spec*'s container; its id goes to *created* before any signal is raised."""
         host_config = self.api.create_host_config(
             devices=[f"{d}:{d}:rwm" for d in spec.devices],
             binds=[f"{b.host}:{b.container}:{'ro' if b.read_only else 'rw'}"
                    for b in spec.binds],
             network_mode=spec.network, auto_remove=spec.auto_remove)
-        with self._call(f"creating a container of {spec.image}"):
-            created = self.api.create_container(
+        with _signals_deferred(), self._call(f"creating a container of {spec.image}"):
+            container = str(self.api.create_container(
                 spec.image, command=list(spec.command) if spec.command is not None else None,
-                host_config=host_config, stdin_open=False, tty=False)
-        return str(created["Id"])
+                host_config=host_config, stdin_open=False, tty=False)["Id"])
+            if created is not None:
+                created.append(container)
+        return container
 
     def create_container(self, spec: ContainerSpec) -> str:
         return self._create(spec)
@@ -472,14 +525,15 @@ class DockerEngine(Engine):
         self._remove_quietly(container)
 
     def run_container(self, spec: ContainerSpec, stdout: BinaryIO, stderr: BinaryIO) -> int:
-        container = self._create(spec)
+        created: list[str] = []
         status: dict[str, Any] = {}
         # Like `docker run --rm`: wait for removal (auto_remove) or exit, set
         # up before the start so that a fast exit is not missed.
         condition = "removed" if spec.auto_remove else "next-exit"
-        waiter = threading.Thread(target=self._wait, args=(container, condition, status),
-                                  daemon=True)
         try:
+            container = self._create(spec, created)
+            waiter = threading.Thread(target=self._wait, args=(container, condition, status),
+                                      daemon=True)
             with self._call(f"running {spec.image}"):
                 frames = self.api.attach(container, stdout=True, stderr=True, stream=True,
                                          logs=True, demux=True)
@@ -492,7 +546,8 @@ class DockerEngine(Engine):
                             sink.flush()
             waiter.join()
         except BaseException:
-            self._remove_quietly(container)  # Ctrl-C or SIGTERM: stop what we started
+            for container in created:  # Ctrl-C or SIGTERM: stop what we started
+                self._remove_quietly(container)
             raise
         if not spec.auto_remove:
             self._remove_quietly(container)
@@ -521,8 +576,35 @@ class _ResponseStream:
                 raise requests.exceptions.ConnectionError(str(exc)) from None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.response.close()
+        _shut(self.response)
+
+
+def _shut(response: Any) -> None:
+    """Close a streamed response at once, waking any thread blocked reading it.
+
+    Closing a socket does not wake a ``recv`` blocked on it in another
+    thread (the export's receiver); shutting it down does.
+    """
+    if response is None:
+        return
+    with contextlib.suppress(Exception):
+        sock = _socket_of(response)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
+
+
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket under a requests response over docker-py's adapters (None if unknown)."""
+    raw = getattr(response, "raw", None)
+    for path in (("_connection", "sock"), ("_fp", "fp", "raw", "_sock")):
+        node: Any = raw
+        for name in path:
+            node = getattr(node, name, None)
+        if isinstance(node, socket.socket):
+            return node
+    return None
 
 
 class _DockerFiles(ImageFiles):
@@ -592,8 +674,15 @@ def split_tag(ref: str) -> tuple[str, str]:
     return repository, tag
 
 
-def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress) -> str:
-    """Follow the classic builder's JSON stream; an ``error`` chunk is a failed build."""
+def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress,
+            running: list[str] | None = None, where: str = "") -> str:
+    """Follow the classic builder's JSON stream; an ``error`` chunk is a failed build.
+
+    *running* gets the id of the container the current step runs in (the
+    builder removes it when the step ends), so that an interrupted build's
+    container can be removed.
+    """
+    running = [] if running is None else running
     tail: deque[str] = deque(maxlen=8)
     step = "(before the first step)"
     image_id = None
@@ -605,6 +694,7 @@ def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress) -> 
                              + (f" (last output: {last})" if last else ""))
         text = chunk.get("stream", "")
         for line in text.splitlines():
+            _track(line, running)
             match = _STEP_RE.match(line.strip())
             if match:
                 step = f"step {match.group(1)}/{match.group(2)} ({match.group(3)[:80]})"
@@ -615,5 +705,16 @@ def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress) -> 
         if isinstance(aux, dict) and "ID" in aux:
             image_id = aux["ID"]
     if image_id is None:
-        raise BuildError(f"{what}: the engine ended the build without an image id")
+        raise BuildError(f"{what}: the Docker engine{' at ' + where if where else ''} ended "
+                         "the build without an image id")
     return str(image_id)
+
+
+def _track(line: str, running: list[str]) -> None:
+    started = _RUNNING_RE.match(line.rstrip())
+    if started:
+        running.append(started.group(1))
+        return
+    removed = _REMOVED_RE.match(line.rstrip())
+    if removed and removed.group(1) in running:
+        running.remove(removed.group(1))

@@ -23,6 +23,7 @@ from ppml_image.errors import ImageContentError, UsageError
 from ppml_image.images.engine import Bind, ContainerSpec, Engine, connect
 from ppml_image.images.imagefs import MANIFEST_LIMIT
 from ppml_image.images.layout import enclave_layout
+from ppml_image.images.reference import check_image
 from ppml_image.sgx import manifest as mf
 
 SGX_DEVICES = ("/dev/sgx_enclave", "/dev/sgx_provision")
@@ -63,6 +64,7 @@ def plan_run(image: str, *, sgx: bool, data: Path | None = None, keys: Path | No
     Without *check_host* (``--print``), SGX devices are planned even if this
     host lacks them: the command line is for an SGX host.
     """
+    check_image(image)
     if sgx and check_host:
         missing = missing_sgx()
         if missing:
