@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ppml_image._cli_signers import DATE_HELP
 from ppml_image.cli import app, emit_json, fail, handles_errors
 from ppml_image.images import attest, base, bootstrap, config, custom
 from ppml_image.sgx import keys
@@ -90,7 +91,7 @@ def build_custom_cmd(
                                  help="Template: a shipped name (python-ml, spark) or a path."),
     define: list[str] = typer.Option([], "--define", "-D", help="Template variable key=value."),
     tag: str = typer.Option(custom.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
-    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    date: str | None = typer.Option(None, "--date", help=DATE_HELP),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
     allow_debug: bool = typer.Option(False, "--allow-debug",
@@ -118,7 +119,7 @@ def sign_image_cmd(
     key: Path = typer.Option(..., "--key", "-k", help="Enclave signing key (PEM)."),
     tag: str | None = typer.Option(None, "--tag", help="Signed image tag (default: the "
                                    "unsigned tag without -unsigned)."),
-    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    date: str | None = typer.Option(None, "--date", help=DATE_HELP),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import jinja2
 
 from ppml_image import __version__
+from ppml_image._dates import source_date_epoch
 from ppml_image._proc import child_env
 from ppml_image.errors import EngineError, ImageContentError
 from ppml_image.images import wheelhouse
@@ -71,10 +71,8 @@ def created_timestamp() -> str:
 
     A day's granularity keeps rebuilds on the same day identical.
     """
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        moment = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
-    else:
+    moment = source_date_epoch()  # a malformed value is a usage error, never a traceback
+    if moment is None:
         today = dt.datetime.now(dt.timezone.utc).date()
         moment = dt.datetime(today.year, today.month, today.day, tzinfo=dt.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
