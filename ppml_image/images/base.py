@@ -31,7 +31,7 @@ from ppml_image.images.imagefs import BASE_JSON_LIMIT
 from ppml_image.images.layout import BASE_INFO_PATH, LABEL_PREFIX, BaseInfo
 from ppml_image.images.progress import Progress
 from ppml_image.resources import data_dir
-from ppml_image.sgx import gramine
+from ppml_image.sgx import gramine, python_snapshot
 
 
 @dataclass
@@ -171,6 +171,9 @@ def _context(config: BaseConfig, dockerfile: str) -> Any:
     context.add_bytes("Dockerfile", dockerfile.encode())
     context.add_bytes("describe-image.py", (data_dir("dockerfiles") / "describe-image.py")
                       .read_bytes())
+    # describe-image.py imports it: one recorder of the python.* answers, the
+    # same code that answers them on the host.
+    context.add_bytes("python_snapshot.py", Path(python_snapshot.__file__).read_bytes())
     if config.gramine_source == "tree":
         context.add_tree(Path(config.gramine_path), "gramine-tree")
     if config.ca_bundle:
