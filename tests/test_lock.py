@@ -331,3 +331,28 @@ def test_dpkg_status_and_layers() -> None:
     layers = lk.attribute_layers(final, before, {"system": ["python3"]}, rest="gramine")
     assert layers == {"python3": "system", "python3.11": "system", "libpython3-stdlib": "system",
                       "media-types": "system", "libexpat1": "system", "libc6": "os"}
+
+
+def test_deb_package_names_are_read_from_the_control_file(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed")
+    for compression in ("xz", "gzip", "none"):
+        package = tmp_path / compression / "pkg"
+        (package / "DEBIAN").mkdir(parents=True)
+        (package / "DEBIAN" / "control").write_text(
+            "Package: gramine-extra\nVersion: 1.0\nArchitecture: amd64\n"
+            "Maintainer: t <t@invalid>\nDescription: d\n")
+        deb = tmp_path / compression / "x.deb"
+        subprocess.run(["dpkg-deb", f"-Z{compression}", "--root-owner-group", "--build",
+                        str(package), str(deb)], check=True, capture_output=True)
+        assert lk.deb_package_name(deb) == "gramine-extra"
+    bogus = tmp_path / "bogus.deb"
+    bogus.write_bytes(b"!<arch>\n" + b"x" * 100)
+    with pytest.raises(UsageError, match=r"bogus\.deb: cannot read the package name"):
+        lk.deb_package_name(bogus)
+    bogus.write_bytes(b"not an archive")
+    with pytest.raises(UsageError, match="not an ar archive"):
+        lk.deb_package_name(bogus)

@@ -216,7 +216,8 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
         replace_ok(Path(write_lock))
     engine = engine or connect()
     os_image = _os_image(engine, config, locked, lock)
-    deb_names = _deb_names(config) if locked is not None else []
+    # The .debs' package names, read before any long work (a lock needs them).
+    deb_names = _deb_names(config) if locked is not None or write_lock is not None else []
     if locked is not None and config.gramine_source == "deb-dir":
         _check_inputs(gramine_inputs("deb-dir", config.gramine_path), locked, lock, config)
     progress = Progress(f"build-base {config.tag}", quiet=quiet)
@@ -247,7 +248,7 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
     if locked is not None and lock is not None:
         _check_locked_image(engine, image_id, locked, lock)
     if write_lock is not None:
-        written = make_lock(engine, image_id, config, os_image, ml, spark, inputs)
+        written = make_lock(engine, image_id, config, os_image, ml, spark, inputs, deb_names)
         _signals.check()
         lockfile.write_lock(written, Path(write_lock))
     engine.tag(image_id, config.tag)
@@ -353,15 +354,14 @@ def _check_locked_image(engine: Engine, image_id: str, locked: BaseLock, lock: P
 
 def make_lock(engine: Engine, image_id: str, config: BaseConfig, os_image: ImageInfo,
               ml: wheelhouse.Wheelhouse, spark: wheelhouse.Wheelhouse | None,
-              inputs: dict[str, str]) -> BaseLock:
+              inputs: dict[str, str], deb_names: Sequence[str] = ()) -> BaseLock:
     """What went into *image_id*, read from its files (see :mod:`.lock`)."""
     where = f"build-base ({image_id[7:19]})"
     final = read_dpkg_status(engine, image_id, where)
     before = read_dpkg_status(engine, os_image.id, f"OS image {config.os_image}")
     roots = {"system": [*SYSTEM_PACKAGES, *config.extra_apt_packages],
              "jdk": [config.jdk_package] if config.with_spark else [],
-             "gramine": (["gramine"] if config.gramine_source == "apt"
-                         else _deb_names(config))}
+             "gramine": ["gramine"] if config.gramine_source == "apt" else list(deb_names)}
     layers = attribute_layers(final, before, roots,
                               rest="system" if config.gramine_source == "tree" else "gramine")
     built = {_normal(spec.partition("==")[0]) for spec in config.spark_packages}
