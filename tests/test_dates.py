@@ -16,7 +16,7 @@ from conftest import VECTORS, assert_one_line_error, load_case, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ppml_image.errors import SigstructError
+from ppml_image.errors import SigstructError, UsageError
 from ppml_image.sgx.sigstruct import Sigstruct, SigstructDate, read_sigstruct
 
 VECTOR = "sign-basic-256m-4t-debug"
@@ -212,3 +212,34 @@ def test_a_nibble_above_nine_is_refused(index: int, byte: int) -> None:
 def test_out_of_range_parts_are_refused(parts: tuple[int, int, int]) -> None:
     with pytest.raises(ValueError):
         SigstructDate(*parts)
+
+
+# --------------------------------------------------------------------------
+# build-custom and sign-image take the same dates (in-memory engine)
+# --------------------------------------------------------------------------
+def test_build_custom_and_sign_image_take_source_date_epoch_and_zero_dates(
+        tmp_path: Path, enclave_key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ppml_image.images import custom
+    from ppml_image.testing import MemoryEngine, make_gramine_tree, memory_base
+
+    mem = MemoryEngine()
+    memory_base(mem, make_gramine_tree(tmp_path / "gramine"))
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("print(1)\n")
+    small = {"enclave_size": "256M", "max_threads": "4"}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14 UTC
+    built = custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/d:1",
+                                defines=dict(small), quiet=True, engine=mem)
+    assert built.sigstruct["date"] == "2023-11-14"
+    resigned = custom.sign_image("mem/d:1-unsigned", enclave_key, tag="mem/d:2",
+                                 date="0000-00-00", quiet=True, engine=mem)
+    assert resigned.sigstruct["date"] == "0000-00-00"
+    assert resigned.mr_enclave == built.mr_enclave
+    sig = mem.read_file(resigned.image_id, "/ppml/python-ml.sig", limit=4096)
+    assert sig[20:24] == bytes(4)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
+        custom.sign_image("mem/d:1-unsigned", enclave_key, tag="mem/d:3", quiet=True,
+                          engine=mem)
+    assert mem.find_image("mem/d:3") is None
