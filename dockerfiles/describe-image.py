@@ -1,16 +1,17 @@
 """Runs inside the base image at build time: writes /etc/ppml-image/base.json.
 
 The JSON tells ppml-image (and people) where Gramine's files are and what the
-image's Python answers for the manifest's python.* helpers, so that building
-a custom image never guesses from the host.
+image's Python answers for the manifest's python.* helpers (its sysconfig,
+each interpreter name's sys.path, and which of those paths exist and are
+folders here), so that building a custom image never guesses from the host.
 """
 
 import importlib.metadata as md
 import json
-import os
 import subprocess
 import sys
-import sysconfig
+
+import python_snapshot  # beside this script: ppml_image/sgx/python_snapshot.py
 
 profile, source, pkglibdir = sys.argv[1:4]
 try:
@@ -26,12 +27,9 @@ info = {
                 "libsysdb": f"{pkglibdir}/libsysdb.so",
                 "runtimedir": f"{pkglibdir}/runtime/glibc",
                 "version": packages.get("gramine", "")},
-    "python": {"paths": sysconfig.get_paths(), "sys_path": [p for p in sys.path[1:] if p],
-               "executable": os.path.realpath(sys.executable),
-               "config_vars": {k: v for k, v in sysconfig.get_config_vars().items()
-                               if isinstance(v, (str, int, float))},
-               "implementation": {"name": sys.implementation.name,
-                                  "cache_tag": sys.implementation.cache_tag}},
+    # What the python.* template helpers answer in this image, recorded
+    # here so that build-custom answers them without running anything.
+    "python": python_snapshot.snapshot(),
     "python_packages": {d.metadata["Name"].lower(): d.version for d in md.distributions()},
     "os_packages": packages,
 }

@@ -10,6 +10,7 @@ import typer
 
 from ppml_image import defaults
 from ppml_image._cli_base import app, emit_json, fail, handles_errors, lazy_module
+from ppml_image._cli_signers import DATE_HELP
 
 if TYPE_CHECKING:
     from ppml_image.images import attest, base, bootstrap, config, custom
@@ -26,15 +27,23 @@ else:  # docker and the signing core load when a command runs, not for `--help`
 
 
 @app.command("bootstrap-os", epilog=(
-    "Example: ppml-image bootstrap-os --suite bookworm --tag debian:bookworm"))
+    "Examples:\n\n"
+    "  ppml-image bootstrap-os --suite bookworm --tag debian:bookworm\n\n"
+    "  ppml-image bootstrap-os --config ppml-image.toml   (its [base] debian_mirror)"))
 @handles_errors
 def bootstrap_os_cmd(
     suite: str = typer.Option("bookworm", "--suite", help="Debian suite to bootstrap."),
     tag: str | None = typer.Option(None, "--tag", help="Image tag (default: debian:SUITE)."),
-    mirror: str = typer.Option(defaults.DEFAULT_MIRROR, "--mirror", help="Debian mirror URL."),
+    mirror: str | None = typer.Option(
+        None, "--mirror", help="Debian mirror URL (default: [base] debian_mirror of --config, "
+        f"else {defaults.DEFAULT_MIRROR})."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML config ([base] table)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Build an OS base image from Debian packages (debootstrap) when no registry answers."""
+    if mirror is None:
+        mirror = (config.load_config(config_file, {}).debian_mirror if config_file is not None
+                  else "") or defaults.DEFAULT_MIRROR
     image_id = bootstrap.bootstrap_os(suite, tag, mirror=mirror, quiet=as_json)
     if as_json:
         emit_json({"image_id": image_id, "tag": tag or f"debian:{suite}"})
@@ -45,7 +54,10 @@ def bootstrap_os_cmd(
 @app.command("build-base", epilog=(
     "Examples:\n\n"
     "  ppml-image build-base --profile slim --gramine-source tree --gramine-path ./gramine\n\n"
-    "  ppml-image build-base --config ppml-image.toml --tag registry.example/ppml/base:1.0 --json"))
+    "  ppml-image build-base --config ppml-image.toml --tag registry.example/ppml/base:1.0 --json"
+    "\n\n"
+    "  ppml-image build-base --config ppml-image.toml --write-lock base.lock   (record it)\n\n"
+    "  ppml-image build-base --config ppml-image.toml --lock base.lock --no-cache   (again)"))
 @handles_errors
 def build_base_cmd(
     config_file: Path | None = typer.Option(None, "--config", help="TOML config ([base] table)."),
@@ -56,14 +68,24 @@ def build_base_cmd(
                                               help="apt, deb-dir or tree."),
     gramine_path: str | None = typer.Option(None, "--gramine-path",
                                             help="Folder of .deb files, or an install tree."),
+    debian_mirror: str | None = typer.Option(
+        None, "--debian-mirror", metavar="URL", help="Debian mirror for the image's apt "
+        "sources (a snapshot mirror keeps old versions for --lock)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the build cache."),
+    lock: Path | None = typer.Option(
+        None, "--lock", help="Build exactly what this lock file names: the OS image id, each "
+        "Debian package's version, each wheel's SHA-256, the Gramine source's files."),
+    write_lock: Path | None = typer.Option(
+        None, "--write-lock", help="Record what went into the image in this lock file "
+        "(replaces only an existing ppml-image lock)."),
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
 ) -> None:
     """Build the public ML base image (Gramine, JDK, Spark, LightGBM, scikit-learn...)."""
     cfg = config.load_config(config_file, {
         "tag": tag, "profile": profile, "os_image": os_image, "gramine_source": gramine_source,
-        "gramine_path": gramine_path})
-    result = base.build_base(cfg, nocache=no_cache, quiet=as_json)
+        "gramine_path": gramine_path, "debian_mirror": debian_mirror})
+    result = base.build_base(cfg, nocache=no_cache, quiet=as_json, lock=lock,
+                             write_lock=write_lock)
     if as_json:
         emit_json(result.to_json())
         return
@@ -71,6 +93,8 @@ def build_base_cmd(
     typer.echo(f"tags:    {', '.join(result.tags)}")
     typer.echo(f"size:    {result.size / 1e6:.0f} MB")
     typer.echo(f"libpal:  {result.gramine['libpal']}")
+    if result.lock:
+        typer.echo(f"lock:    {result.lock}")
 
 
 def _check_record(output: Path | None, *inputs: Path | None) -> None:
@@ -110,7 +134,7 @@ def build_custom_cmd(
                                  help="Template: a shipped name (python-ml, spark) or a path."),
     define: list[str] = typer.Option([], "--define", "-D", help="Template variable key=value."),
     tag: str = typer.Option(defaults.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
-    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    date: str | None = typer.Option(None, "--date", help=DATE_HELP),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
     allow_debug: bool = typer.Option(False, "--allow-debug",
@@ -139,7 +163,7 @@ def sign_image_cmd(
     key: Path = typer.Option(..., "--key", "-k", help="Enclave signing key (PEM)."),
     tag: str | None = typer.Option(None, "--tag", help="Signed image tag (default: the "
                                    "unsigned tag without -unsigned)."),
-    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    date: str | None = typer.Option(None, "--date", help=DATE_HELP),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file",

@@ -104,7 +104,7 @@ def sign_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Output .manifest.sgx."),
     libpal: Path = typer.Option(..., "--libpal", help="The SGX PAL (libpal.so) to measure."),
     key: str | None = typer.Option(None, "--key", "-k", help=_cli_signers.KEY_HELP),
-    date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
+    date: str | None = typer.Option(None, "--date", help=_cli_signers.DATE_HELP),
     sigfile: Path | None = typer.Option(None, "--sigfile", help="Output .sig (default: "
                                         "OUTPUT with .manifest.sgx replaced by .sig)."),
     chroot: Path | None = typer.Option(

@@ -24,6 +24,9 @@ EXPORT_HELP = ("Write the 256 bytes to sign to this file (and DATA.json beside i
 SIGNATURE_HELP = ("A raw RSA-3072 signature of the exported signing data (openssl dgst "
                   "-sha256 -sign, pkcs11-tool --sign); checked, then assembled into the .sig.")
 PUBLIC_KEY_HELP = "The public key (PEM or DER) that made --signature."
+DATE_HELP = ("SIGSTRUCT date: YYYY-MM-DD (0000-00-00 for reproducible builds; any digits are "
+             "signed, with a warning if not a calendar date) or 'today'. Default: the UTC day "
+             "of SOURCE_DATE_EPOCH when set, else today.")
 
 
 def choose_signer(key: str | None, *, passphrase_file: Path | None = None,

@@ -437,6 +437,16 @@ PYTHON_PATHS = {
     "data": "/usr/local", "include": "/usr/include/python3.11",
     "platinclude": "/usr/include/python3.11",
 }
+PYTHON_SYS_PATH = ("/usr/lib/python311.zip", "/usr/lib/python3.11",
+                   "/usr/lib/python3.11/lib-dynload", "/usr/local/lib/python3.11/dist-packages",
+                   "/usr/lib/python3/dist-packages")
+PYTHON_KINDS = {
+    "/usr/lib/python311.zip": "missing", "/usr/lib/python3.11": "dir",
+    "/usr/lib/python3.11/lib-dynload": "missing",
+    "/usr/local/lib/python3.11/dist-packages": "dir", "/usr/lib/python3/dist-packages": "dir",
+    "/usr/local/bin": "missing", "/usr/local": "dir", "/usr/include/python3.11": "missing",
+    "/usr/bin/python3.11": "file",
+}
 BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG=C.UTF-8")
 
@@ -450,13 +460,17 @@ def base_json(pkglibdir: str = gramine.PKGLIBDIR) -> dict[str, Any]:
                     "libsysdb": f"{pkglibdir}/libsysdb.so",
                     "runtimedir": f"{pkglibdir}/runtime/glibc", "version": ""},
         "python": {"paths": dict(PYTHON_PATHS),
-                   "sys_path": ["/usr/lib/python311.zip", "/usr/lib/python3.11",
-                                "/usr/local/lib/python3.11/dist-packages",
-                                "/usr/lib/python3/dist-packages"],
                    "executable": "/usr/bin/python3.11",
                    "config_vars": {"py_version_short": "3.11",
                                    "EXT_SUFFIX": ".cpython-311-x86_64-linux-gnu.so"},
-                   "implementation": {"name": "cpython", "cache_tag": "cpython-311"}},
+                   "implementation": {"name": "cpython", "cache_tag": "cpython-311"},
+                   "distlib": "/usr/lib/python3/dist-packages",
+                   # What python_snapshot records: each name's sys.path, and
+                   # what each path is in this stand-in's file system.
+                   "sys_paths": {name: list(PYTHON_SYS_PATH) for name in
+                                 ("/usr/bin/python3", "/usr/bin/python3.11", "python3",
+                                  "python3.11")},
+                   "kinds": dict(PYTHON_KINDS)},
         "python_packages": {}, "os_packages": {},
     }
 

@@ -151,7 +151,7 @@ def test_template_syntax_error_names_line(tmp_path: Path) -> None:
 def test_bad_date(tmp_path: Path, rootfs: Path, enclave_key: Path, out: Path) -> None:
     result = run_cli("sign", "--manifest", write_manifest(tmp_path), "--output",
                      out / "a.manifest.sgx", "--libpal", PAL, "--key", enclave_key,
-                     "--date", "2024-13-45", "--chroot", rootfs)
+                     "--date", "2024-1-5", "--chroot", rootfs)
     assert_one_line_error(result, "--date")
     assert result.returncode == 2
 

@@ -26,7 +26,9 @@ SNAPSHOT = PythonInfo.from_snapshot({
     "paths": {"stdlib": "/usr/lib/python3.11", "platstdlib": "/usr/lib/python3.11",
               "purelib": "/usr/local/lib/python3.11/dist-packages"},
     "config_vars": {"py_version_short": "3.11", "EXT_SUFFIX": ".cpython-311.so"},
-    "sys_path": ["", "/usr/lib/python3.11"], "executable": "/usr/bin/python3.11"})
+    "sys_paths": {"/usr/bin/python3.11": ["/usr/lib/python311.zip", "/usr/lib/python3.11"]},
+    "kinds": {"/usr/lib/python311.zip": "missing", "/usr/lib/python3.11": "dir"},
+    "executable": "/usr/bin/python3.11"})
 GIVEN = {"app_dir": "/ppml/app", "enclave_dir": "/ppml", "base": {}}
 INJECTION = 'm.py"]\nloader.insecure__use_cmdline_argv = true\n#'
 # Any text a -D value can hold (NUL cannot be in an argv; see the toml test).
@@ -56,7 +58,8 @@ def test_gramine_python_and_env_helpers(monkeypatch: pytest.MonkeyPatch) -> None
             '{{ gramine.runtimedir(libc=\'musl\') }}|{{ gramine.runtimedir() / \'x\' }}"\n'
             'b = "{{ python.stdlib }}|{{ python.distlib }}|{{ python.purelib }}|'
             '{{ python.get_path(\'stdlib\') }}|{{ python.get_config_var(\'EXT_SUFFIX\') }}|'
-            '{{ python.ext_suffix }}|{{ python.get_sys_path() | join(\',\') }}|'
+            '{{ python.ext_suffix }}|'
+            '{{ python.get_sys_path(python.executable) | join(\',\') }}|'
             '{{ python.executable }}"\n'
             'c = "{{ env.PPML_TEST_VALUE }}|{{ env.get(\'NOPE\', \'dflt\') }}"\n')
     out = tomllib.loads(render_template(text, python=SNAPSHOT, pkglibdir="/g"))

@@ -31,6 +31,11 @@ def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,
     """
     tag = tag or f"debian:{suite}"
     check_tag(tag)
+    # debootstrap takes the mirror as an argument: a word starting with "-" would be an option.
+    if not mirror.startswith(("http://", "https://", "file:///")) or any(
+            c.isspace() for c in mirror):
+        raise UsageError(f"--mirror {mirror[:80]!r}: expected an http://, https:// or file:/// "
+                         "URL")
     if os.geteuid() != 0:
         raise UsageError("bootstrap-os needs root (debootstrap must chroot); rerun as root")
     if shutil.which("debootstrap") is None:

@@ -8,6 +8,7 @@
     os_image = "debian:bookworm"      # see `ppml-image bootstrap-os` when offline
     gramine_source = "apt"            # "apt", "deb-dir" or "tree"
     gramine_path = ""                 # folder of .deb files, or an install tree
+    debian_mirror = ""                # e.g. a snapshot: "http://snapshot.debian.org/archive/debian/20250101T000000Z"
 
 Command-line flags override the file; unknown keys are errors (typos).
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from ppml_image._fs import MiB, read_capped
 from ppml_image.errors import UsageError
+from ppml_image.images.lock import check_mirror
 from ppml_image.images.reference import check_image, check_tag
 from ppml_image.sgx import gramine
 
@@ -63,6 +65,9 @@ class BaseConfig:
     spark_packages: list[str] = field(default_factory=lambda: list(DEFAULT_SPARK_PACKAGES))
     jdk_package: str = "openjdk-17-jdk-headless"
     extra_apt_packages: list[str] = field(default_factory=list)
+    # A Debian mirror for the image's apt sources and for bootstrap-os: a
+    # snapshot mirror keeps old versions, so that a lock can be built again.
+    debian_mirror: str = ""
     # A CA bundle (PEM) trusted inside the build, for HTTPS mirrors behind a
     # corporate proxy. Certificates are public: nothing secret goes in.
     ca_bundle: str = ""
@@ -90,6 +95,8 @@ class BaseConfig:
             if not libpal.is_file():
                 raise UsageError(f"{self.gramine_path}: not a Gramine install tree "
                                  f"(missing {libpal})")
+        if self.debian_mirror:
+            check_mirror(self.debian_mirror, "[base] debian_mirror")
         if self.ca_bundle and not Path(self.ca_bundle).is_file():
             raise UsageError(f"{self.ca_bundle}: CA bundle not found")
 

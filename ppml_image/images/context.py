@@ -6,6 +6,7 @@ content only and an unchanged rebuild is a cache hit.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -29,11 +30,15 @@ class BuildContext:
         info.size = len(data)
         self._tar.addfile(info, io.BytesIO(data))
 
-    def add_tree(self, source: Path, arcname: str) -> None:
+    def add_tree(self, source: Path, arcname: str,
+                 digests: dict[str, str] | None = None) -> None:
         """Add a folder recursively, keeping modes and symlinks (sorted: stable).
 
         Every name must be UTF-8: a manifest (TOML) names each file it
-        measures, and TOML cannot spell any other name.
+        measures, and TOML cannot spell any other name. With *digests*, the
+        SHA-256 of each file as added (``symlink:TARGET`` for a link) is
+        recorded by its path relative to *source*: what went in, not what
+        the folder holds a moment later.
         """
         self._tar.addfile(_info(arcname, tarfile.DIRTYPE, 0o755))
         for root, dirs, files in os.walk(source):
@@ -44,23 +49,44 @@ class BuildContext:
                 _check_name(path)
                 rel = os.path.normpath(os.path.join(arcname, rel_root, name))
                 st = os.lstat(path)
+                key = os.path.relpath(path, source).replace(os.sep, "/")
                 if os.path.islink(path):
                     info = _info(rel, tarfile.SYMTYPE, 0o777)
                     info.linkname = os.readlink(path)
                     _check_name(info.linkname, f"{path} (symlink target)")
                     self._tar.addfile(info)
+                    if digests is not None:
+                        digests[key] = "symlink:" + info.linkname
                 elif os.path.isdir(path):
                     self._tar.addfile(_info(rel, tarfile.DIRTYPE, st.st_mode & 0o7777))
                 elif os.path.isfile(path):
                     info = _info(rel, tarfile.REGTYPE, st.st_mode & 0o7777)
                     info.size = st.st_size
                     with open(path, "rb") as handle:
-                        self._tar.addfile(info, handle)
+                        if digests is None:
+                            self._tar.addfile(info, handle)
+                        else:
+                            hashing = _Hashing(handle)
+                            self._tar.addfile(info, hashing)  # type: ignore[arg-type]
+                            digests[key] = hashing.digest.hexdigest()
 
     def finish(self) -> IO[bytes]:
         self._tar.close()
         self.buffer.seek(0)
         return self.buffer
+
+
+class _Hashing:
+    """A file object that hashes what tarfile reads from it."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
 
 
 def _check_name(path: str, what: str | None = None) -> None:

@@ -61,7 +61,7 @@ from ppml_image.sgx.keys import load_signing_key
 from ppml_image.sgx.policy import enforce_release, release_violations
 from ppml_image.sgx.sign import enclave_attributes, parse_date
 from ppml_image.sgx.signers import Signer
-from ppml_image.sgx.sigstruct import Sigstruct
+from ppml_image.sgx.sigstruct import Sigstruct, SigstructDate
 from ppml_image.sgx.tree import Tree
 
 log = logging.getLogger("ppml_image")
@@ -192,7 +192,7 @@ class SignedImage:
 
 def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
                      key: Signer | rsa.RSAPrivateKey, *,
-                     date: dt.date, release: bool,
+                     date: SigstructDate, release: bool,
                      progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
     if unsigned.onbuild:
@@ -280,8 +280,8 @@ def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: 
 
 
 def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
-               date: str | dt.date | None = None, passphrase: bytes | None = None,
-               release: bool = False, quiet: bool = False,
+               date: str | dt.date | SigstructDate | None = None,
+               passphrase: bytes | None = None, release: bool = False, quiet: bool = False,
                engine: Engine | None = None) -> CustomImage:
     """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
     check_image(unsigned)
@@ -304,7 +304,7 @@ def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPri
 
 
 def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
-          tag: str, date: dt.date, release: bool, quiet: bool,
+          tag: str, date: SigstructDate, release: bool, quiet: bool,
           unsigned_tag: str | None = None) -> CustomImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
     signed = measure_and_sign(engine, info, ref, key, date=date, release=release,
@@ -323,7 +323,7 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivat
 
 def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | None = None,
                  template: str | Path = DEFAULT_TEMPLATE, defines: dict[str, Any] | None = None,
-                 tag: str = DEFAULT_TAG, date: str | dt.date | None = None,
+                 tag: str = DEFAULT_TAG, date: str | dt.date | SigstructDate | None = None,
                  release: bool = False, passphrase: bytes | None = None,
                  quiet: bool = False, engine: Engine | None = None) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""

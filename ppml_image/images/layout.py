@@ -26,7 +26,7 @@ from typing import Any
 
 from ppml_image.errors import ImageContentError
 from ppml_image.images.engine import Engine, ImageInfo, valid_image_id
-from ppml_image.sgx.manifest import PythonInfo
+from ppml_image.sgx.python_helpers import PythonInfo
 
 LABEL_PREFIX = "ppml-image."
 BASE_INFO_PATH = "/etc/ppml-image/base.json"
@@ -141,18 +141,17 @@ class BaseInfo:
         return f"{self.pkglibdir}/sgx/loader"
 
     def python(self, where: str) -> PythonInfo:
-        """The image Python's answers for the manifest's ``python.*`` helpers."""
+        """The image Python's answers for the manifest's ``python.*`` helpers:
+        recorded at build-base time, answered without running anything."""
         python = self.raw.get("python")
         try:
             if not isinstance(python, dict):
                 raise TypeError("no python object")
-            if not isinstance(python["paths"], dict) or not isinstance(python["sys_path"], list) \
-                    or not isinstance(python["config_vars"], dict):
-                raise TypeError("malformed")
-            return PythonInfo.from_snapshot(python)
-        except (KeyError, TypeError, ValueError):
-            raise ImageContentError(f"{where}:{BASE_INFO_PATH}: no valid \"python\" object: "
-                                    "rebuild the base image with ppml-image build-base") from None
+            return PythonInfo.from_snapshot(python, where=f"the base image {where}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ImageContentError(f"{where}:{BASE_INFO_PATH}: no valid \"python\" object "
+                                    f"({exc}): rebuild the base image with ppml-image "
+                                    "build-base") from None
 
 
 def _clean_absolute(value: object) -> bool:

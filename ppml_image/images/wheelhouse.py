@@ -100,10 +100,7 @@ def _download(folder: Path, packages: list[str], sdist_packages: list[str],
     for spec in sdist_packages:
         wheel = _built_wheel(spec, cache)
         target = partial / wheel.name
-        try:
-            os.link(wheel, target)  # no second copy of a 456 MB wheel
-        except OSError:
-            shutil.copy2(wheel, target)
+        _link(wheel, target)
         local.append(str(target))
     _pip(["download", "--quiet", "--dest", str(partial), "--python-version", python_version,
           "--platform", platform, "--only-binary=:all:", *packages, *local],
@@ -111,6 +108,87 @@ def _download(folder: Path, packages: list[str], sdist_packages: list[str],
     (partial / "requirements.txt").write_text(_requirements(partial))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
+
+
+@dataclass(frozen=True)
+class LockedWheel:
+    """A wheel as a lock names it: the file, its name and version, its SHA-256."""
+
+    file: str
+    name: str
+    version: str
+    sha256: str
+    built: bool = False  # built on the host from the sdist NAME==VERSION
+
+
+def wheel_files(house: Wheelhouse) -> list[LockedWheel]:
+    """Every wheel of *house*, hashed (what a lock records)."""
+    found = []
+    for wheel in sorted(house.folder.glob("*.whl")):
+        match = _WHEEL_RE.match(wheel.name)
+        if match:
+            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            found.append(LockedWheel(wheel.name, match["name"], match["version"], digest))
+    return found
+
+
+def prepare_locked(wheels: list[LockedWheel], *, python_version: str, platform: str,
+                   what: str, cache: Path | None = None) -> Wheelhouse:
+    """Exactly *wheels*: downloaded by name, version and hash (``--no-deps``), or
+    built from their sdist; any other file or hash is an error naming the wheel."""
+    cache = cache or cache_root() / "wheels"
+    request = sorted((w.file, w.sha256) for w in wheels)
+    key = hashlib.sha256(json.dumps(request).encode()).hexdigest()[:16]
+    folder = cache / f"py{python_version}-locked-{key}"
+    if not (folder / "requirements.txt").is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for wheel in (w for w in wheels if w.built):
+            built = _built_wheel(f"{wheel.name}=={wheel.version}", cache)
+            _link(built, partial / wheel.file)
+        pinned = [f"{w.name}=={w.version} --hash=sha256:{w.sha256}" for w in wheels
+                  if not w.built]
+        if pinned:
+            (partial / "locked.txt").write_text("\n".join(pinned) + "\n")
+            _pip(["download", "--quiet", "--no-deps", "--dest", str(partial),
+                  "--python-version", python_version, "--platform", platform,
+                  "--only-binary=:all:", "--require-hashes", "-r", str(partial / "locked.txt")],
+                 f"{what}: downloading the locked wheels")
+            (partial / "locked.txt").unlink()
+        _check_locked(partial, wheels, what)
+        (partial / "requirements.txt").write_text(_requirements(partial))
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    _check_locked(folder, wheels, what)
+    return _describe(folder)
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # no second copy of a 456 MB wheel
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _check_locked(folder: Path, wheels: list[LockedWheel], what: str) -> None:
+    have = {w.file: w.sha256 for w in wheel_files(_describe_files(folder))}
+    for wheel in sorted(wheels, key=lambda w: w.file):
+        got = have.pop(wheel.file, None)
+        if got is None:
+            raise BuildError(f"{what}: {wheel.file} is not what the index or the sdist gave "
+                             f"for {wheel.name} {wheel.version}")
+        if got != wheel.sha256:
+            how = ("wheels built from an sdist are not byte-reproducible: keep the wheel "
+                   "cache, or write a new lock" if wheel.built else "the index changed it")
+            raise BuildError(f"{what}: {wheel.file} has sha256 {got[:16]}..., the lock says "
+                             f"{wheel.sha256[:16]}... ({how})")
+    if have:
+        raise BuildError(f"{what}: {sorted(have)[0]} is not in the lock")
+
+
+def _describe_files(folder: Path) -> Wheelhouse:
+    return Wheelhouse(folder=folder, requirements="", versions={})
 
 
 def _requirements(folder: Path) -> str:

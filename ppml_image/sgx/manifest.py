@@ -9,14 +9,12 @@ Gramine inserts them and the TOML is written by tomli-w, as Gramine does.
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import posixpath
 import re
 import sys
-import sysconfig
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,6 +24,7 @@ import tomli_w
 from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
+from ppml_image.sgx.python_helpers import PythonInfo as PythonInfo
 from ppml_image.sgx.schema import check_schema, validate_manifest
 from ppml_image.sgx.templating import (
     ManifestSandbox,
@@ -76,64 +75,10 @@ class _Runtimedir:
         return self() / other
 
 
-@dataclass
-class PythonInfo:
-    """What the ``python.*`` template helpers answer.
-
-    By default the host interpreter answers; ``build-custom`` passes the
-    answers of the image's own interpreter (see :meth:`from_snapshot`).
-    """
-
-    paths: dict[str, str]
-    config_vars: dict[str, Any]
-    sys_path: list[str] = field(default_factory=list)
-    implementation: Any = None
-    executable: str = ""
-
-    @classmethod
-    def from_host(cls) -> PythonInfo:
-        return cls(dict(sysconfig.get_paths()), dict(sysconfig.get_config_vars()),
-                   list(sys.path), sys.implementation, os.path.realpath(sys.executable))
-
-    @classmethod
-    def from_snapshot(cls, data: Mapping[str, Any]) -> PythonInfo:
-        """Build from the JSON that :data:`SNAPSHOT_SCRIPT` prints inside an image."""
-        return cls(dict(data["paths"]), dict(data["config_vars"]), list(data["sys_path"]),
-                   data.get("implementation"), data.get("executable", ""))
-
-    def globals(self) -> dict[str, Any]:
-        paths = {k: PurePosixPath(v) for k, v in self.paths.items()}
-        version_major = str(self.config_vars.get("py_version_short", "3")).split(".")[0]
-        stdlib = paths.get("stdlib", PurePosixPath("/usr/lib/python3"))
-        return {
-            "stdlib": stdlib,
-            "platstdlib": paths.get("platstdlib", stdlib),
-            "purelib": paths.get("purelib", stdlib),
-            "distlib": stdlib.parent / f"python{version_major}" / "dist-packages",
-            "get_config_var": self.config_vars.get,
-            "ext_suffix": self.config_vars.get("EXT_SUFFIX"),
-            "get_path": functools.partial(_get_path, paths),
-            "get_paths": lambda: dict(paths),
-            "get_sys_path": lambda *_args: [p for p in self.sys_path if p],
-            "implementation": self.implementation,
-            # An extension of Gramine's helpers: the interpreter's real path.
-            "executable": PurePosixPath(self.executable) if self.executable else None,
-        }
-
-
 def template_env() -> dict[str, str]:
     """``env`` in templates: our environment minus every PPML_IMAGE_* variable
     (the key passphrase must never reach a template, or the manifest)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PPML_IMAGE_")}
-
-
-def _get_path(paths: dict[str, PurePosixPath], name: str) -> PurePosixPath:
-    """``python.get_path(name)``; an unknown name is a clear template error."""
-    if name not in paths:
-        known = ", ".join(sorted(paths))
-        raise jinja2.TemplateRuntimeError(
-            f"python.get_path({str(name)[:60]!r}): no such path (known: {known})")
-    return paths[name]
 
 
 def make_environment(pkglibdir: str = DEFAULT_PKGLIBDIR,

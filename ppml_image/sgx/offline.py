@@ -42,7 +42,7 @@ from ppml_image.sgx.elf import load_elf
 from ppml_image.sgx.keys import sgx_key_problem
 from ppml_image.sgx.sign import SignedEnclave, parse_date, prepare_enclave
 from ppml_image.sgx.signers import SIGNATURE_SIZE, SIGNED_DATA_SIZE
-from ppml_image.sgx.sigstruct import HEADER, HEADER2, SIGSTRUCT_SIZE, Sigstruct
+from ppml_image.sgx.sigstruct import HEADER, HEADER2, SIGSTRUCT_SIZE, Sigstruct, SigstructDate
 from ppml_image.sgx.tree import tree_for
 
 FORMAT = "ppml-image/signing-data/1"
@@ -114,7 +114,7 @@ def sigstruct_from_record(record: dict[str, Any]) -> Sigstruct:
         fields = record["sigstruct"]
         tbs = Sigstruct(
             enclave_hash=bytes.fromhex(fields["enclave_hash"]),
-            date=dt.date.fromisoformat(fields["date"]),
+            date=SigstructDate.parse(str(fields["date"])),
             attribute_flags=int(fields["attribute_flags"], 16),
             attribute_xfrms=int(fields["attribute_xfrms"], 16),
             attribute_xfrm_mask=int(fields["attribute_xfrm_mask"], 16),
@@ -193,7 +193,8 @@ def check_outputs(paths: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
 
 
 def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, data: Path, *,
-                                 date: str | dt.date | None = None, chroot: Path | None = None,
+                                 date: str | dt.date | SigstructDate | None = None,
+                                 chroot: Path | None = None,
                                  pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
                                  max_enclave_size: int | None = None) -> ExportedSigningData:
     """``sign --export-signing-data``: write the ``.manifest.sgx``, DATA and DATA.json.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
 from ppml_image.errors import UsageError
 from ppml_image.sgx import manifest as mf
@@ -31,8 +33,15 @@ from ppml_image.sgx.measure import (
 )
 from ppml_image.sgx.policy import enforce_release
 from ppml_image.sgx.signers import Signer
-from ppml_image.sgx.sigstruct import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, Sigstruct
+from ppml_image.sgx.sigstruct import (
+    SGX_FLAGS_DEBUG,
+    SGX_FLAGS_MODE64BIT,
+    Sigstruct,
+    SigstructDate,
+)
 from ppml_image.sgx.tree import Tree, tree_for
+
+log = logging.getLogger("ppml_image")
 
 SGX_MISCSELECT_EXINFO = 0x1
 SGX_XFRM_LEGACY = 0x3
@@ -57,16 +66,31 @@ class SignedEnclave:
         return self.sigstruct.mr_signer
 
 
-def parse_date(value: str | dt.date | None) -> dt.date:
-    """``YYYY-MM-DD``, ``today`` or None (today, as Gramine's default)."""
-    if value is None or value == "today":
-        return dt.date.today()
-    if isinstance(value, dt.date):
-        return value
+def parse_date(value: str | dt.date | SigstructDate | None) -> SigstructDate:
+    """The SIGSTRUCT date of ``--date``.
+
+    ``YYYY-MM-DD`` of digits, as Gramine 1.9 accepts it: ``0000-00-00``
+    (all zeros, for reproducible builds) or any other date, which need not
+    be a calendar date (one that is not gets a warning and is signed as
+    given, in BCD). ``today`` is today. None (no ``--date``) is the UTC day of
+    ``SOURCE_DATE_EPOCH`` when it is set, else today, like Gramine's default.
+    """
+    if value is None:
+        epoch = source_date_epoch()
+        return SigstructDate.of(epoch.date() if epoch is not None else dt.date.today())
+    if isinstance(value, (dt.date, SigstructDate)):
+        return SigstructDate.of(value)
+    if value == "today":
+        return SigstructDate.of(dt.date.today())
     try:
-        return dt.date.fromisoformat(value)
+        date = SigstructDate.parse(value)
     except ValueError:
-        raise UsageError(f"--date {value!r}: expected YYYY-MM-DD or 'today'") from None
+        raise UsageError(f"--date {value[:40]!r}: expected YYYY-MM-DD (digits; 0000-00-00 for "
+                         "reproducible builds) or 'today'") from None
+    if not date.is_zero and not date.is_calendar_date:
+        log.warning("--date %s is not a calendar date; it is signed as given (BCD), as "
+                    "gramine-sgx-sign does", date)
+    return date
 
 
 def enclave_attributes(sgx: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -97,7 +121,7 @@ def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImag
 
 
 def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPrivateKey,
-                 tree: Tree, date: dt.date, name: str = "<manifest>",
+                 tree: Tree, date: SigstructDate | dt.date, name: str = "<manifest>",
                  pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
     """Hash, measure and sign a manifest; nothing touches the disk.
@@ -113,7 +137,8 @@ def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPriv
     return prepared
 
 
-def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree, date: dt.date,
+def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
+                    date: SigstructDate | dt.date,
                     name: str = "<manifest>", pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
                     release: bool = False,
                     max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
@@ -136,7 +161,7 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree, date: dt.d
 
 
 def tbs_sigstruct(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImage,
-                  date: dt.date, name: str, *,
+                  date: SigstructDate | dt.date, name: str, *,
                   max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> Sigstruct:
     """The to-be-signed SIGSTRUCT of a finished ``.manifest.sgx``."""
     sgx = manifest["sgx"]
@@ -144,7 +169,7 @@ def tbs_sigstruct(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImage,
     mrenclave = measure_manifest(manifest_sgx, manifest, pal, name,
                                  max_enclave_size=max_enclave_size)
     return Sigstruct(
-        enclave_hash=mrenclave, date=date,
+        enclave_hash=mrenclave, date=SigstructDate.of(date),
         attribute_flags=flags, attribute_xfrms=xfrm, attribute_xfrm_mask=xfrm_mask,
         misc_select=misc, isv_prod_id=sgx["isvprodid"], isv_svn=sgx["isvsvn"],
     )
@@ -158,7 +183,7 @@ def default_sigfile(output: Path) -> Path:
 
 
 def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer, *,
-                  date: str | dt.date | None = None, sigfile: Path | None = None,
+                  date: str | dt.date | SigstructDate | None = None, sigfile: Path | None = None,
                   chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
                   passphrase: bytes | None = None, release: bool = False,
                   max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,73 @@ MUST_BE_ZERO: tuple[tuple[int, int, str], ...] = (
 )
 
 
+_DATE_TEXT = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+
+
+@dataclass(frozen=True, order=True)
+class SigstructDate:
+    """The SIGSTRUCT DATE field: year, month and day as Gramine 1.9 writes them.
+
+    ``gramine-sgx-sign --date`` takes any ``YYYY-MM-DD`` of digits and stores
+    each part in BCD: it need not be a calendar date, and ``0000-00-00``
+    (all zeros) is what reproducible builds use. EINIT does not check it.
+    """
+
+    year: int
+    month: int
+    day: int
+
+    def __post_init__(self) -> None:
+        for value, limit in ((self.year, 9999), (self.month, 99), (self.day, 99)):
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value <= limit:
+                raise ValueError(f"SIGSTRUCT date part {value!r} is not 0-{limit}")
+
+    @classmethod
+    def parse(cls, text: str) -> SigstructDate:
+        """``YYYY-MM-DD`` of ASCII digits (Gramine's grammar); ValueError otherwise."""
+        match = _DATE_TEXT.fullmatch(text)
+        if match is None:
+            raise ValueError(f"{text[:40]!r} is not YYYY-MM-DD")
+        year, month, day = (int(part) for part in match.groups())
+        return cls(year, month, day)
+
+    @classmethod
+    def of(cls, date: dt.date | SigstructDate) -> SigstructDate:
+        if isinstance(date, SigstructDate):
+            return date
+        return cls(date.year, date.month, date.day)
+
+    @classmethod
+    def decode(cls, raw: int) -> SigstructDate:
+        """The 32-bit field (day, month, then the year, little-endian): every
+        nibble must be a decimal digit."""
+        return cls(_from_bcd(raw >> 16), _from_bcd((raw >> 8) & 0xFF), _from_bcd(raw & 0xFF))
+
+    def encode(self) -> int:
+        """BCD as 0xYYYYMMDD: bytes 20-23 are DD, MM, then YYYY little-endian."""
+        return (_bcd(self.year) << 16) | (_bcd(self.month) << 8) | _bcd(self.day)
+
+    def isoformat(self) -> str:
+        """``YYYY-MM-DD``, as ``gramine-sgx-sigstruct-view`` prints the field."""
+        return f"{self.year:04d}-{self.month:02d}-{self.day:02d}"
+
+    def __str__(self) -> str:
+        return self.isoformat()
+
+    @property
+    def is_zero(self) -> bool:
+        return (self.year, self.month, self.day) == (0, 0, 0)
+
+    @property
+    def is_calendar_date(self) -> bool:
+        try:
+            dt.date(self.year, self.month, self.day)
+        except ValueError:
+            return False
+        return True
+
+
 def _bcd(value: int) -> int:
     """Decimal digits of *value* as BCD nibbles: 2024 -> 0x2024."""
     return int(str(value), 16)
@@ -82,13 +150,13 @@ def _from_bcd(value: int) -> int:
     return int(text)
 
 
-def encode_date(date: dt.date) -> int:
+def encode_date(date: dt.date | SigstructDate) -> int:
     """SIGSTRUCT DATE: year, month and day in BCD as 0xYYYYMMDD."""
-    return (_bcd(date.year) << 16) | (_bcd(date.month) << 8) | _bcd(date.day)
+    return SigstructDate.of(date).encode()
 
 
-def decode_date(raw: int) -> dt.date:
-    return dt.date(_from_bcd(raw >> 16), _from_bcd((raw >> 8) & 0xFF), _from_bcd(raw & 0xFF))
+def decode_date(raw: int) -> SigstructDate:
+    return SigstructDate.decode(raw)
 
 
 @dataclass
@@ -96,7 +164,7 @@ class Sigstruct:
     """The fields of a SIGSTRUCT. ``modulus``/``signature`` are integers."""
 
     enclave_hash: bytes
-    date: dt.date
+    date: SigstructDate
     attribute_flags: int
     attribute_xfrms: int
     attribute_xfrm_mask: int
@@ -115,13 +183,18 @@ class Sigstruct:
     # The exact bytes this SIGSTRUCT was parsed from: what verify() checks.
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # A datetime.date is accepted for convenience; the field holds any
+        # BCD date Gramine can write (0000-00-00, 2024-13-45...).
+        self.date = SigstructDate.of(self.date)
+
     # --- serialisation -------------------------------------------------
     def to_bytes(self) -> bytes:
         buf = bytearray(SIGSTRUCT_SIZE)
         buf[0:16] = HEADER
         buf[24:40] = HEADER2
         for name, offset, fmt in _FIELDS:
-            value = encode_date(self.date) if name == "date_raw" else getattr(self, name)
+            value = self.date.encode() if name == "date_raw" else getattr(self, name)
             struct.pack_into(fmt, buf, offset, value)
         buf[_ENCLAVE_HASH : _ENCLAVE_HASH + 32] = self.enclave_hash
         for offset, number in ((_MODULUS, self.modulus), (_SIGNATURE, self.signature),
@@ -153,9 +226,10 @@ class Sigstruct:
             raise SigstructError(
                 f"{name}: SIGSTRUCT vendor is {values['vendor']:#x}; expected 0 or 0x8086")
         try:
-            date = decode_date(values.pop("date_raw"))
+            date = SigstructDate.decode(values.pop("date_raw"))
         except ValueError:
-            raise SigstructError(f"{name}: SIGSTRUCT date is not a valid BCD date") from None
+            raise SigstructError(f"{name}: SIGSTRUCT date is not BCD (a digit nibble above 9; "
+                                 "gramine-sgx-sign writes decimal digits only)") from None
 
         def rsa_number(offset: int) -> int:
             return int.from_bytes(data[offset : offset + _RSA_BYTES], "little")
