@@ -312,7 +312,7 @@ class MemoryEngine(Engine):
             for digest in [d for d, i in self.digests.items() if i == image_id]:
                 del self.digests[digest]
 
-    def pull(self, ref: str, *, progress: Progress | None = None) -> None:
+    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         self._registry_answers(f"pulling {ref}", ref)
         image_id = self.registry.get(ref)
         if image_id is None:
@@ -323,6 +323,8 @@ class MemoryEngine(Engine):
             self.tags[ref] = image_id
             name = split_tag(ref)[0]
         self.digests[f"{name}@{self._digest_of(image_id)}"] = image_id
+        return Transfer(ref, self._digest_of(image_id),
+                        layers_present=len(self.images[image_id].info.layers))
 
     def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         self._registry_answers(f"pushing {ref}", ref)

@@ -147,12 +147,12 @@ class PathStat:
 
 @dataclass(frozen=True)
 class Transfer:
-    """A push: the registry's manifest digest, and how many layers had to move."""
+    """A push or pull: the manifest digest, and how many layers had to move."""
 
     ref: str
-    digest: str  # sha256:... of the manifest: what NAME@DIGEST names
-    layers_sent: int = 0
-    layers_present: int = 0  # already in the registry, or mounted from another repository
+    digest: str  # sha256:... of the manifest: what NAME@DIGEST names ("" if not told)
+    layers_sent: int = 0  # uploaded, or downloaded
+    layers_present: int = 0  # already there (mounted from another repository, or local)
 
 
 class MissingError(EngineError):
@@ -227,7 +227,7 @@ class Engine(ABC):
         """Untag *ref* (and remove the image if nothing else uses it)."""
 
     @abstractmethod
-    def pull(self, ref: str, *, progress: Progress | None = None) -> None:
+    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) from its registry."""
 
     @abstractmethod
@@ -411,14 +411,14 @@ class DockerEngine(Engine):
         with self._call(f"removing image {ref}"):
             self.api.remove_image(ref, force=True)
 
-    def pull(self, ref: str, *, progress: Progress | None = None) -> None:
+    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         repository, tag = split_reference(ref)
         what = f"pulling {ref}"
         try:
             # The engine checks every blob against its digest, and the manifest
             # against the digest of a NAME@sha256:... reference.
             chunks = self.api.pull(repository, tag=tag, stream=True, decode=True)
-            _follow_transfer(chunks, ref, what, progress, pushing=False)
+            return _follow_transfer(chunks, ref, what, progress, pushing=False)
         except docker.errors.APIError as exc:
             raise registry_error(what, ref, str(exc.explanation or exc)) from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
