@@ -68,8 +68,9 @@ class TokenError(PpmlError):
 class RegistryError(EngineError):
     """A push or pull failed at the registry: unreachable, authentication, name, not found.
 
-    ``reason`` is one of ``unreachable``, ``auth``, ``name``, ``not-found`` or
-    ``other``, so callers (and tests) need not parse the message.
+    ``reason`` is one of ``unreachable``, ``auth``, ``name``, ``not-found``,
+    ``content`` (bytes that do not match their digest) or ``other``, so callers
+    (and tests) need not parse the message.
     """
 
     def __init__(self, message: str, reason: str = "other") -> None:

@@ -143,21 +143,29 @@ class AuthRegistry:
 def auth_registry(folder: Path) -> Iterator[AuthRegistry]:
     """A registry on a free loopback port that requires a user and password."""
     htpasswd = shutil.which("htpasswd")
-    registry = shutil.which("docker-registry")
-    if htpasswd is None or registry is None:
-        pytest.fail("htpasswd or docker-registry is missing: run `make test` or "
-                    "scripts/ensure-registry.sh")
+    if htpasswd is None:
+        pytest.fail("htpasswd is missing: run `make test` or scripts/ensure-registry.sh")
     password = os.urandom(12).hex()
     # -i: the password from stdin, never on a command line.
     subprocess.run([htpasswd, "-iBc", str(folder / "htpasswd"), "tester"], input=password,
                    text=True, check=True, capture_output=True, timeout=60)
-    port = free_port()
-    address = f"127.0.0.1:{port}"
+    auth = f"auth:\n  htpasswd:\n    realm: ppml-test\n    path: {folder / 'htpasswd'}\n"
+    with private_registry(folder, auth) as address:
+        yield AuthRegistry(address, "tester", password)
+
+
+@contextmanager
+def private_registry(folder: Path, extra_config: str = "") -> Iterator[str]:
+    """A registry of one test on a free loopback port, storage in *folder*; stopped at the
+    end by its process id. Returns its address."""
+    registry = shutil.which("docker-registry")
+    if registry is None:
+        pytest.fail("docker-registry is missing: run `make test` or scripts/ensure-registry.sh")
+    address = f"127.0.0.1:{free_port()}"
     (folder / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: error\n"
         f"storage:\n  filesystem:\n    rootdirectory: {folder / 'storage'}\n"
-        f"http:\n  addr: {address}\n"
-        f"auth:\n  htpasswd:\n    realm: ppml-test\n    path: {folder / 'htpasswd'}\n")
+        f"http:\n  addr: {address}\n{extra_config}")
     with open(folder / "registry.log", "wb") as log:
         process = subprocess.Popen([registry, "serve", str(folder / "config.yml")],
                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -167,13 +175,28 @@ def auth_registry(folder: Path) -> Iterator[AuthRegistry]:
                 status, _, _ = _request("GET", f"http://{address}/v2/")
             except OSError:
                 status = 0
-            if status == 401:
+            if status in (200, 401):
                 break
             time.sleep(0.1)
         else:
-            pytest.fail(f"the password-protected registry did not start: "
+            pytest.fail(f"the test's registry did not start: "
                         f"{(folder / 'registry.log').read_text()[-500:]}")
-        yield AuthRegistry(address, "tester", password)
+        yield address
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def manifest_layers(address: str, repository: str, reference: str) -> list[str]:
+    """The layer blob digests of a manifest, lowest first (through the registry's API)."""
+    path = repository.removeprefix(f"{address}/")
+    status, _, body = _request("GET", f"http://{address}/v2/{path}/manifests/{reference}",
+                               {"Accept": MANIFEST_TYPES})
+    assert status == 200, status
+    return [layer["digest"] for layer in json.loads(body)["layers"]]
+
+
+def blob_file(storage: Path, digest: str) -> Path:
+    """Where the filesystem driver keeps a blob's bytes."""
+    hexa = digest.removeprefix("sha256:")
+    return storage / "docker/registry/v2/blobs/sha256" / hexa[:2] / hexa / "data"

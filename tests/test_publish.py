@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from conftest import (
     run_cli,
     unique_tag,
 )
-from registry import auth_registry, free_port
+from registry import auth_registry, blob_file, free_port, manifest_layers, private_registry
 from softhsm import SoftHsm
 
 from ppml_image.images.context import BuildContext
@@ -369,3 +373,73 @@ def test_a_token_key_signs_a_custom_image_and_no_pin_reaches_the_engine(
     planted.scan_tree(softhsm.root)
     assert any("user PIN" in hit for hit in planted.hits)
     assert any("token file" in hit for hit in planted.hits)
+
+
+# --------------------------------------------------------------------------
+# Hostile registries, and Ctrl-C in the middle of a push.
+# --------------------------------------------------------------------------
+def test_a_registry_serving_other_bytes_for_a_digest_is_caught(
+        custom_image: dict, tmp_path: Path, docker_client, janitor) -> None:
+    """The engine checks every pulled blob against its digest: tampering in the registry's
+    storage fails verify by digest (exit 3), it is never verified."""
+    with private_registry(tmp_path) as address:
+        repo = f"{address}/ppml-test/served-{os.getpid()}"
+        tag = janitor.track(f"{repo}:1")
+        # A signed image of its own (another date): its signature layer exists nowhere else.
+        pushed = run_cli("sign-image", custom_image["unsigned_image"], "--key", COMMON_KEY,
+                         "--date", "2025-03-03", "--tag", tag, "--push", "--json")
+        assert pushed.returncode == 0, pushed.stderr
+        digest = json.loads(pushed.stdout)["repo_digest"]
+        _remove(docker_client, tag)
+        assert _gone(docker_client, digest)
+        top = blob_file(tmp_path / "storage", manifest_layers(address, repo, "1")[-1])
+        data = bytearray(top.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        top.write_bytes(bytes(data))
+        result = run_cli("verify", digest, "--json")
+        assert result.returncode == 3, result.stdout + result.stderr
+        report = json.loads(result.stdout)
+        assert report["ok"] is False and report["digest"] is None
+        assert any("does not match its digest" in p for p in report["problems"]), report
+        assert _gone(docker_client, digest)
+
+
+def test_verify_by_digest_when_the_registry_is_down(tmp_path: Path) -> None:
+    digest = f"127.0.0.1:{free_port()}/ppml-test/x@sha256:" + "ab" * 32
+    result = run_cli("verify", digest)
+    assert result.returncode == 1
+    assert_one_line_error(result, f"pulling {digest}", "does not answer")
+
+
+def test_ctrl_c_during_a_push_puts_the_tags_back(custom_image: dict, tmp_path: Path,
+                                                 docker_client, janitor) -> None:
+    """A registry that accepts the connection and never answers; SIGINT mid-push."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        tag = janitor.track(f"127.0.0.1:{silent.getsockname()[1]}/ppml-test/int-{os.getpid()}:1")
+        record = tmp_path / "m.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PPML_IMAGE_")}
+        with subprocess.Popen(
+                [sys.executable, "-m", "ppml_image", "sign-image",
+                 custom_image["unsigned_image"], "--key", str(COMMON_KEY), "--date",
+                 "2025-01-31", "--tag", tag, "--push", "--output", str(record)],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            assert proc.stderr is not None
+            seen = ""
+            deadline = time.monotonic() + 300
+            while f"built {tag}" not in seen and time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                seen += line
+            assert f"built {tag}" in seen, seen
+            time.sleep(2)  # inside the push: the engine waits for the silent registry
+            assert proc.poll() is None, seen
+            assert not _gone(docker_client, tag)  # tagged for the push
+            proc.send_signal(signal.SIGINT)
+            _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, seen + rest
+    assert "ppml-image: error: interrupted" in rest
+    assert _gone(docker_client, tag)
+    assert not record.exists()

@@ -259,3 +259,40 @@ def test_verify_by_a_digest_the_engine_does_not_record_fails(mem: MemoryEngine,
     verified = attest.verify_image(forged, engine=mem)
     assert not verified.ok
     assert any("does not record digest" in p for p in verified.problems)
+
+
+# --------------------------------------------------------------------------
+# The command line refuses bad publishing options before it needs an engine.
+# --------------------------------------------------------------------------
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["verify", "127.0.0.1:5000/x@sha256:" + "AB" * 32], ["not a valid image reference",
+                                                         "digest"]),
+    (["verify", "127.0.0.1:5000/x@sha256:abc"], ["not a valid image reference"]),
+    (["build-custom", "--tag", "ppml/x:1", "--push"], ["names no registry"]),
+    (["build-custom", "--tag", "127.0.0.1:5000/x:1", "--push-unsigned"],
+     ["--push-unsigned goes with --push"]),
+    (["build-custom", "--export-signing-data", "d.tbs", "--push", "--tag",
+      "127.0.0.1:5000/x:1"], ["nothing to push"]),
+    (["build-custom", "--export-signing-data", "d.tbs", "--output", "m.json"],
+     ["--output records a signed image"]),
+    (["build-custom", "--output", "."], ["is a folder"]),
+    (["build-custom", "--expect-mr-enclave", "12"], ["64 hex digits"]),
+    (["sign-image", "x-unsigned", "--tag", "127.0.0.1:5000/Upper:1", "--push"],
+     ["name invalid", "lower-case"]),
+    (["sign-image", "sha256:" + "0" * 64, "--push", "--push-unsigned", "--tag",
+      "127.0.0.1:5000/x:1"], ["the unsigned image", "name invalid"]),
+])
+def test_publishing_options_are_checked_before_any_work(args: list[str], fragments: list[str],
+                                                       tmp_path: Path, enclave_key: Path
+                                                       ) -> None:
+    from conftest import assert_one_line_error, run_cli
+
+    if args[0] in ("build-custom", "sign-image") and "--export-signing-data" not in args:
+        args = [*args, "--key", str(enclave_key)]
+    result = run_cli(*args, cwd=tmp_path, env=NO_ENGINE)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

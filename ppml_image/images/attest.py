@@ -42,6 +42,7 @@ from ppml_image.errors import (
     ImageContentError,
     ManifestError,
     PolicyError,
+    RegistryError,
     SigstructError,
     VerificationError,
 )
@@ -142,12 +143,18 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     (no engine, no image, a registry that cannot be read); everything the
     image is or holds is reported in :class:`Verification`.
     """
+    by_digest = digest_reference(ref)  # a malformed one is a usage error, before any work
     engine = engine or connect()
-    by_digest = digest_reference(ref)
     pulled = False
     if pull or (by_digest is not None and engine.find_image(ref) is None):
         progress = Progress(f"pull {ref}", quiet=quiet)
-        engine.pull(ref, progress=progress)
+        try:
+            engine.pull(ref, progress=progress)
+        except RegistryError as exc:
+            if exc.reason != "content":
+                raise
+            # The registry served bytes that are not what the digest names: tampering.
+            return Verification(image=ref, problems=[str(exc)])
         progress.done("pulled")
         pulled = True
     info = engine.image(ref)

@@ -668,6 +668,8 @@ def registry_of(ref: str) -> str:
 # What the engine says when a registry fails, by reason (lower-case fragments).
 _REGISTRY_REASONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("http", ("server gave http response to https client",)),
+    ("content", ("verification failed", "digest mismatch", "did not match",
+                 "digest_invalid", "digest invalid")),
     ("auth", ("no basic auth credentials", "unauthorized", "authentication required",
               "denied", "incorrect username or password")),
     ("name", ("name invalid", "name_invalid", "invalid reference format",
@@ -692,6 +694,8 @@ def registry_error(what: str, ref: str, message: str) -> RegistryError:
         "auth": (f"{what}: registry {registry} refused authentication ({detail}); log in "
                  f"first (docker login {registry})", "auth"),
         "name": (f"{what}: name invalid ({detail})", "name"),
+        "content": (f"{what}: registry {registry} served content that does not match its "
+                    f"digest ({detail}): refused", "content"),
         "not-found": (f"{what}: not found in registry {registry} ({detail})", "not-found"),
         "unreachable": (f"{what}: registry {registry} does not answer ({detail}); is it "
                         "running? (a local one: scripts/ensure-registry.sh)", "unreachable"),
