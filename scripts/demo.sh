@@ -59,6 +59,6 @@ $PPML verify "$(record repo_digest)" --mr-enclave "$(record mr_enclave)" \
     --mr-signer "$(record mr_signer)"
 
 say "the application, run natively in the signed image (no SGX on this machine)"
-docker run --rm "$APP_TAG" python3 /ppml/app/main.py
+docker run --rm --network none "$APP_TAG" python3 /ppml/app/main.py
 
 say "done: measurements in $OUT/measurements.json"
