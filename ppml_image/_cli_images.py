@@ -6,16 +6,25 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ppml_image import _cli_signers
-from ppml_image.cli import app, emit_json, fail, handles_errors
+from ppml_image import _cli_signers, defaults
+from ppml_image._cli_base import app, emit_json, fail, handles_errors, lazy_module
 from ppml_image.errors import UsageError
-from ppml_image.images import attest, base, bootstrap, config, custom
-from ppml_image.sgx import offline
-from ppml_image.sgx.manifest import parse_defines
-from ppml_image.sgx.signers import Signer
+
+if TYPE_CHECKING:
+    from ppml_image.images import attest, base, bootstrap, config, custom
+    from ppml_image.sgx.manifest import parse_defines
+    from ppml_image.sgx.signers import Signer
+else:  # docker and the signing core load when a command runs, not for `--help`
+    attest, base, bootstrap, config, custom = (
+        lazy_module(f"ppml_image.images.{name}")
+        for name in ("attest", "base", "bootstrap", "config", "custom"))
+
+    def parse_defines(define: list[str]) -> dict[str, object]:
+        return lazy_module("ppml_image.sgx.manifest").parse_defines(define)
 
 EXPECT_HELP = ("Fail (exit 3) before signing, building or tagging anything if the measured "
                "MRENCLAVE is not this one: the registered value, when rebuilding from source.")
@@ -30,7 +39,7 @@ PUSH_UNSIGNED_HELP = "Also push the -unsigned image (with --push; it is pushed f
 def bootstrap_os_cmd(
     suite: str = typer.Option("bookworm", "--suite", help="Debian suite to bootstrap."),
     tag: str | None = typer.Option(None, "--tag", help="Image tag (default: debian:SUITE)."),
-    mirror: str = typer.Option(bootstrap.DEFAULT_MIRROR, "--mirror", help="Debian mirror URL."),
+    mirror: str = typer.Option(defaults.DEFAULT_MIRROR, "--mirror", help="Debian mirror URL."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Build an OS base image from Debian packages (debootstrap) when no registry answers."""
@@ -72,6 +81,14 @@ def build_base_cmd(
     typer.echo(f"libpal:  {result.gramine['libpal']}")
 
 
+def _check_record(output: Path | None, *inputs: Path | None) -> None:
+    """The --output record is checked before any build: never lose a build to a bad path."""
+    if output is not None:
+        from ppml_image._fs import check_output_files
+
+        check_output_files([output], [p for p in inputs if p is not None])
+
+
 def _report(result: custom.CustomImage, output: Path | None, as_json: bool) -> None:
     """The measurement: to --output, and as JSON or the lines teams copy."""
     if output is not None:
@@ -92,23 +109,27 @@ def _report(result: custom.CustomImage, output: Path | None, as_json: bool) -> N
 
 @contextlib.contextmanager
 def _push_failure_reported(as_json: bool) -> Iterator[None]:
-    """A failed push: with --json, the measurement (no digest) and the error on stdout too."""
+    """A failed push with --json: one failure object that also holds the measurement of
+    what was built (with ``repo_digest`` null); the error line on stderr as always."""
     try:
         yield
     except custom.PushFailed as exc:
-        if as_json:
-            emit_json({"ok": False, "error": str(exc), **exc.result.to_json()})
-        raise
+        if not as_json:
+            raise
+        typer.echo(f"ppml-image: error: {exc}", err=True)
+        emit_json({"ok": False, "error": str(exc), "exit_code": exc.exit_code,
+                   **exc.result.to_json()})
+        raise typer.Exit(exc.exit_code) from None
 
 
-def _check_output(output: Path | None, export_data: Path | None) -> None:
+def _check_output(output: Path | None, export_data: Path | None, key: str | None,
+                  *inputs: Path | None) -> None:
     """--output is checked before any long work; it records a signed image only."""
-    if output is None:
-        return
-    if export_data is not None:
+    if output is not None and export_data is not None:
         raise UsageError("--output records a signed image; with --export-signing-data the "
                          "record is DATA.json")
-    offline.check_outputs([output])
+    key_file = Path(key) if key is not None and not key.startswith("pkcs11:") else None
+    _check_record(output, key_file, *inputs)
 
 
 def _print_exported(exported: custom.ExportedImage, as_json: bool) -> None:
@@ -147,12 +168,12 @@ def _signer(key: str | None, passphrase_file: Path | None, signature: Path | Non
 def build_custom_cmd(
     key: str | None = typer.Option(None, "--key", "-k", help=_cli_signers.KEY_HELP
                                    + " Never leaves this process."),
-    base_image: str = typer.Option(custom.DEFAULT_BASE, "--base", help="Base image."),
+    base_image: str = typer.Option(defaults.DEFAULT_BASE, "--base", help="Base image."),
     app_dir: Path | None = typer.Option(None, "--app", help="Application folder (-> /ppml/app)."),
-    manifest: str = typer.Option(custom.DEFAULT_TEMPLATE, "--manifest",
+    manifest: str = typer.Option(defaults.DEFAULT_TEMPLATE, "--manifest",
                                  help="Template: a shipped name (python-ml, spark) or a path."),
     define: list[str] = typer.Option([], "--define", "-D", help="Template variable key=value."),
-    tag: str = typer.Option(custom.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
+    tag: str = typer.Option(defaults.DEFAULT_TAG, "--tag", help="Final image tag (NAME:TAG)."),
     date: str = typer.Option("today", "--date", help="SIGSTRUCT date: YYYY-MM-DD or today."),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
@@ -175,7 +196,7 @@ def build_custom_cmd(
     if release and allow_debug:
         fail("--release and --allow-debug exclude each other", 2)
     expected = custom.expected_mr_enclave(expect_mr_enclave)
-    _check_output(output, export_data)
+    _check_output(output, export_data, key, passphrase_file)
     if export_data is not None:
         _cli_signers.check_export_options(key, passphrase_file=passphrase_file)
         if push or push_unsigned:
@@ -233,7 +254,8 @@ def sign_image_cmd(
 ) -> None:
     """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
     expected = custom.expected_mr_enclave(expect_mr_enclave)
-    _check_output(output, export_data)
+    _check_output(output, export_data, key, passphrase_file, signature,
+                  public_key)
     if export_data is not None:
         _cli_signers.check_export_options(key, passphrase_file=passphrase_file,
                                           signature=signature, public_key=public_key)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ppml_image import _cli_signers
-from ppml_image.cli import app, emit_json, handles_errors
+from ppml_image._cli_base import app, emit_json, handles_errors, lazy_module
+from ppml_image.defaults import PASSPHRASE_ENV
 from ppml_image.errors import PpmlError, UsageError
-from ppml_image.sgx import keys, manifest, offline, schema, sign, sigstruct
+from ppml_image.sgx.gramine import PKGLIBDIR
+
+if TYPE_CHECKING:
+    from ppml_image.sgx import keys, manifest, offline, schema, sign, sigstruct
+else:  # loaded when a command runs: `--help` needs none of them
+    keys, manifest, offline, schema, sign, sigstruct = (
+        lazy_module(f"ppml_image.sgx.{name}")
+        for name in ("keys", "manifest", "offline", "schema", "sign", "sigstruct"))
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
 
@@ -68,8 +77,7 @@ def manifest_cmd(
                                      help="Template variable: key=value, or a bare key (true)."),
     chroot: Path | None = typer.Option(None, "--chroot",
                                        help="Resolve file: URIs inside this root folder."),
-    pkglibdir: str = typer.Option(manifest.DEFAULT_PKGLIBDIR, "--pkglibdir",
-                                  help=PKGLIBDIR_HELP),
+    pkglibdir: str = typer.Option(PKGLIBDIR, "--pkglibdir", help=PKGLIBDIR_HELP),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Check the result against Gramine's manifest schema."),
 ) -> None:
@@ -101,11 +109,10 @@ def sign_cmd(
                                         "OUTPUT with .manifest.sgx replaced by .sig)."),
     chroot: Path | None = typer.Option(
         None, "--chroot", help="Read every file the manifest names inside this folder."),
-    pkglibdir: str = typer.Option(manifest.DEFAULT_PKGLIBDIR, "--pkglibdir",
-                                  help=PKGLIBDIR_HELP),
+    pkglibdir: str = typer.Option(PKGLIBDIR, "--pkglibdir", help=PKGLIBDIR_HELP),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="File holding the key's passphrase "
-        f"(or set {keys.PASSPHRASE_ENV})."),
+        f"(or set {PASSPHRASE_ENV})."),
     release: bool = typer.Option(
         False, "--release", help="Refuse a manifest that breaks the release policy (debug, "
         "insecure__ options, allow_all_but_log, code in allowed_files...), naming every "
@@ -122,6 +129,12 @@ def sign_cmd(
 ) -> None:
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
     limit = parse_size_option(max_enclave_size, "--max-enclave-size")
+    inputs = [p for p in (manifest_path, libpal, passphrase_file, signature, public_key)
+              if p is not None]
+    if key is not None and not key.startswith("pkcs11:"):
+        inputs.append(Path(key))
+    if export_data is None:  # outputs first: before a PIN prompt, a key or any hashing
+        sign.check_outputs(output, sigfile or sign.default_sigfile(output), inputs)
     if export_data is not None:
         _cli_signers.check_export_options(key, passphrase_file=passphrase_file,
                                           signature=signature, public_key=public_key,
@@ -136,7 +149,7 @@ def sign_cmd(
             public_key=public_key)) as signer:
         signed = sign.sign_manifest(manifest_path, output, libpal, signer, date=date,
                                     sigfile=sigfile, chroot=chroot, pkglibdir=pkglibdir,
-                                    release=release, max_enclave_size=limit)
+                                    release=release, max_enclave_size=limit, inputs=inputs)
     if as_json:
         emit_json(signed.sigstruct.view())
         return

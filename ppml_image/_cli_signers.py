@@ -5,9 +5,15 @@ options name (``--key`` file or ``pkcs11:`` URI, or ``--signature`` with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ppml_image._cli_base import lazy_module
 from ppml_image.errors import UsageError
-from ppml_image.sgx import signers
+
+if TYPE_CHECKING:
+    from ppml_image.sgx import signers
+else:  # cryptography loads when a command signs, not when the CLI starts
+    signers = lazy_module("ppml_image.sgx.signers")
 
 KEY_HELP = ("Enclave signing key: a PEM file, or a PKCS#11 URI such as "
             "'pkcs11:token=ppml;object=enclave-key' (module from module-path= or "

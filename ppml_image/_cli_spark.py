@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ppml_image.cli import app, emit_json, handles_errors
+from ppml_image._cli_base import app, emit_json, handles_errors, lazy_module
 from ppml_image.errors import UsageError
-from ppml_image.images import run as run_mod
-from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES, templates
-from ppml_image.k8s import secret_manifests as k8s_secrets
-from ppml_image.spark import common, password, tls
+from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
+
+if TYPE_CHECKING:
+    from ppml_image.images import run as run_mod
+    from ppml_image.k8s import secret_manifests as k8s_secrets
+    from ppml_image.k8s import templates
+    from ppml_image.spark import common, password, tls
+else:  # cryptography, yaml and docker load when a command runs
+    run_mod = lazy_module("ppml_image.images.run")
+    k8s_secrets = lazy_module("ppml_image.k8s.secret_manifests")
+    templates = lazy_module("ppml_image.k8s.templates")
+    common, password, tls = (lazy_module(f"ppml_image.spark.{name}")
+                             for name in ("common", "password", "tls"))
 
 secrets_app = typer.Typer(help="Spark security material: TLS keys, keystores, password.",
                           no_args_is_help=True)

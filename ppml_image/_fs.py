@@ -13,9 +13,10 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import stat
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -361,3 +362,239 @@ def _read_entry(folder: Path, dir_fd: int, name: str, limit: int) -> bytes:
     if len(data) > limit:
         raise PpmlError(f"{shown}: is larger than {limit} bytes")
     return data
+
+
+# --------------------------------------------------------------------------
+# Bounded reads of the user's input files.
+# --------------------------------------------------------------------------
+KiB = 1 << 10
+MiB = 1 << 20
+
+
+def size_text(size: int) -> str:
+    """``1 MiB``, ``512 MiB``, ``64 KiB``, ``1808 bytes``: how messages state a limit."""
+    for unit, name in ((MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
+def read_capped(path: str | bytes | os.PathLike[str], cap: int, what: str,
+                error: type[PpmlError] = PpmlError) -> bytes:
+    """The bytes of the user's input file *path*: at most *cap* of them, or *error*.
+
+    One open, then fstat on that descriptor and a bounded read: no
+    check-then-open race, and neither ``/dev/zero`` nor a huge file is read
+    into memory. A regular file larger than *cap* is refused before reading;
+    a pipe or FIFO (``--key <(...)``) is read up to *cap* bytes; a device,
+    folder or socket is refused at once. Messages name *path* and *what* it
+    should be (``key file``, ``libpal.so``...), never a descriptor.
+    """
+    shown = os.fsdecode(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise error(f"{shown}: cannot read {what}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{shown}: is a folder, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{shown}: cannot read {what}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{shown}: is a folder, not a {what}")
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+            raise error(f"{shown}: is a device or socket, not a {what} (a regular file or "
+                        f"pipe of at most {size_text(cap)})")
+        if info.st_size > cap:
+            raise error(f"{shown}: {what} is larger than {size_text(cap)} (the limit)")
+        return _read_at_most(fd, cap, shown, what, error)
+    except OSError as exc:
+        raise error(f"{shown}: cannot read {what}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_at_most(fd: int, cap: int, shown: str, what: str,
+                  error: type[PpmlError]) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        # Reads of at most 1 MiB: a Ctrl-C between them is seen at once.
+        chunk = os.read(fd, min(cap + 1 - size, MiB))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > cap:
+        raise error(f"{shown}: {what} is larger than {size_text(cap)} (the limit)")
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------
+# Output files: checked before any work, committed in order.
+# --------------------------------------------------------------------------
+# Kernel file systems whose files are not files: writing there is never what
+# the user meant, and replacing an entry there can do harm.
+PSEUDO_FILE_SYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+    "securityfs", "bpf", "configfs", "fusectl", "pstore", "efivarfs", "mqueue", "binfmt_misc",
+    "autofs", "rpc_pipefs", "nsfs", "selinuxfs"})
+
+
+def _file_system_of(folder: str) -> str | None:
+    """The type of the file system holding *folder* (a real path), from mountinfo."""
+    best, kind = "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                mount = fields[4].replace("\\040", " ").replace("\\011", "\t") \
+                    .replace("\\012", "\n").replace("\\134", "\\")
+                inside = folder == mount or folder.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        return None
+    return kind
+
+
+def check_output_files(outputs: Sequence[Path], inputs: Sequence[Path] = (), *,
+                       make_parents: bool = False) -> None:
+    """Refuse, before any work, output files we could not or should not write.
+
+    An output that is a folder, a device, FIFO or socket, whose folder is
+    missing, not a folder, not writable or on a kernel pseudo file system
+    (``/proc``, ``/sys``...), or that is the same file as another output or as
+    one of the command's *inputs* (by path or by inode: a hard link or
+    symbolic link counts) is a :class:`UsageError` naming the user's path.
+    With *make_parents*, missing folders will be created: the nearest
+    existing one is checked instead.
+    """
+    seen: dict[object, Path] = {}
+    for given in inputs:
+        for identity in _identities(Path(given)):
+            seen.setdefault(identity, Path(given))
+    for path in outputs:
+        path = Path(path)
+        _check_output_file(path, make_parents)
+        for identity in _identities(path):
+            if identity in seen:
+                other = seen[identity]
+                role = "input" if other in inputs else "output"
+                raise UsageError(f"{path}: is the same file as the {role} {other}; give each "
+                                 "output a path of its own")
+        for identity in _identities(path):
+            seen[identity] = path
+
+
+def _identities(path: Path) -> list[object]:
+    """What makes two paths the same file: the resolved path, and the inode if it exists."""
+    found: list[object] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        found.append((info.st_dev, info.st_ino))
+    return found
+
+
+def _check_output_file(path: Path, make_parents: bool) -> None:
+    try:
+        info: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except NotADirectoryError:
+        raise UsageError(f"{path}: a folder on its path is a file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot use it as an output file: {exc.strerror}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{path}: is a folder, not an output file")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{path}: is a device, FIFO or socket; refusing to replace it with "
+                         "an output file")
+    folder = path.parent if str(path.parent) else Path(".")
+    while make_parents and not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not os.path.isdir(folder):
+        what = "does not exist" if not os.path.lexists(folder) else "is not a folder"
+        raise UsageError(f"{path}: cannot write: its folder {folder} {what}")
+    real = os.path.realpath(folder)
+    kind = _file_system_of(real)
+    if kind in PSEUDO_FILE_SYSTEMS:
+        raise UsageError(f"{path}: {folder} is on the kernel's {kind} file system, not a "
+                         "place for output files")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: cannot write in its folder {folder}")
+
+
+def write_files_in_order(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) -> None:
+    """Write *files* together: each to a temporary file beside it, then renamed in order.
+
+    The last file vouches for the others (a ``.sig`` for its ``.manifest.sgx``),
+    so an existing one is removed just before the renames and renamed into
+    place last: whenever the process stops, even by ``kill -9``, the last
+    file on disk (if any) belongs with the files before it. Signals wait
+    during the renames, so Ctrl-C never splits them. Errors name the user's
+    file, never a temporary one.
+    """
+    temps: list[str] = []
+    try:
+        for path, data in files:
+            temps.append(_write_temporary(Path(path), data, mode))
+        _signals.check()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            _commit_in_order([Path(p) for p, _ in files], temps)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    finally:
+        for name in filter(None, temps):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+
+def _write_temporary(path: Path, data: bytes, mode: int) -> str:
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise PpmlError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(name, mode)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise PpmlError(f"{path}: cannot write: {exc.strerror}") from None
+    return name
+
+
+def _commit_in_order(paths: list[Path], temps: list[str]) -> None:
+    last = paths[-1]
+    try:
+        if os.path.lexists(last):
+            os.unlink(last)
+            _sync_folder(last)
+    except OSError as exc:
+        raise PpmlError(f"{last}: cannot replace it: {exc.strerror}") from None
+    for index, (path, name) in enumerate(zip(paths, temps, strict=True)):
+        try:
+            os.replace(name, path)
+            temps[index] = ""  # renamed: nothing to remove
+            # On disk too, not only in the page cache: after a power cut the
+            # last file must not be there without the ones before it.
+            _sync_folder(path)
+        except OSError as exc:
+            raise PpmlError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def _sync_folder(path: Path) -> None:
+    fd = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

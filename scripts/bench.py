@@ -9,6 +9,11 @@
    a PEM file (target: the same order of magnitude, ratio < 10). The token
    lives in a temporary folder (SOFTHSM2_CONF); the machine's tokens are
    never opened.
+4. The front door, whole processes as a user runs them (issue 11.9):
+   `ppml-image --help`; `ppml-image sign` of a 256M enclave (target <= 0.25 s);
+   `ppml-image sign` of a 64G enclave against one hashlib.sha256 call over
+   the same EADD bytes (target: ratio <= 1.5). Bytecode is compiled once into
+   a temporary PYTHONPYCACHEPREFIX first, as an installed wheel has it.
 """
 
 from __future__ import annotations
@@ -173,11 +178,72 @@ def bench_hsm_signing() -> float:
     return ratio
 
 
+def _eadd_bytes(size: str) -> int:
+    """The bytes of the EADD records of the unmeasured pages of a *size* enclave."""
+    text = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
+            f'sgx.enclave_size = "{size}"\nsgx.max_threads = 4\n')
+    params = enclave_params(parse_manifest(text, "bench")["sgx"], "bench")
+    areas = build_layout(params, text.encode(), load_elf(PAL))
+    return sum(a.size for a in areas if a.desc == "free") // PAGE * 64
+
+
+def _process_seconds(argv: list[str], env: dict[str, str], runs: int, *,
+                     warm: bool = True) -> float:
+    def once() -> None:
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    if warm:
+        once()  # compiles the bytecode, warms the page cache
+    return best_of(runs, once)
+
+
+def bench_front_door() -> tuple[float, float]:
+    """End-to-end seconds of whole ppml-image processes; returns (sign 256M, 64G ratio)."""
+    from ppml_image.sgx.keys import generate_key
+
+    script = Path(sys.executable).with_name("ppml-image")
+    cli = [str(script)] if script.exists() else [sys.executable, "-m", "ppml_image"]
+    with tempfile.TemporaryDirectory(prefix="ppml-bench-cli-") as tmp:
+        root = Path(tmp)
+        env = {k: v for k, v in os.environ.items()
+               if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("PPML_IMAGE_")}
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        key = root / "key.pem"
+        generate_key(key)
+        commands = {}
+        for size in ("256M", "64G"):
+            manifest = root / f"{size}.manifest"
+            manifest.write_text('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "'
+                                + "0" * 64 + f'"\nsgx.enclave_size = "{size}"\n'
+                                'sgx.max_threads = 4\n')
+            commands[size] = [*cli, "sign", "-m", str(manifest), "-o",
+                              str(root / f"{size}.manifest.sgx"), "--libpal", str(PAL), "-k",
+                              str(key), "--date", "2025-01-01"]
+        sign = {"256M": _process_seconds(commands["256M"], env, 7)}
+        startup = _process_seconds([sys.executable, "-c", "pass"], env, 7)
+        help_seconds = _process_seconds([*cli, "--help"], env, 7)
+        # 64G and its reference interleaved, so that both see the same machine load.
+        eadd = _eadd_bytes("64G")
+        records = bytes(eadd)
+        processes, refs = [], []
+        for _ in range(4):  # the 256M runs compiled the bytecode already
+            processes.append(_process_seconds(commands["64G"], env, 1, warm=False))
+            refs.append(best_of(1, lambda: hashlib.sha256(records).digest()))
+        sign["64G"], ref = min(processes), min(refs)
+    ratio = sign["64G"] / ref
+    print(f"front door (whole processes, best of 7): python itself {startup:.3f} s, "
+          f"ppml-image --help {help_seconds:.3f} s, sign 256M {sign['256M']:.3f} s "
+          "(target <= 0.25 s)")
+    print(f"sign 64G, whole process: {sign['64G']:.3f} s; one sha256 call over the same "
+          f"{eadd / 1e9:.2f} GB of EADD records {ref:.3f} s; ratio {ratio:.2f} (target <= 1.5)")
+    return sign["256M"], ratio
+
+
 def main() -> int:
     mr = bench_mrenclave()
     hashing = bench_hashing()
     hsm = bench_hsm_signing()
-    ok = mr <= 1.5 and hashing <= 1.0 and hsm < 10
+    sign_256m, sign_64g = bench_front_door()
+    ok = mr <= 1.5 and hashing <= 1.0 and hsm < 10 and sign_256m <= 0.25 and sign_64g <= 1.5
     print("within targets" if ok else "OUTSIDE TARGETS")
     return 0 if ok else 1
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import COMMON, VECTORS, assert_one_line_error, cases, load_case, run_cli
+from ptyrun import answer_prompt
 from softhsm import SoftHsm
 
 PAL = COMMON / "fake_libpal.so"
@@ -103,28 +102,14 @@ def test_pin_prompt_on_a_terminal_is_hidden(softhsm: SoftHsm, out: Path) -> None
             "--libpal", case["libpal"], "--key", softhsm.uri("vector-key", pin=False),
             "--date", case["date"], "--chroot", case["chroot"],
             "--output", str(out / "out.manifest.sgx")]
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the CLI on a pseudo-terminal
+    def prepare() -> None:  # in the child, before exec
         os.chdir(VECTORS / VECTOR)
         for name in ("PPML_IMAGE_PKCS11_PIN", "PPML_IMAGE_PKCS11_MODULE"):
             os.environ.pop(name, None)
         os.environ.update(softhsm.env)
-        os.execv(sys.executable, argv)
-    output = b""
-    deadline = time.monotonic() + 60
-    while b"PIN for" not in output and time.monotonic() < deadline:
-        output += os.read(fd, 1024)
-    os.write(fd, softhsm.pin.encode() + b"\n")
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, output
+
+    code, output = answer_prompt(argv, b"PIN for", softhsm.pin.encode(), before_exec=prepare)
+    assert code == 0, output
     assert b"PKCS#11 token 'ppml' object 'vector-key'" in output  # the prompt names the key
     assert softhsm.pin.encode() not in output  # not echoed
     assert (out / "out.sig").read_bytes() == (VECTORS / VECTOR / "expected.sig").read_bytes()

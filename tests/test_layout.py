@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from bad_inputs import elf
 from conftest import COMMON, VECTORS, load_case
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_bad_inputs import elf
 
 from ppml_image.errors import ElfError, ManifestError
 from ppml_image.sgx import measure as ms

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ptyrun import answer_prompt
 
 PAL = COMMON / "fake_libpal.so"
 
@@ -206,33 +210,24 @@ def test_manifest_schema_rejects_unknown_keys(tmp_path: Path, rootfs: Path) -> N
 def test_encrypted_key_passphrase_prompt_on_a_terminal(tmp_path: Path, rootfs: Path, out: Path,
                                                        encrypted_key: Path) -> None:
     """On a terminal the passphrase is asked for, hidden, never taken from argv."""
-    import os
-    import pty
-    import sys
-    import time
-
     manifest = write_manifest(tmp_path)
     argv = [sys.executable, "-m", "ppml_image", "sign", "--manifest", str(manifest),
             "--output", str(out / "app.manifest.sgx"), "--libpal", str(PAL),
             "--key", str(encrypted_key), "--chroot", str(rootfs)]
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the CLI on a pseudo-terminal
-        os.environ.pop("PPML_IMAGE_KEY_PASSPHRASE", None)
-        os.execv(sys.executable, argv)
-    output = b""
-    deadline = time.monotonic() + 60
-    while b"Passphrase for" not in output and time.monotonic() < deadline:
-        output += os.read(fd, 1024)
-    os.write(fd, b"correct horse\n")
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, output
+    code, output = answer_prompt(
+        argv, b"Passphrase for", b"correct horse",
+        before_exec=lambda: os.environ.pop("PPML_IMAGE_KEY_PASSPHRASE", None))
+    assert code == 0, output
     assert b"correct horse" not in output  # not echoed
     assert _outputs(out) == ["app.manifest.sgx", "app.sig"]
+
+
+def test_a_prompt_that_never_comes_fails_the_test_instead_of_hanging() -> None:
+    """The terminal helper itself: no prompt within the time, a failure; the child is killed."""
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="no b'Passphrase for' prompt"):
+        answer_prompt(["/bin/sleep", "60"], b"Passphrase for", b"x", timeout=1)
+    with pytest.raises(pytest.fail.Exception, match="still running"):
+        answer_prompt(["/bin/sh", "-c", "echo 'Passphrase for k:'; exec sleep 60"],
+                      b"Passphrase for", b"x", timeout=2)
+    assert time.monotonic() - started < 50  # a liveness bound: neither call waited for sleep

@@ -20,8 +20,9 @@ from typing import Any
 import jinja2
 
 from ppml_image import __version__
+from ppml_image._fs import MiB, read_capped
 from ppml_image._proc import child_env
-from ppml_image.errors import EngineError, ImageContentError
+from ppml_image.errors import EngineError, ImageContentError, UsageError
 from ppml_image.images import wheelhouse
 from ppml_image.images.config import BaseConfig
 from ppml_image.images.context import BuildContext
@@ -176,7 +177,8 @@ def _context(config: BaseConfig, dockerfile: str) -> Any:
     if config.gramine_source == "tree":
         context.add_tree(Path(config.gramine_path), "gramine-tree")
     if config.ca_bundle:
-        context.add_bytes("ca-bundle.crt", Path(config.ca_bundle).read_bytes())
+        context.add_bytes("ca-bundle.crt", read_capped(config.ca_bundle, 16 * MiB, "CA bundle",
+                                                       UsageError))
     return context.finish()
 
 

@@ -14,11 +14,10 @@ import tempfile
 from pathlib import Path
 
 from ppml_image._proc import child_env
+from ppml_image.defaults import DEFAULT_MIRROR as DEFAULT_MIRROR
 from ppml_image.errors import BuildError, UsageError
 from ppml_image.images.engine import Engine, connect
 from ppml_image.images.progress import Progress
-
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
 def bootstrap_os(suite: str = "bookworm", tag: str | None = None, *,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppml_image._fs import MiB, read_capped
 from ppml_image.errors import UsageError
 from ppml_image.sgx import gramine
 
@@ -28,6 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+MAX_CONFIG_FILE = MiB  # a few lines of TOML
 PROFILES = ("full", "slim")
 GRAMINE_SOURCES = ("apt", "deb-dir", "tree")
 
@@ -97,10 +99,11 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> BaseConfig:
     """Defaults, then the ``[base]`` table of *path* (if given), then *overrides*."""
     values: dict[str, Any] = {}
     if path is not None:
+        raw = read_capped(path, MAX_CONFIG_FILE, "config file", UsageError)
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read config: {exc.strerror}") from None
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: config file is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{path}: invalid TOML: {exc}") from None
         values.update(data.get("base", {}))

@@ -45,6 +45,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image import __version__
+from ppml_image.defaults import DEFAULT_BASE as DEFAULT_BASE
+from ppml_image.defaults import DEFAULT_TAG as DEFAULT_TAG
+from ppml_image.defaults import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
 from ppml_image.errors import (
     ImageContentError,
     PolicyError,
@@ -84,9 +87,6 @@ log = logging.getLogger("ppml_image")
 
 ENCLAVE_DIR = "/ppml"
 APP_DIR = f"{ENCLAVE_DIR}/app"
-DEFAULT_BASE = "ppml-image/base:latest"
-DEFAULT_TAG = "ppml-image/custom:latest"
-DEFAULT_TEMPLATE = "python-ml"
 
 
 @dataclass

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppml_image._fs import read_capped
 from ppml_image.errors import ElfError
 
 PT_LOAD = 1
@@ -81,10 +82,9 @@ def parse_elf(data: bytes, name: str = "<elf>") -> ElfImage:
     return ElfImage(entry=entry, segments=tuple(segments), data=data, name=name)
 
 
-def load_elf(path: Path) -> ElfImage:
-    """Read and parse the ELF file at *path*."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ElfError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_elf(data, str(path))
+MAX_PAL_FILE = 512 << 20  # Gramine's libpal.so is about 1 MiB; never read /dev/zero
+
+
+def load_elf(path: Path, what: str = "libpal.so", cap: int = MAX_PAL_FILE) -> ElfImage:
+    """Read (at most *cap* bytes) and parse the ELF file at *path*."""
+    return parse_elf(read_capped(path, cap, what, ElfError), str(path))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ppml_image._fs import read_capped
 from ppml_image.errors import TokenError, UsageError
 from ppml_image.sgx.keys import SGX_RSA_KEY_SIZE, SGX_RSA_PUBLIC_EXPONENT, mr_signer_of
 from ppml_image.sgx.keys import sgx_key_problem as _sgx_key_problem
@@ -241,13 +242,9 @@ def _pin_file(source: str, where: str) -> Path:
 
 def _read_pin_file(path: Path, where: str) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PIN_FILE + 1)
-    except OSError as exc:
-        raise TokenError(f"{where}: PIN file {path}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_PIN_FILE:
-        raise TokenError(f"{where}: PIN file {path}: longer than {MAX_PIN_FILE} bytes; "
-                         "not a PIN file")
+        data = read_capped(path, MAX_PIN_FILE, "PIN file", TokenError)
+    except TokenError as exc:  # name the token too: several keys may be in play
+        raise TokenError(f"{where}: PIN file {exc}") from None
     lines = data.splitlines()
     return lines[0] if lines else b""
 

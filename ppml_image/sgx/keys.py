@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -18,13 +19,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image._fs import write_private
+from ppml_image._fs import MiB, check_output_files, read_capped, write_private
+from ppml_image.defaults import PASSPHRASE_ENV as PASSPHRASE_ENV
 from ppml_image.errors import KeyFileError
 
 SGX_RSA_KEY_SIZE = 3072
 SGX_RSA_PUBLIC_EXPONENT = 3
 MODULUS_BYTES = SGX_RSA_KEY_SIZE // 8
-PASSPHRASE_ENV = "PPML_IMAGE_KEY_PASSPHRASE"
+MAX_KEY_FILE = MiB  # a PEM key is a few KiB: never read /dev/zero or a disk image
+MAX_PASSPHRASE_FILE = 64 << 10  # the passphrase is the first line
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,7 @@ def generate_key(path: Path = Path("enclave-key.pem"), *, force: bool = False) -
     not even for an instant. An existing file is kept unless *force* is set.
     """
     path = Path(path)
-    if path.is_dir():
-        raise KeyFileError(f"{path}: is a folder, not a key file path")
+    check_output_files([path], make_parents=True)  # a folder, /proc, a device...
     if path.exists() and not force:
         raise KeyFileError(f"{path}: already exists; pass --force to replace it")
     key = rsa.generate_private_key(
@@ -86,49 +88,67 @@ def generate_key(path: Path = Path("enclave-key.pem"), *, force: bool = False) -
     return KeyInfo(path=path, mr_signer=mr_signer_of(key.public_key()))
 
 
-def read_passphrase(passphrase_file: Path | None, key: Path | None = None) -> bytes | None:
+def read_passphrase(passphrase_file: Path | None,
+                    key: Path | bytes | None = None) -> bytes | None:
     """Passphrase from a file (first line), the PPML_IMAGE_KEY_PASSPHRASE
-    variable, or, for an encrypted *key* on a terminal, a hidden prompt.
+    variable, or, for an encrypted *key* (a path, or the key file's bytes) on
+    a terminal, a hidden prompt.
 
     Passphrases never travel on the command line, where ``ps`` and shell
-    history would show them.
+    history would show them. An empty one is refused, naming where it came
+    from: it is a mistake (an empty file, an unset CI secret), and the key's
+    own error would only say that the passphrase is wrong.
     """
     if passphrase_file is not None:
-        try:
-            text = Path(passphrase_file).read_bytes()
-        except OSError as exc:
-            raise KeyFileError(
-                f"{passphrase_file}: cannot read passphrase: {exc.strerror}") from None
-        return text.splitlines()[0] if text else b""
+        text = read_capped(passphrase_file, MAX_PASSPHRASE_FILE, "passphrase file",
+                           KeyFileError)
+        lines = text.splitlines()
+        if not lines or not lines[0]:
+            raise KeyFileError(f"{passphrase_file}: passphrase file is empty"
+                               + (" on its first line" if text.strip() else "")
+                               + " (the passphrase is its first line)")
+        return lines[0]
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
+        if not env:
+            raise KeyFileError(f"{PASSPHRASE_ENV} is set but empty")
         return env.encode()
     if key is not None and sys.stdin.isatty() and _is_encrypted(key):
-        return getpass.getpass(f"Passphrase for {key}: ").encode()
+        return getpass.getpass(f"Passphrase for {key if isinstance(key, Path) else 'the key'}: "
+                               ).encode()
     return None
 
 
-def _is_encrypted(key: Path) -> bool:
+def _is_encrypted(key: Path | bytes) -> bool:
+    if isinstance(key, bytes):
+        return b"ENCRYPTED" in key
     try:
-        head = Path(key).read_bytes()[:200]
-    except OSError:
+        return b"ENCRYPTED" in read_key_file(key)
+    except KeyFileError:
         return False  # load_signing_key reports it
-    return b"ENCRYPTED" in head
 
 
-def load_signing_key(path: Path, passphrase: bytes | None = None) -> rsa.RSAPrivateKey:
-    """Load a PEM private key and check it is usable for SGX (RSA-3072, e = 3)."""
+def read_key_file(path: Path) -> bytes:
+    """A key file's bytes (at most :data:`MAX_KEY_FILE`; a FIFO such as ``<(...)`` works)."""
+    return read_capped(path, MAX_KEY_FILE, "key file", KeyFileError)
+
+
+def load_signing_key(path: Path, passphrase: bytes | None = None, *,
+                     data: bytes | None = None) -> rsa.RSAPrivateKey:
+    """Load a PEM private key and check it is usable for SGX (RSA-3072, e = 3).
+
+    *data* is the file's content when the caller has read it already (a FIFO
+    can be read only once); messages still name *path*.
+    """
     path = Path(path)
+    if data is None:
+        data = read_key_file(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: key file not found") from None
-    except IsADirectoryError:
-        raise KeyFileError(f"{path}: is a folder, not a key file") from None
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read key: {exc.strerror}") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
+        # OpenSSL's own key check tests p and q for primality: a tenth of a
+        # second at every signing. check_sgx_key checks the key's numbers
+        # instead, and every signature is verified before use (sign_checked).
+        key = serialization.load_pem_private_key(data, password=passphrase,
+                                                 unsafe_skip_rsa_key_validation=True)
     except TypeError as exc:
         if "encrypted" in str(exc) and passphrase is None:
             raise KeyFileError(
@@ -152,3 +172,13 @@ def check_sgx_key(key: object, path: Path) -> None:
     problem = sgx_key_problem(numbers.n, numbers.e)
     if problem:
         raise KeyFileError(f"{path}: {problem}")
+    if not _consistent(key.private_numbers()):
+        raise KeyFileError(f"{path}: not a valid RSA private key (its numbers do not agree)")
+
+
+def _consistent(key: rsa.RSAPrivateNumbers) -> bool:
+    """The private numbers make one RSA key: n = pq, d inverts e, the CRT values match."""
+    p, q, d, e = key.p, key.q, key.d, key.public_numbers.e
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    return (p * q == key.public_numbers.n and p > 1 and q > 1 and (e * d) % lam == 1
+            and key.dmp1 == d % (p - 1) and key.dmq1 == d % (q - 1) and (key.iqmp * q) % p == 1)

@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import tomli_w
 
-from ppml_image._fs import write_atomic
+from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.schema import check_schema, validate_manifest
@@ -535,6 +535,8 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     atomically. With *check* (the default), the rendered manifest must also
     follow Gramine's full schema (unknown keys are errors).
     """
+    if outfile is not None:  # before any work, and never over the template itself
+        check_output_files([Path(outfile)], [Path(template)])
     text = read_text(template, "template")
     name = str(template)
     rendered = render_template(text, defines, pkglibdir=pkglibdir, python=python, name=name)
@@ -548,11 +550,13 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     return result
 
 
+MAX_MANIFEST_FILE = 256 << 20  # as the rendered output: never read /dev/zero to the end
+
+
 def read_text(path: Path, what: str) -> str:
-    """A UTF-8 manifest or template file; errors name the file."""
+    """A UTF-8 manifest or template file (at most 256 MiB); errors name the file."""
+    data = read_capped(path, MAX_MANIFEST_FILE, what, ManifestError)
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read {what}: {exc.strerror}") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: {what} is not UTF-8 text") from None

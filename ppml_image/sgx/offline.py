@@ -22,7 +22,6 @@ manifest came from (a file, an image).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -36,8 +35,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image._fs import atomic_output
-from ppml_image.errors import KeyFileError, PpmlError, SigstructError, UsageError
+from ppml_image._fs import check_output_files, read_capped, write_files_in_order
+from ppml_image.errors import KeyFileError, SigstructError
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import load_elf
 from ppml_image.sgx.keys import sgx_key_problem
@@ -148,11 +147,7 @@ def sigstruct_from_signing_data(data: bytes, name: str = "<signing data>") -> Si
 
 def read_signing_data(path: Path) -> Sigstruct:
     """Read and decode a signing-data file (``sigstruct --signing-data``)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(SIGNED_DATA_SIZE + 1)
-    except OSError as exc:
-        raise SigstructError(f"{path}: cannot read: {exc.strerror}") from None
+    data = read_capped(path, SIGNED_DATA_SIZE, "signing data file", SigstructError)
     return sigstruct_from_signing_data(data, str(path))
 
 
@@ -182,39 +177,19 @@ def signing_data_files(tbs: Sigstruct, data_path: Path, *, source: str,
 
 
 def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write every file, each atomically; nothing is renamed unless all were written.
+    """Write every file; nothing is renamed unless all were written, and the
+    last one is renamed last (see :func:`ppml_image._fs.write_files_in_order`).
 
     Errors name the user's file, never the temporary one beside it.
     """
     check_outputs([path for path, _ in files])
-    with contextlib.ExitStack() as stack:
-        handles = []
-        for path, _ in files:
-            try:
-                handles.append(stack.enter_context(atomic_output(path)))
-            except OSError as exc:
-                raise PpmlError(f"{path}: cannot write: {exc.strerror}") from None
-        for handle, (_, data) in zip(handles, files, strict=True):
-            handle.write(data)
-        try:
-            stack.close()  # the renames; a failed one removes the temporaries not yet renamed
-        except OSError as exc:
-            raise PpmlError(f"{exc.filename2 or files[0][0]}: cannot write: "
-                            f"{exc.strerror}") from None
+    write_files_in_order(files)
 
 
 def check_outputs(paths: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
-    """Refuse, before any long work, outputs that are folders, the same file
-    twice, or one of the command's inputs."""
-    seen: dict[Path, Path] = {Path(p).resolve(): Path(p) for p in inputs}
-    for path in paths:
-        if Path(path).is_dir():
-            raise UsageError(f"{path}: is a folder, not an output file")
-        resolved = Path(path).resolve()
-        if resolved in seen:
-            raise UsageError(f"{path}: the same file is given twice "
-                             f"({seen[resolved]} and {path})")
-        seen[resolved] = Path(path)
+    """Refuse, before any long work, outputs that are folders, devices, in a
+    missing or pseudo-file-system folder, the same file twice, or an input."""
+    check_output_files(paths, inputs)
 
 
 def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, data: Path, *,
@@ -226,8 +201,7 @@ def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, dat
     *release* and *max_enclave_size* as in :func:`ppml_image.sgx.sign.prepare_enclave`.
     """
     output, data = Path(output), Path(data)
-    check_outputs([data, json_path_for(data)], inputs=[Path(manifest), Path(libpal)])
-    check_outputs([output, data, json_path_for(data)])
+    check_outputs([output, data, json_path_for(data)], inputs=[Path(manifest), Path(libpal)])
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
     limits = {} if max_enclave_size is None else {"max_enclave_size": max_enclave_size}
@@ -236,7 +210,8 @@ def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, dat
         pkglibdir=pkglibdir, release=release, **limits)
     files, record = signing_data_files(prepared.sigstruct, data, source=str(manifest),
                                        manifest_sgx=prepared.manifest_sgx)
-    write_together([(output, prepared.manifest_sgx), *files])
+    # DATA last: the bytes to sign are what vouch for the .manifest.sgx.
+    write_together([(output, prepared.manifest_sgx), *reversed(files)])
     return ExportedSigningData(data, json_path_for(data), record)
 
 
@@ -246,7 +221,7 @@ def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, dat
 def load_public_key(path: Path) -> rsa.RSAPublicKey:
     """An RSA-3072, e = 3 public key from a PEM or DER file (SPKI, PKCS#1 or a certificate)."""
     path = Path(path)
-    data = _read_small(path, "public key", KeyFileError)
+    data = read_capped(path, MAX_KEY_FILE, "public key file", KeyFileError)
     if b"PRIVATE KEY" in data:
         raise KeyFileError(f"{path}: is a private key; --public-key takes the public key "
                            "(openssl rsa -in key.pem -pubout -out pub.pem)")
@@ -278,22 +253,10 @@ def _parse_public(data: bytes) -> object | None:
 def read_signature(path: Path) -> bytes:
     """A raw RSA-3072 signature: exactly 384 bytes."""
     path = Path(path)
-    data = _read_small(path, "signature", SigstructError, limit=SIGNATURE_SIZE + 1)
+    data = read_capped(path, SIGNATURE_SIZE, "signature file", SigstructError)
     if len(data) != SIGNATURE_SIZE:
-        size = f"{len(data)} bytes" if len(data) <= SIGNATURE_SIZE else "longer"
+        size = f"{len(data)} bytes"
         raise SigstructError(f"{path}: signature is {size}; an RSA-3072 signature is "
                              f"{SIGNATURE_SIZE} raw bytes (as openssl dgst -sign writes it)")
     return data
 
-
-def _read_small(path: Path, what: str, error: type[PpmlError],
-                limit: int = MAX_KEY_FILE) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
-    except FileNotFoundError:
-        raise error(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a folder, not a {what} file") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what}: {exc.strerror}") from None

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image._fs import atomic_output
-from ppml_image.errors import PpmlError, UsageError
+from ppml_image._fs import check_output_files, write_files_in_order
+from ppml_image.errors import UsageError
 from ppml_image.sgx import manifest as mf
 from ppml_image.sgx.elf import ElfImage, load_elf
 from ppml_image.sgx.keys import load_signing_key
@@ -159,14 +161,20 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer
                   date: str | dt.date | None = None, sigfile: Path | None = None,
                   chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
                   passphrase: bytes | None = None, release: bool = False,
-                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
+                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE,
+                  inputs: Sequence[Path] = ()) -> SignedEnclave:
     """Sign the manifest file like ``gramine-sgx-sign`` and write both outputs.
 
     Writes *output* (the ``.manifest.sgx``) and *sigfile* (default: *output*
     with ``.manifest.sgx`` replaced by ``.sig``) only if everything succeeded.
-    With *release*, the release policy is enforced first (nothing is written
-    if the manifest breaks it).
+    The outputs are checked before any work (:func:`check_outputs`; *inputs*
+    names the caller's other input files, such as a passphrase file). With
+    *release*, the release policy is enforced first (nothing is written if
+    the manifest breaks it).
     """
+    sig_path = Path(sigfile) if sigfile else default_sigfile(output)
+    given = [Path(manifest), Path(libpal), *inputs, *([Path(key)] if isinstance(key, Path) else [])]
+    check_outputs(Path(output), sig_path, given)
     # A Signer (token, external signature) was opened and checked by the caller.
     signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
     when = parse_date(date)
@@ -174,19 +182,48 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer
     signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),
                           date=when, name=str(manifest), pkglibdir=pkglibdir, release=release,
                           max_enclave_size=max_enclave_size)
-    write_outputs(signed, Path(output), Path(sigfile) if sigfile else default_sigfile(output))
+    refuse_measured_outputs(signed.manifest, chroot, [Path(output), sig_path])
+    write_outputs(signed, Path(output), sig_path)
     return signed
 
 
+def check_outputs(output: Path, sigfile: Path, inputs: Sequence[Path] = ()) -> None:
+    """Refuse unusable outputs before any work: a folder, a missing or
+    read-only folder, ``/proc``, a device, the same path twice, or an input."""
+    check_output_files([output, sigfile], inputs)
+
+
+def refuse_measured_outputs(manifest: dict[str, Any], chroot: Path | None,
+                            outputs: Sequence[Path]) -> None:
+    """Refuse to overwrite a file the enclave measures (its entrypoint or a
+    trusted file): the .manifest.sgx would name a hash it no longer has."""
+    existing = {}
+    for path in outputs:
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            existing[(info.st_dev, info.st_ino)] = path
+    if not existing:
+        return
+    uris = [entry["uri"] for entry in manifest.get("sgx", {}).get("trusted_files", [])
+            if isinstance(entry, dict) and isinstance(entry.get("uri"), str)]
+    uris.append(manifest.get("loader", {}).get("entrypoint", {}).get("uri", ""))
+    for uri in uris:
+        if not uri.startswith("file:"):
+            continue
+        host = Path(chroot or "/") / uri[len("file:"):].lstrip("/")
+        with contextlib.suppress(OSError):
+            info = os.stat(host)
+            if (info.st_dev, info.st_ino) in existing:
+                raise UsageError(f"{existing[(info.st_dev, info.st_ino)]}: is {uri}, which the "
+                                 "enclave measures; write the outputs elsewhere")
+
+
 def write_outputs(signed: SignedEnclave, output: Path, sigfile: Path) -> None:
-    """Write the ``.manifest.sgx`` and ``.sig`` together: both or neither."""
-    if output.resolve() == sigfile.resolve():
-        raise UsageError(f"{output}: the manifest and the signature cannot be the same file")
-    with contextlib.ExitStack() as stack:
-        try:
-            sgx_file = stack.enter_context(atomic_output(output))
-            sig_file = stack.enter_context(atomic_output(sigfile))
-        except OSError as exc:
-            raise PpmlError(f"{exc.filename or output}: cannot write: {exc.strerror}") from None
-        sgx_file.write(signed.manifest_sgx)
-        sig_file.write(signed.sigstruct.to_bytes())
+    """Write the ``.manifest.sgx`` and ``.sig`` together: both or neither.
+
+    The ``.manifest.sgx`` is renamed into place first and the ``.sig`` last,
+    after the old ``.sig`` is removed: whenever the process stops, even by
+    ``kill -9``, a ``.sig`` on disk belongs to the ``.manifest.sgx`` beside it.
+    """
+    check_outputs(output, sigfile)
+    write_files_in_order([(output, signed.manifest_sgx), (sigfile, signed.sigstruct.to_bytes())])

@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError, UsageError, VerificationError
-from ppml_image.sgx.keys import MODULUS_BYTES, load_signing_key, read_passphrase, sgx_key_problem
+from ppml_image.sgx.keys import (
+    MODULUS_BYTES,
+    load_signing_key,
+    read_key_file,
+    read_passphrase,
+    sgx_key_problem,
+)
 from ppml_image.sgx.pkcs11_uri import is_pkcs11_uri
 
 SIGNED_DATA_SIZE = 256  # SIGSTRUCT bytes 0-127 and 900-1027
@@ -177,7 +183,9 @@ def signer_from_option(key: str | Path, passphrase_file: Path | None = None) -> 
 
         return open_token_signer(text)
     path = Path(text)
-    return PemSigner.load(path, read_passphrase(passphrase_file, path))
+    data = read_key_file(path)  # once: `--key <(...)` can be read only once
+    passphrase = read_passphrase(passphrase_file, data)
+    return PemSigner(load_signing_key(path, passphrase, data=data), str(path))
 
 
 def external_signer(signature: Path, public_key: Path) -> ExternalSignature:

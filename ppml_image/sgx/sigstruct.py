@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ppml_image._fs import read_capped
 from ppml_image.errors import SigstructError
 from ppml_image.sgx.keys import mr_signer_of_modulus, sgx_key_problem
 from ppml_image.sgx.signers import Signer, as_signer, sign_checked
@@ -263,16 +264,7 @@ def read_sigstruct(path: str | bytes, *, verify: bool = True) -> Sigstruct:
     sparse file is refused at once instead of filling memory.
     """
     name = os.fsdecode(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read(SIGSTRUCT_SIZE + 1)
-    except IsADirectoryError:
-        raise SigstructError(f"{name}: is a folder, not a .sig file") from None
-    except OSError as exc:
-        raise SigstructError(f"{name}: cannot read: {exc.strerror}") from None
-    if len(data) > SIGSTRUCT_SIZE:
-        raise SigstructError(
-            f"{name}: SIGSTRUCT must be {SIGSTRUCT_SIZE} bytes, file is larger")
+    data = read_capped(path, SIGSTRUCT_SIZE, ".sig file", SigstructError)
     sig = Sigstruct.from_bytes(data, name)
     if verify:
         sig.verify(name)

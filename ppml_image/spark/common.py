@@ -17,7 +17,7 @@ import sys
 from collections.abc import Collection
 from pathlib import Path
 
-from ppml_image._fs import check_output_folder, write_private
+from ppml_image._fs import check_output_folder, read_capped, write_private
 from ppml_image.errors import PpmlError, UsageError
 
 MIN_PASSWORD = 8
@@ -74,15 +74,8 @@ def read_password(password_file: Path | None, *, confirm: bool = True,
                   keystore: bool = False) -> bytes:
     """The password from *password_file* (first line), else a hidden prompt; checked."""
     if password_file is not None:
-        try:
-            with open(password_file, "rb") as handle:  # a FIFO (<(...)) works too
-                data = handle.read(PASSWORD_FILE_LIMIT + 1)
-        except OSError as exc:
-            raise UsageError(f"{password_file}: cannot read password file: "
-                             f"{exc.strerror}") from None
-        if len(data) > PASSWORD_FILE_LIMIT:
-            raise UsageError(f"{password_file}: larger than {PASSWORD_FILE_LIMIT // 1024} KiB; "
-                             "a password file holds the password on its first line")
+        # A FIFO (<(...)) works too; /dev/zero or a huge file is refused.
+        data = read_capped(password_file, PASSWORD_FILE_LIMIT, "password file", UsageError)
         lines = data.splitlines()
         password = lines[0] if lines else b""
         where = str(password_file)

@@ -1,0 +1,12 @@
+"""Defaults that ``--help`` shows, in a module that imports nothing.
+
+The command modules read them when the CLI starts; the library modules that
+use them (images.custom, images.bootstrap, sgx.keys) import them from here,
+so there is one value and starting the CLI loads no library code.
+"""
+
+DEFAULT_BASE = "ppml-image/base:latest"
+DEFAULT_TAG = "ppml-image/custom:latest"
+DEFAULT_TEMPLATE = "python-ml"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+PASSPHRASE_ENV = "PPML_IMAGE_KEY_PASSPHRASE"
