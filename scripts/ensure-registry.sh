@@ -38,11 +38,16 @@ dir=${PPML_IMAGE_REGISTRY_DIR:-$default_dir}
 # What answers on the address: "ours" (an open registry), "auth" (a registry
 # that wants a password: not one we can use), "other", or "none".
 probe() {
-    local headers code
-    headers=$(curl -sS --max-time 5 -o /dev/null -D - "http://$addr/v2/" 2>/dev/null) || {
+    local headers code status=0
+    headers=$(curl -sS --max-time 5 -o /dev/null -D - "http://$addr/v2/" 2>/dev/null) \
+        || status=$?
+    if [ "$status" = 7 ]; then  # could not connect: nothing listens
         echo none
         return
-    }
+    elif [ "$status" != 0 ]; then  # something listens, and does not answer HTTP
+        echo other
+        return
+    fi
     code=$(printf '%s\n' "$headers" | awk 'NR==1 {print $2}')
     if ! printf '%s\n' "$headers" | grep -qi '^docker-distribution-api-version: registry/2'; then
         echo other
@@ -64,6 +69,18 @@ check_engine_trusts_loopback() {
         *) log "warning: the Docker engine does not accept plain HTTP from $addr (its insecure registries: ${insecure:-none}); add \"$addr\" to insecure-registries in /etc/docker/daemon.json" ;;
     esac
 }
+
+if ! command -v curl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing curl (to ask the registry whether it answers)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends curl >/dev/null
+    else
+        log "curl is missing: install it"
+        exit 1
+    fi
+fi
 
 state=$(probe)
 case $state in
@@ -131,7 +148,8 @@ logfile=$dir/registry.log
 log "starting docker-registry on $addr in the background (storage: $dir/storage, log: $logfile)"
 # setsid: the registry must outlive the shell (and the test run) that started it.
 setsid nohup docker-registry serve "$dir/config.yml" >>"$logfile" 2>&1 </dev/null &
-echo $! >"$dir/registry.pid"
+pid=$!
+echo "$pid" >"$dir/registry.pid"
 
 for _ in $(seq 1 100); do
     if [ "$(probe)" = ours ]; then
@@ -139,8 +157,9 @@ for _ in $(seq 1 100); do
         echo "$addr"
         exit 0
     fi
+    kill -0 "$pid" 2>/dev/null || break  # it exited (e.g. the port is taken)
     sleep 0.2
 done
-log "docker-registry did not answer on $addr within 20 s; last log lines:"
+log "docker-registry did not start on $addr; last log lines:"
 tail -n 20 "$logfile" >&2 || true
 exit 1
