@@ -1,14 +1,16 @@
 # ppml-image developer entry points. Everything installs what it needs:
-# a virtual environment in .venv, a Docker engine for the image tests, and
+# a virtual environment in .venv, a Docker engine for the image tests,
 # SoftHSM2 (a PKCS#11 token in software) with OpenSC's pkcs11-tool for the
-# HSM signing tests.
+# HSM signing tests, and a container registry on 127.0.0.1:5000 (Debian's
+# docker-registry; PPML_IMAGE_REGISTRY_PORT for another port) for push and
+# verify-by-digest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast test-full test-slow demo bench lint wheel docker softhsm clean
+.PHONY: help venv test test-fast test-full test-slow demo bench lint wheel docker softhsm registry clean
 
 help:
 	@echo "make demo       run the whole chain on this machine (key, base image, sign)"
@@ -31,8 +33,12 @@ docker:
 softhsm:
 	bash scripts/ensure-softhsm.sh
 
+# After docker: the engine must be up to say whether it accepts the registry.
+registry: docker
+	bash scripts/ensure-registry.sh >/dev/null
+
 # The default suite: everything but the full ML image.
-test: $(STAMP) docker softhsm
+test: $(STAMP) docker softhsm registry
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Only what needs no engine: the signing core.
@@ -43,13 +49,13 @@ test-fast: $(STAMP) softhsm
 test-slow: $(STAMP) docker
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-test-full: $(STAMP) docker softhsm
+test-full: $(STAMP) docker softhsm registry
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP) docker
+demo: $(STAMP) docker registry
 	bash scripts/demo.sh
 
-bench: $(STAMP) docker softhsm
+bench: $(STAMP) docker softhsm registry
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_images.py
 

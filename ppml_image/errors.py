@@ -63,3 +63,16 @@ class ImageContentError(PpmlError):
 
 class TokenError(PpmlError):
     """A PKCS#11 module, token or key cannot be used: named by token and object."""
+
+
+class RegistryError(EngineError):
+    """A push or pull failed at the registry: unreachable, authentication, name, not found.
+
+    ``reason`` is one of ``unreachable``, ``auth``, ``name``, ``not-found``,
+    ``content`` (bytes that do not match their digest) or ``other``, so callers
+    (and tests) need not parse the message.
+    """
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from ppml_image.errors import BuildError, EngineError
+from ppml_image.errors import BuildError, EngineError, RegistryError
 from ppml_image.images.engine import (
     ContainerSpec,
     Engine,
@@ -36,6 +36,9 @@ from ppml_image.images.engine import (
     ImageInfo,
     MissingError,
     PathStat,
+    Transfer,
+    registry_of,
+    split_tag,
 )
 from ppml_image.images.progress import Progress
 from ppml_image.images.tarstream import ByteStream, normalise
@@ -223,6 +226,10 @@ class MemoryEngine(Engine):
     COPY, WORKDIR, CMD, ENTRYPOINT, ENV, USER, LABEL, ONBUILD COPY); RUN
     needs a real engine. :meth:`add_image` and :meth:`derive` make images
     directly, as a hostile publisher would.
+
+    ``registry`` stands for every registry at once (``NAME:TAG`` and
+    ``NAME@DIGEST`` to image ids); a registry host in ``unreachable`` does
+    not answer. Tests of what a real registry does use a real one.
     """
 
     where = "the in-memory engine"
@@ -232,6 +239,9 @@ class MemoryEngine(Engine):
         self.tags: dict[str, str] = {}
         self.containers: dict[str, ContainerSpec] = {}
         self.open_count = 0
+        self.digests: dict[str, str] = {}  # local NAME@DIGEST references
+        self.registry: dict[str, str] = {}
+        self.unreachable: set[str] = set()
 
     # -- making images --------------------------------------------------------
     def add_image(self, files: Mapping[str, MemFile | None], *, parent: str | None = None,
@@ -268,19 +278,20 @@ class MemoryEngine(Engine):
         return self.add_image(files or {}, parent=image, tag=tag, **config)
 
     def _get(self, ref: str) -> _MemImage:
-        image_id = self.tags.get(ref, ref)
+        image_id = self.tags.get(ref) or self.digests.get(ref) or ref
         if image_id not in self.images:
             raise EngineError(f"image {ref} not found")
         return self.images[image_id]
 
     # -- the seam ---------------------------------------------------------------
     def find_image(self, ref: str) -> ImageInfo | None:
-        image_id = self.tags.get(ref, ref)
+        image_id = self.tags.get(ref) or self.digests.get(ref) or ref
         image = self.images.get(image_id)
         if image is None:
             return None
         tags = tuple(t for t, i in sorted(self.tags.items()) if i == image_id)
-        return dataclasses.replace(image.info, tags=tags)
+        digests = tuple(d for d, i in sorted(self.digests.items()) if i == image_id)
+        return dataclasses.replace(image.info, tags=tags, repo_digests=digests)
 
     @contextlib.contextmanager
     def open(self, image: str) -> Iterator[ImageFiles]:
@@ -291,15 +302,48 @@ class MemoryEngine(Engine):
         finally:
             self.open_count -= 1
 
-    def tag(self, image_id: str, ref: str) -> None:
-        self._get(image_id)
-        self.tags[ref] = self.tags.get(image_id, image_id)
+    def tag(self, image_id: str, ref: str, *, restore: bool = False) -> None:
+        self.tags[ref] = self._get(image_id).info.id
 
     def remove_image(self, ref: str) -> None:
-        self.tags.pop(ref, None)
+        image_id = self.tags.pop(ref, None) or self.digests.pop(ref, None)
+        if image_id is not None and image_id not in self.tags.values():
+            # Like the engine: the last tag gone, the image and its digests go too.
+            for digest in [d for d, i in self.digests.items() if i == image_id]:
+                del self.digests[digest]
 
-    def pull(self, ref: str) -> None:
-        raise EngineError(f"pulling {ref}: the in-memory engine has no registry")
+    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+        self._registry_answers(f"pulling {ref}", ref)
+        image_id = self.registry.get(ref)
+        if image_id is None:
+            raise RegistryError(f"pulling {ref}: not found in registry {registry_of(ref)}",
+                                "not-found")
+        name, at, _ = ref.partition("@")
+        if not at:
+            self.tags[ref] = image_id
+            name = split_tag(ref)[0]
+        self.digests[f"{name}@{self._digest_of(image_id)}"] = image_id
+        return Transfer(ref, self._digest_of(image_id),
+                        layers_present=len(self.images[image_id].info.layers))
+
+    def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+        self._registry_answers(f"pushing {ref}", ref)
+        image_id = self._get(ref).info.id
+        digest = self._digest_of(image_id)
+        name = split_tag(ref)[0]
+        self.registry[ref] = self.registry[f"{name}@{digest}"] = image_id
+        self.digests[f"{name}@{digest}"] = image_id
+        return Transfer(ref, digest, layers_sent=len(self.images[image_id].info.layers))
+
+    def _registry_answers(self, what: str, ref: str) -> None:
+        if registry_of(ref) in self.unreachable:
+            raise RegistryError(f"{what}: registry {registry_of(ref)} does not answer",
+                                "unreachable")
+
+    @staticmethod
+    def _digest_of(image_id: str) -> str:
+        """A manifest digest: content-addressed, and not the image id (as in a registry)."""
+        return "sha256:" + hashlib.sha256(b"manifest " + image_id.encode()).hexdigest()
 
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> str:
         files: dict[str, MemFile] = {}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole chain on this machine: OS image, base image, enclave key, signed
-# custom image, inspect and verify. Run through `make demo`, which installs
-# the virtual environment and starts a Docker engine first.
+# custom image pushed to the local registry, inspect, and verify by digest.
+# Run through `make demo`, which installs the virtual environment and starts
+# a Docker engine and the local registry (scripts/ensure-registry.sh) first.
 #
 #   PROFILE=slim|full              base image profile (default slim: fast)
 #   GRAMINE_SOURCE=apt|deb-dir|tree and GRAMINE_PATH=DIR
@@ -15,7 +16,8 @@ PPML=.venv/bin/ppml-image
 OUT=demo-out
 PROFILE=${PROFILE:-slim}
 BASE_TAG=ppml-image/base:demo-$PROFILE
-APP_TAG=ppml-image/demo-app:latest
+REGISTRY=$(bash scripts/ensure-registry.sh)
+APP_TAG=$REGISTRY/ppml-image/demo-app:latest
 mkdir -p "$OUT"
 
 say() { printf '\n== %s\n' "$*"; }
@@ -43,18 +45,20 @@ if [ ! -f "$OUT/keys/enclave-key.pem" ]; then
     $PPML keygen "$OUT/keys/enclave-key.pem"
 fi
 
-say "build-custom: unsigned stage, measured and signed on the host, final stage"
+say "build-custom: unsigned stage, measured and signed on the host, final stage, pushed"
 $PPML build-custom --key "$OUT/keys/enclave-key.pem" --base "$BASE_TAG" \
-    --app examples/python-ml --tag "$APP_TAG" --release --output "$OUT/measurements.json"
+    --app examples/python-ml --tag "$APP_TAG" --release --push \
+    --output "$OUT/measurements.json"
+record() { .venv/bin/python -c 'import json, sys; print(json.load(open("demo-out/measurements.json"))[sys.argv[1]])' "$1"; }
 
 say "inspect (no key needed)"
 $PPML inspect "$APP_TAG"
 
-say "verify (re-reads and re-measures the image; trusts no label)"
-$PPML verify "$APP_TAG" \
-    --mr-enclave "$(.venv/bin/python -c 'import json; print(json.load(open("demo-out/measurements.json"))["mr_enclave"])')"
+say "verify by digest (pulled if not local; re-reads and re-measures the image; trusts no label)"
+$PPML verify "$(record repo_digest)" --mr-enclave "$(record mr_enclave)" \
+    --mr-signer "$(record mr_signer)"
 
 say "the application, run natively in the signed image (no SGX on this machine)"
-docker run --rm "$APP_TAG" python3 /ppml/app/main.py
+docker run --rm --network none "$APP_TAG" python3 /ppml/app/main.py
 
 say "done: measurements in $OUT/measurements.json"

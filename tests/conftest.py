@@ -377,3 +377,16 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory):
     from softhsm import make_softhsm
 
     return make_softhsm(tmp_path_factory.mktemp("softhsm"))
+
+
+# --------------------------------------------------------------------------
+# A real registry on 127.0.0.1 (Debian's docker-registry). `make test` starts
+# it (scripts/ensure-registry.sh); tests push only to repositories of their own.
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def registry():
+    from registry import RegistryJanitor, ensure_registry
+
+    janitor = RegistryJanitor(ensure_registry())
+    yield janitor
+    janitor.cleanup()

@@ -22,10 +22,17 @@ its labels or any host cache:
 
 Without ``--mr-enclave``/``--mr-signer`` only internal consistency is
 checked: anyone can sign a consistent image with their own key.
+
+By digest (``REGISTRY/NAME@sha256:...``): the image is pulled when the engine
+does not have it (``pull=True`` pulls any reference first). The engine checks
+the pulled manifest against that digest and every layer against its own, and
+the report names the digest only if the engine records it for the very image
+that was then verified (its RepoDigests): content-addressed all the way.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +42,9 @@ from ppml_image.errors import (
     ImageContentError,
     ManifestError,
     PolicyError,
+    RegistryError,
     SigstructError,
+    UsageError,
     VerificationError,
 )
 from ppml_image.images.engine import Engine, ImageInfo, connect
@@ -48,7 +57,12 @@ from ppml_image.images.layout import (
 from ppml_image.images.measure import ImageMeasurement, measure_image
 from ppml_image.images.outside import check_outside
 from ppml_image.images.progress import Progress
-from ppml_image.images.reference import check_image
+from ppml_image.images.reference import (
+    Reference,
+    check_image,
+    digest_reference,
+    parse_reference,
+)
 from ppml_image.sgx.policy import release_violations
 from ppml_image.sgx.sign import enclave_attributes
 from ppml_image.sgx.sigstruct import SIGSTRUCT_SIZE, Sigstruct
@@ -99,6 +113,9 @@ class Verification:
     problems: list[str] = field(default_factory=list)
     trusted_files: int = 0
     expected_values_checked: bool = False
+    digest: str = ""  # NAME@sha256:... verified, when the reference or the pull names one
+    repo_digests: list[str] = field(default_factory=list)
+    pulled: bool = False
 
     @property
     def ok(self) -> bool:
@@ -111,7 +128,8 @@ class Verification:
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "image_id": self.image_id, "ok": self.ok,
-                "problems": self.problems, "checks": self.checks,
+                "digest": self.digest or None, "repo_digests": self.repo_digests,
+                "pulled": self.pulled, "problems": self.problems, "checks": self.checks,
                 "consistency_only": self.consistency_only, "enclave": self.enclave,
                 "base_image_id": self.base_image_id, "trusted_files": self.trusted_files,
                 **self.sigstruct}
@@ -124,18 +142,35 @@ class Verification:
 def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | None = None,
                  allow_debug: bool = False, allow_insecure: bool = False,
                  base: str | None = None, engine: Engine | None = None,
-                 quiet: bool = True) -> Verification:
+                 quiet: bool = True, pull: bool = False) -> Verification:
     """Verify *ref* from its own content; the result lists every check and problem.
 
-    Raises only for what stops verification itself (no engine, no image);
-    everything the image is or holds is reported in :class:`Verification`.
+    A reference by digest is pulled when the engine does not have it; *pull*
+    pulls any reference first. Raises only for what stops verification itself
+    (no engine, no image, a registry that cannot be read); everything the
+    image is or holds is reported in :class:`Verification`.
     """
-    check_image(ref)
+    check_image(ref)  # a malformed reference is a usage error, before any work
     if base is not None:
         check_image(base, "--base")
+    by_digest = digest_reference(ref)
     engine = engine or connect()
+    pulled = False
+    if pull or (by_digest is not None and engine.find_image(ref) is None):
+        progress = Progress(f"pull {ref}", quiet=quiet)
+        try:
+            engine.pull(ref, progress=progress)
+        except RegistryError as exc:
+            if exc.reason != "content":
+                raise
+            # The registry served bytes that are not what the digest names: tampering.
+            return Verification(image=ref, problems=[str(exc)])
+        progress.done("pulled")
+        pulled = True
     info = engine.image(ref)
-    result = Verification(image=ref, image_id=info.id)
+    result = Verification(image=ref, image_id=info.id, pulled=pulled,
+                          repo_digests=list(info.repo_digests))
+    _check_digest(result, info, ref, by_digest)
     match = establish_base(engine, info, explicit=base)
     result.base_image_id = match.base.id if match.base else ""
     try:
@@ -165,6 +200,40 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
         _check(result, lambda: _outside(result, engine, measured, base_image))
     progress.done("ok" if result.ok else f"{len(result.problems)} problem(s)")
     return result
+
+
+def _check_digest(result: Verification, info: ImageInfo, ref: str,
+                  by_digest: Reference | None) -> None:
+    """Name the digest verified: the reference's, or the one a tag of a pulled image has."""
+    if by_digest is not None:
+        wanted = by_digest.with_digest(by_digest.digest or "")
+        if any(_same_repo_digest(found, wanted) for found in info.repo_digests):
+            result.digest = wanted
+            result.checks.append(f"{wanted}: the engine records this digest for image "
+                                 f"{info.id} (content-addressed)")
+        else:
+            result.problems.append(f"the engine's image {info.id} for {ref} does not record "
+                                   f"digest {by_digest.digest}")
+        return
+    with contextlib.suppress(UsageError):
+        name = parse_reference(ref).name
+        mine = [d for d in info.repo_digests if _same_repo_digest(d.partition("@")[0], name)]
+        if len(mine) == 1:
+            result.digest = mine[0]
+
+
+def _same_repo_digest(found: str, wanted: str) -> bool:
+    """Equal up to Docker Hub's short names (``docker.io/library/x`` is shown as ``x``)."""
+    return _canonical(found) == _canonical(wanted)
+
+
+def _canonical(text: str) -> str:
+    try:
+        ref = parse_reference(text)
+    except UsageError:
+        return text
+    # Docker Hub's names are normalised by the parser (domain "", library/ added).
+    return f"{ref.domain or 'docker.io'}/{ref.path}" + (f"@{ref.digest}" if ref.digest else "")
 
 
 def _check(result: Verification, func: Callable[[], None]) -> None:

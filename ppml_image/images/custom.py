@@ -19,7 +19,16 @@ Tags move only at the end, once everything succeeded: ``TAG-unsigned`` and
 
 ``sign-image`` runs steps 2-3 on an existing unsigned image, so a production
 key can sign, in a separate locked-down step, exactly what was built before:
-the same content gives the same MRENCLAVE.
+the same content gives the same MRENCLAVE. With ``export_signing_data`` no
+key is involved: step 2 writes the 256 bytes to sign (and ``DATA.json``), and
+``sign-image --signature SIG --public-key PUB`` later recomputes them from the
+image, checks the signature and runs step 3: the image is the one a direct
+signature with that key and date gives.
+
+``expect_mr_enclave`` stops before anything is signed, built or tagged when
+the measured MRENCLAVE is not the registered one (exit 3). ``push`` pushes
+the signed tag (and the unsigned one with ``push_unsigned``) after tagging,
+see :mod:`.publish`: if a push fails, the tags go back to where they were.
 """
 
 from __future__ import annotations
@@ -35,10 +44,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ppml_image import __version__
 from ppml_image.defaults import DEFAULT_BASE as DEFAULT_BASE
 from ppml_image.defaults import DEFAULT_TAG as DEFAULT_TAG
 from ppml_image.defaults import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
-from ppml_image.errors import ImageContentError, PolicyError, UsageError
+from ppml_image.errors import (
+    ImageContentError,
+    PolicyError,
+    RegistryError,
+    UsageError,
+    VerificationError,
+)
 from ppml_image.images.base import base_info, get_base_image
 from ppml_image.images.context import BuildContext
 from ppml_image.images.engine import Engine, ImageInfo, connect
@@ -54,9 +70,18 @@ from ppml_image.images.layout import (
 from ppml_image.images.measure import ImageMeasurement, measure_image
 from ppml_image.images.outside import check_outside
 from ppml_image.images.progress import Progress
-from ppml_image.images.reference import check_image, check_tag, is_image_id, with_tag_suffix
+from ppml_image.images.publish import push as push_tag
+from ppml_image.images.publish import tags_restored_on_failure
+from ppml_image.images.reference import (
+    check_image,
+    check_tag,
+    is_image_id,
+    push_target,
+    with_tag_suffix,
+)
 from ppml_image.resources import data_dir
 from ppml_image.sgx import manifest as mf
+from ppml_image.sgx import offline
 from ppml_image.sgx.keys import load_signing_key
 from ppml_image.sgx.policy import enforce_release, release_violations
 from ppml_image.sgx.sign import enclave_attributes, parse_date
@@ -72,7 +97,11 @@ APP_DIR = f"{ENCLAVE_DIR}/app"
 
 @dataclass
 class CustomImage:
-    """A signed image and its measurement (what ``--json``/``--output`` write)."""
+    """A signed image and its measurement (what ``--json``/``--output`` write).
+
+    ``repo_digest`` is ``REGISTRY/NAME@sha256:...`` once the registry has
+    acknowledged a push, and None otherwise: never a digest that was not pushed.
+    """
 
     image: str
     image_id: str
@@ -81,6 +110,8 @@ class CustomImage:
     base_image_id: str
     enclave: str
     sigstruct: dict[str, Any]
+    repo_digest: str | None = None
+    unsigned_repo_digest: str | None = None
 
     @property
     def mr_enclave(self) -> str:
@@ -91,12 +122,68 @@ class CustomImage:
         return str(self.sigstruct["mr_signer"])
 
     def to_json(self) -> dict[str, Any]:
+        """Everything a security team registers, and the SIGSTRUCT in full."""
         return {"image": self.image, "image_id": self.image_id,
+                "repo_digest": self.repo_digest,
                 "unsigned_image": self.unsigned_image,
                 "unsigned_image_id": self.unsigned_image_id,
+                "unsigned_repo_digest": self.unsigned_repo_digest,
                 "base_image_id": self.base_image_id, "enclave": self.enclave,
                 "mr_enclave": self.mr_enclave, "mr_signer": self.mr_signer,
+                "isv_prod_id": self.sigstruct["isv_prod_id"],
+                "isv_svn": self.sigstruct["isv_svn"],
+                "debug_enclave": self.sigstruct["debug_enclave"],
+                "date": self.sigstruct["date"],
+                "tool": "ppml-image", "tool_version": __version__,
                 "sigstruct": self.sigstruct}
+
+
+class PushFailed(RegistryError):
+    """A push failed after the image was built and signed; tags were put back.
+
+    ``result`` is the measurement of what was built, with no digest: for
+    ``--json`` reports of the failure, never for a record on disk.
+    """
+
+    def __init__(self, error: RegistryError, result: CustomImage) -> None:
+        super().__init__(str(error), error.reason)
+        self.result = result
+
+
+@dataclass
+class ExportedImage:
+    """What ``--export-signing-data`` on an image wrote, and which image it measured."""
+
+    image: str
+    image_id: str
+    exported: offline.ExportedSigningData
+
+    @property
+    def mr_enclave(self) -> str:
+        return self.exported.mr_enclave
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unsigned_image": self.image, "unsigned_image_id": self.image_id,
+                "signing_data_path": str(self.exported.data_path),
+                "signing_data_json_path": str(self.exported.json_path),
+                **self.exported.record}
+
+
+def expected_mr_enclave(value: str | None) -> str | None:
+    """``--expect-mr-enclave``: 64 hex digits (either case), or None."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise UsageError(f"--expect-mr-enclave {value[:80]!r}: expected 64 hex digits")
+    return text
+
+
+def check_mr_enclave(actual: str, expected: str | None, ref: str) -> None:
+    """Refuse (exit 3) a measurement that is not the registered one; nothing is tagged."""
+    if expected is not None and actual != expected.lower():
+        raise VerificationError(f"{ref}: MRENCLAVE is {actual}, expected {expected.lower()} "
+                                "(--expect-mr-enclave); nothing signed or tagged")
 
 
 def find_template(name_or_path: str | Path) -> Path:
@@ -195,6 +282,15 @@ def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
                      date: SigstructDate, release: bool,
                      progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
+    prepared = measure_for_signing(engine, unsigned, ref, date=date, release=release,
+                                   progress=progress)
+    prepared.sigstruct.sign(key)
+    return prepared
+
+
+def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: SigstructDate,
+                        release: bool, progress: Progress | None = None) -> SignedImage:
+    """Measure the unsigned image; its SIGSTRUCT has every field but the signature."""
     if unsigned.onbuild:
         raise ImageContentError(
             f"{ref}: has ONBUILD triggers ({'; '.join(unsigned.onbuild)[:120]}), which would "
@@ -223,7 +319,6 @@ def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
                           attribute_flags=flags, attribute_xfrms=xfrm,
                           attribute_xfrm_mask=xfrm_mask, misc_select=misc,
                           isv_prod_id=sgx["isvprodid"], isv_svn=sgx["isvsvn"])
-    sigstruct.sign(key)
     return SignedImage(measured, sigstruct, match.base)
 
 
@@ -279,10 +374,28 @@ def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: 
     return image_id
 
 
+@dataclass(frozen=True)
+class Publish:
+    """What to do once the signed image is built: check, tag, push."""
+
+    expect_mr_enclave: str | None = None
+    push: bool = False
+    push_unsigned: bool = False
+
+    def check(self, tag: str, unsigned: str | None) -> None:
+        """Refuse a bad combination or push target before any long work."""
+        if self.push_unsigned and not self.push:
+            raise UsageError("--push-unsigned goes with --push")
+        if self.push:
+            push_target(tag)
+            if self.push_unsigned and unsigned is not None:
+                push_target(unsigned, "the unsigned image")
+
+
 def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                date: str | dt.date | SigstructDate | None = None,
                passphrase: bytes | None = None, release: bool = False, quiet: bool = False,
-               engine: Engine | None = None) -> CustomImage:
+               engine: Engine | None = None, publish: Publish | None = None) -> CustomImage:
     """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
     check_image(unsigned)
     if tag is None and is_image_id(unsigned):
@@ -290,12 +403,48 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                          "image with; give --tag")
     final = tag or unsigned.removesuffix("-unsigned")
     check_tag(final, "--tag" if tag else f"the signed image's tag (from {unsigned}; give --tag)")
+    publish = publish or Publish()
+    publish.check(final, unsigned)
     signing_key = _signer(key, passphrase)
     when = parse_date(date)
     engine = engine or connect()
     info = engine.image(unsigned)
     return _sign(engine, info, unsigned, signing_key, tag=final, date=when, release=release,
-                 quiet=quiet)
+                 quiet=quiet, publish=publish,
+                 push_unsigned_ref=unsigned if publish.push_unsigned else None)
+
+
+def export_signing_data(unsigned: str, data: Path, *,
+                        date: str | dt.date | SigstructDate | None = None,
+                        release: bool = False, expect_mr_enclave: str | None = None,
+                        quiet: bool = False, engine: Engine | None = None) -> ExportedImage:
+    """``sign-image --export-signing-data``: measure *unsigned*, write DATA and DATA.json.
+
+    No key, nothing built or tagged. Assemble later with ``sign_image`` and an
+    :class:`~ppml_image.sgx.signers.ExternalSignature` over the same image and date.
+    """
+    check_image(unsigned)
+    data = Path(data)
+    offline.check_outputs([data, offline.json_path_for(data)])
+    when = parse_date(date)
+    engine = engine or connect()
+    return _export(engine, engine.image(unsigned), unsigned, data, date=when, release=release,
+                   expect=expect_mr_enclave, quiet=quiet)
+
+
+def _export(engine: Engine, info: ImageInfo, ref: str, data: Path, *, date: SigstructDate,
+            release: bool, expect: str | None, quiet: bool) -> ExportedImage:
+    measuring = Progress(f"measure {ref}", quiet=quiet)
+    prepared = measure_for_signing(engine, info, ref, date=date, release=release,
+                                   progress=measuring)
+    measuring.done(f"mr_enclave {prepared.sigstruct.mr_enclave[:16]}...")
+    check_mr_enclave(prepared.sigstruct.mr_enclave, expect, ref)
+    files, record = offline.signing_data_files(
+        prepared.sigstruct, data, source=f"image {ref} ({info.id})",
+        manifest_sgx=prepared.measurement.manifest_sgx)
+    offline.write_together(files)
+    return ExportedImage(ref, info.id, offline.ExportedSigningData(
+        data, offline.json_path_for(data), record))
 
 
 def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPrivateKey:
@@ -304,38 +453,83 @@ def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPri
 
 
 def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
-          tag: str, date: SigstructDate, release: bool, quiet: bool,
-          unsigned_tag: str | None = None) -> CustomImage:
+          tag: str, date: SigstructDate, release: bool, quiet: bool, publish: Publish,
+          unsigned_tag: str | None = None, push_unsigned_ref: str | None = None
+          ) -> CustomImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
-    signed = measure_and_sign(engine, info, ref, key, date=date, release=release,
-                              progress=measuring)
+    signed = measure_for_signing(engine, info, ref, date=date, release=release,
+                                 progress=measuring)
     measuring.done(f"mr_enclave {signed.sigstruct.mr_enclave[:16]}...")
+    # Before the key signs anything (a token, a signature to check): the registered value.
+    check_mr_enclave(signed.sigstruct.mr_enclave, publish.expect_mr_enclave, ref)
+    signed.sigstruct.sign(key)
     image_id = _build_final(engine, signed, info, tag, quiet)
-    if unsigned_tag is not None:
-        engine.tag(info.id, unsigned_tag)
-    engine.tag(image_id, tag)
-    return CustomImage(image=tag, image_id=image_id, unsigned_image=unsigned_tag or ref,
-                       unsigned_image_id=info.id,
-                       base_image_id=signed.base.id if signed.base is not None else "",
-                       enclave=signed.measurement.layout.name,
-                       sigstruct=signed.sigstruct.view())
+    result = CustomImage(image=tag, image_id=image_id, unsigned_image=unsigned_tag or ref,
+                         unsigned_image_id=info.id,
+                         base_image_id=signed.base.id if signed.base is not None else "",
+                         enclave=signed.measurement.layout.name,
+                         sigstruct=signed.sigstruct.view())
+    tags = [tag] if unsigned_tag is None else [unsigned_tag, tag]
+    try:
+        with tags_restored_on_failure(engine, tags):
+            if unsigned_tag is not None:
+                engine.tag(info.id, unsigned_tag)
+            engine.tag(image_id, tag)
+            if push_unsigned_ref is not None:
+                result.unsigned_repo_digest = push_tag(engine, push_unsigned_ref, quiet=quiet)
+            if publish.push:
+                result.repo_digest = push_tag(engine, tag, quiet=quiet)
+    except RegistryError as exc:
+        result.repo_digest = result.unsigned_repo_digest = None
+        raise PushFailed(exc, result) from None
+    return result
 
 
 def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | None = None,
                  template: str | Path = DEFAULT_TEMPLATE, defines: dict[str, Any] | None = None,
                  tag: str = DEFAULT_TAG, date: str | dt.date | SigstructDate | None = None,
                  release: bool = False, passphrase: bytes | None = None,
-                 quiet: bool = False, engine: Engine | None = None) -> CustomImage:
+                 quiet: bool = False, engine: Engine | None = None,
+                 publish: Publish | None = None) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""
     unsigned = unsigned_tag(tag)  # both tags are checked before anything is built
     check_image(base, "--base")
+    publish = publish or Publish()
+    publish.check(tag, unsigned)
     signing_key = _signer(key, passphrase)  # fail before building anything
     when = parse_date(date)
     engine = engine or connect()
     unsigned_id = build_unsigned(engine, base=base, app=app, template=template,
                                  defines=defines, tag=tag, release=release, quiet=quiet)
     return _sign(engine, engine.image(unsigned_id), unsigned, signing_key, tag=tag, date=when,
-                 release=release, quiet=quiet, unsigned_tag=unsigned)
+                 release=release, quiet=quiet, publish=publish, unsigned_tag=unsigned,
+                 push_unsigned_ref=unsigned if publish.push_unsigned else None)
+
+
+def build_custom_export(data: Path, *, base: str = DEFAULT_BASE, app: Path | None = None,
+                        template: str | Path = DEFAULT_TEMPLATE,
+                        defines: dict[str, Any] | None = None, tag: str = DEFAULT_TAG,
+                        date: str | dt.date | SigstructDate | None = None,
+                        release: bool = False, expect_mr_enclave: str | None = None,
+                        quiet: bool = False,
+                        engine: Engine | None = None) -> ExportedImage:
+    """``build-custom --export-signing-data``: the unsigned stage only, no key anywhere.
+
+    Builds the unsigned image, writes DATA and DATA.json, and tags ``TAG-unsigned``
+    (only once both are written); ``sign-image TAG-unsigned --signature ...`` follows.
+    """
+    unsigned = unsigned_tag(tag)  # the tag is checked before anything is built
+    check_image(base, "--base")
+    data = Path(data)
+    offline.check_outputs([data, offline.json_path_for(data)])
+    when = parse_date(date)
+    engine = engine or connect()
+    unsigned_id = build_unsigned(engine, base=base, app=app, template=template,
+                                 defines=defines, tag=tag, release=release, quiet=quiet)
+    exported = _export(engine, engine.image(unsigned_id), unsigned, data, date=when,
+                       release=release, expect=expect_mr_enclave, quiet=quiet)
+    engine.tag(unsigned_id, unsigned)
+    return exported
 
 
 def write_measurements(result: CustomImage, path: Path) -> None:

@@ -23,7 +23,14 @@ time). A process killed with ``kill -9`` cannot remove its container, so
 the next run removes every such container whose owner is gone, and never
 one whose owner still runs (a concurrent run) or is on another machine.
 
-Extending it (push, pull by digest, ...): add an abstract method to
+Registries: :meth:`Engine.push` and :meth:`Engine.pull` (by tag or by
+digest) go through the engine, with the engine's own credentials (``docker
+login``, i.e. ``~/.docker/config.json`` or ``DOCKER_CONFIG``); a failure is
+one :class:`RegistryError` line saying why (unreachable, authentication,
+name invalid, not found). The digest a push returns is the registry's
+manifest digest, and the engine records it in the image's RepoDigests.
+
+Extending it: add an abstract method to
 :class:`Engine`, implement it in :class:`DockerEngine` (wrap docker-py calls
 in :meth:`DockerEngine._call`, which turns engine failures into one-line
 :class:`EngineError`) and in ``MemoryEngine``.
@@ -64,7 +71,7 @@ import urllib3.exceptions
 from docker.utils.json_stream import json_stream
 
 from ppml_image import _signals
-from ppml_image.errors import BuildError, EngineError
+from ppml_image.errors import BuildError, EngineError, RegistryError
 from ppml_image.images.progress import Progress
 from ppml_image.images.reference import check_image, check_tag
 from ppml_image.images.tarstream import ByteStream, read_single_file
@@ -110,6 +117,9 @@ class ImageInfo:
     onbuild: tuple[str, ...] = ()
     layers: tuple[str, ...] = ()  # RootFS diff ids, lowest first
     size: int = 0
+    repo_digests: tuple[str, ...] = ()  # NAME@sha256:... this content has in registries
+
+    @property
 
     @property
     def short_id(self) -> str:
@@ -147,6 +157,16 @@ class PathStat:
     mode: int
     size: int
     target: str = ""  # a symlink's target, fully resolved inside the image
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A push or pull: the manifest digest, and how many layers had to move."""
+
+    ref: str
+    digest: str  # sha256:... of the manifest: what NAME@DIGEST names ("" if not told)
+    layers_sent: int = 0  # uploaded, or downloaded
+    layers_present: int = 0  # already there (mounted from another repository, or local)
 
 
 class MissingError(EngineError):
@@ -209,16 +229,24 @@ class Engine(ABC):
         """Build from a tar context; return the image id (untagged)."""
 
     @abstractmethod
-    def tag(self, image_id: str, ref: str) -> None:
-        """Point the tag *ref* at *image_id*."""
+    def tag(self, image_id: str, ref: str, *, restore: bool = False) -> None:
+        """Point the tag *ref* at *image_id*.
+
+        A tag is a commit: after Ctrl-C or SIGTERM it is refused, unless
+        *restore* puts a tag back where it was before a command that failed.
+        """
 
     @abstractmethod
     def remove_image(self, ref: str) -> None:
         """Untag *ref* (and remove the image if nothing else uses it)."""
 
     @abstractmethod
-    def pull(self, ref: str) -> None:
-        """Fetch *ref* from its registry."""
+    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) from its registry."""
+
+    @abstractmethod
+    def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+        """Push the tag *ref* to its registry; the manifest digest it got there."""
 
     @abstractmethod
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> str:
@@ -391,9 +419,10 @@ class DockerEngine(Engine):
                 raise
         return _image_info(attrs)
 
-    def tag(self, image_id: str, ref: str) -> None:
+    def tag(self, image_id: str, ref: str, *, restore: bool = False) -> None:
         parsed = check_tag(ref, "tag")  # the commands checked it before any work; so do we
-        _signals.check()  # a tag is a commit: never after Ctrl-C or SIGTERM
+        if not restore:
+            _signals.check()  # a tag is a commit: never after Ctrl-C or SIGTERM
         with self._call(f"tagging {image_id[:19]} as {ref}"):
             self.api.tag(image_id, parsed.name, parsed.tag or "latest")
 
@@ -401,10 +430,37 @@ class DockerEngine(Engine):
         with self._call(f"removing image {ref}"):
             self.api.remove_image(ref, force=True)
 
-    def pull(self, ref: str) -> None:
+    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+        repository, tag = split_reference(ref)
+        what = f"pulling {ref}"
+        try:
+            # The engine checks every blob against its digest, and the manifest
+            # against the digest of a NAME@sha256:... reference.
+            chunks = self.api.pull(repository, tag=tag, stream=True, decode=True)
+            return _follow_transfer(chunks, ref, what, progress, pushing=False)
+        except docker.errors.APIError as exc:
+            raise registry_error(what, ref, str(exc.explanation or exc)) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
+                              f"({type(exc).__name__})") from None
+
+    def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         repository, tag = split_tag(ref)
-        with self._call(f"pulling {ref}"):
-            self.api.pull(repository, tag=tag)
+        what = f"pushing {ref}"
+        try:
+            chunks = self.api.push(repository, tag=tag, stream=True, decode=True)
+            transfer = _follow_transfer(chunks, ref, what, progress, pushing=True)
+        except docker.errors.APIError as exc:
+            raise registry_error(what, ref, str(exc.explanation or exc)) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
+                              f"({type(exc).__name__})") from None
+        # The engine records what it pushed; a digest it does not record is not ours.
+        info = self.image(ref)
+        if f"{repository}@{transfer.digest}" not in info.repo_digests:
+            raise RegistryError(f"{what}: the engine reported digest {transfer.digest} but "
+                                "does not record it for the image", "other")
+        return transfer
 
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> str:
         repository, tag = split_tag(ref)
@@ -663,7 +719,8 @@ def _image_info(attrs: dict[str, Any]) -> ImageInfo:
         user=str(config.get("User") or ""), healthcheck=config.get("Healthcheck") or None,
         onbuild=strings(config.get("OnBuild")) or (),
         layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
-        size=int(attrs.get("Size") or 0))
+        size=int(attrs.get("Size") or 0),
+        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()))
 
 
 def split_tag(ref: str) -> tuple[str, str]:
@@ -672,6 +729,103 @@ def split_tag(ref: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         return ref, "latest"
     return repository, tag
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """Like :func:`split_tag`, but ``NAME@sha256:...`` -> (``NAME``, ``sha256:...``)."""
+    name, at, digest = ref.partition("@")
+    if at:
+        return name, digest
+    return split_tag(ref)
+
+
+def registry_of(ref: str) -> str:
+    """The registry a reference names (Docker Hub when its first component is no host)."""
+    first, slash, _ = ref.partition("@")[0].partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+# What the engine says when a registry fails, by reason (lower-case fragments).
+_REGISTRY_REASONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("http", ("server gave http response to https client",)),
+    ("content", ("verification failed", "digest mismatch", "did not match",
+                 "digest_invalid", "digest invalid")),
+    ("auth", ("no basic auth credentials", "unauthorized", "authentication required",
+              "denied", "incorrect username or password")),
+    ("name", ("name invalid", "name_invalid", "invalid reference format",
+              "repository name must", "invalid repository name")),
+    ("not-found", ("manifest unknown", "not found", "manifest_unknown", "name unknown")),
+    ("unreachable", ("connection refused", "no such host", "dial tcp", "i/o timeout",
+                     "connection reset", "context deadline exceeded", "network is unreachable",
+                     "tls:", "eof")),
+)
+
+
+def registry_error(what: str, ref: str, message: str) -> RegistryError:
+    """One line saying why a push or pull of *ref* failed, and what to do."""
+    detail = " ".join(message.split())[:300]
+    text = detail.lower()
+    registry = registry_of(ref)
+    reason = next((name for name, fragments in _REGISTRY_REASONS
+                   if any(fragment in text for fragment in fragments)), "other")
+    lines = {
+        "http": (f"{what}: registry {registry} answers plain HTTP and the engine wants "
+                 f"HTTPS: add it to the engine's insecure-registries ({detail})", "unreachable"),
+        "auth": (f"{what}: registry {registry} refused authentication ({detail}); log in "
+                 f"first (docker login {registry})", "auth"),
+        "name": (f"{what}: name invalid ({detail})", "name"),
+        "content": (f"{what}: registry {registry} served content that does not match its "
+                    f"digest ({detail}): refused", "content"),
+        "not-found": (f"{what}: not found in registry {registry} ({detail})", "not-found"),
+        "unreachable": (f"{what}: registry {registry} does not answer ({detail}); is it "
+                        "running? (a local one: scripts/ensure-registry.sh)", "unreachable"),
+        "other": (f"{what}: {detail}", "other"),
+    }
+    line, kind = lines[reason]
+    return RegistryError(line, kind)
+
+
+def _follow_transfer(chunks: Iterable[dict[str, Any]], ref: str, what: str,
+                     progress: Progress | None, *, pushing: bool) -> Transfer:
+    """Follow a push or pull stream; an ``error`` chunk is a failed transfer.
+
+    Progress gets one line per layer done, not one per chunk of bytes.
+    """
+    done: dict[str, str] = {}
+    seen: set[str] = set()
+    digest = ""
+    sent_words = ("pushed",) if pushing else ("pull complete",)
+    for chunk in chunks:
+        if "error" in chunk:
+            detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+            raise registry_error(what, ref, str(detail))
+        layer, status = str(chunk.get("id") or ""), str(chunk.get("status") or "")
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and valid_digest(aux.get("Digest")):
+            digest = str(aux["Digest"])
+        elif status.startswith("Digest: ") and valid_digest(status[8:].strip()):
+            digest = status[8:].strip()
+        if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
+            continue
+        seen.add(layer)
+        lowered = status.lower()
+        finished = lowered in sent_words or lowered.startswith(
+            ("layer already exists", "mounted from", "already exists"))
+        if finished and layer not in done:
+            done[layer] = "sent" if lowered in sent_words else "present"
+            if progress is not None:
+                progress.step(len(done), len(seen), f"{layer} {status}")
+    if pushing and not digest:
+        raise RegistryError(f"{what}: the engine ended the push without a digest", "other")
+    sent = sum(1 for kind in done.values() if kind == "sent")
+    return Transfer(ref, digest, layers_sent=sent, layers_present=len(done) - sent)
+
+
+def valid_digest(value: object) -> bool:
+    """``sha256:`` and 64 lowercase hex digits (a manifest or image digest)."""
+    return valid_image_id(value)
 
 
 def _follow(chunks: Iterable[dict[str, Any]], what: str, progress: Progress,

@@ -73,6 +73,15 @@ class Reference:
     digest: str = ""
     domain: str = ""
 
+    @property
+    def path(self) -> str:
+        """The repository path as Docker reads it (``library/x`` for Docker Hub's ``x``)."""
+        return _docker_split(self.name)[1]
+
+    def with_digest(self, digest: str) -> str:
+        """``NAME@DIGEST``: this repository's content with that digest."""
+        return f"{self.name}@{digest}"
+
     def __str__(self) -> str:
         return (self.name + (f":{self.tag}" if self.tag else "")
                 + (f"@{self.digest}" if self.digest else ""))
@@ -87,7 +96,6 @@ def parse_reference(value: str, what: str = "image") -> Reference:
     return Reference(name, tag or "", digest or "", _docker_split(name)[0])
 
 
-
 def check_tag(value: str, what: str = "--tag") -> Reference:
     """A reference an image can be tagged with: a name and an optional tag, no digest."""
     ref = parse_reference(value, what)
@@ -95,6 +103,33 @@ def check_tag(value: str, what: str = "--tag") -> Reference:
         raise UsageError(f"{what} {_shown(value)}: a tag cannot hold a digest "
                          f"(@{ref.digest[:19]}...); give NAME:TAG")
     return ref
+
+
+def push_target(value: str, what: str = "--tag") -> Reference:
+    """A reference ``--push`` may push to: a registry named in it, a repository, a tag.
+
+    A name without a registry would go to Docker Hub; that is never what an
+    internal release pipeline meant, so Docker Hub must be spelled out
+    (``docker.io/...``). No tag means ``latest``, as ``docker push`` reads it.
+    """
+    ref = check_tag(value, what)
+    first, slash, _ = ref.name.partition("/")
+    if not (slash and (first == "localhost" or any(c in first for c in ".:[")
+                       or first.lower() != first)):
+        raise UsageError(f"{what} {_shown(value)}: names no registry, so --push would send it "
+                         "to Docker Hub; give REGISTRY/NAME:TAG (e.g. 127.0.0.1:5000/ppml/job:1, "
+                         "or docker.io/... for Docker Hub)")
+    return ref if ref.tag else Reference(ref.name, "latest", "", ref.domain)
+
+
+def digest_reference(value: str, what: str = "image") -> Reference | None:
+    """The parsed reference if *value* names an image by digest (``NAME@sha256:...``), else None.
+
+    A malformed reference holding an ``@`` is a :class:`UsageError`, not None.
+    """
+    if not isinstance(value, str) or "@" not in value:
+        return None
+    return parse_reference(value, what)
 
 
 def is_image_id(value: str) -> bool:
