@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ppml_image import __version__
-from ppml_image._fs import write_atomic
+from ppml_image._fs import read_capped, write_atomic
 from ppml_image.errors import EngineError, PpmlError, UsageError
 from ppml_image.images.engine import Engine, MissingError, valid_image_id
 
@@ -152,17 +152,7 @@ class BaseLock:
 def read_lock(path: Path) -> BaseLock:
     """Read and validate a lock file; every problem is one line naming *path*."""
     name = str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_LOCK + 1)
-    except FileNotFoundError:
-        raise LockError(f"{name}: lock file not found") from None
-    except IsADirectoryError:
-        raise LockError(f"{name}: is a folder, not a lock file") from None
-    except OSError as exc:
-        raise LockError(f"{name}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_LOCK:
-        raise LockError(f"{name}: larger than {MAX_LOCK >> 20} MiB: not a ppml-image lock")
+    data = read_capped(path, MAX_LOCK, "lock file", LockError)  # also no device, no FIFO hang
     try:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
