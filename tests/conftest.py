@@ -9,8 +9,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from ppml_image.testing import MemoryEngine
 
 TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
@@ -195,6 +199,46 @@ def gramine_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ppml_image.testing import make_gramine_tree
 
     return make_gramine_tree(tmp_path_factory.mktemp("gramine") / "tree")
+
+
+@pytest.fixture(scope="session")
+def mem_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-file Python application for the in-memory engine's tests."""
+    folder = tmp_path_factory.mktemp("app") / "app"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('hello')\n")
+    return folder
+
+
+@pytest.fixture
+def mem(gramine_tree: Path) -> MemoryEngine:
+    """A fresh in-memory engine holding a base image made from the stand-in Gramine."""
+    from ppml_image.testing import MemoryEngine, memory_base
+
+    engine = MemoryEngine()
+    memory_base(engine, gramine_tree)
+    return engine
+
+
+def gramine_debs(tree: Path, folder: Path, *, version: str = "0.0+standin",
+                 depends: str = "", postinst: str = "") -> Path:
+    """A folder holding one .deb of the stand-in Gramine *tree* (dpkg-deb), for deb-dir."""
+    package = folder / "pkg"
+    subprocess.run(["cp", "-a", f"{tree}/.", str(package)], check=True)
+    (package / "DEBIAN").mkdir()
+    (package / "DEBIAN/control").write_text(
+        f"Package: gramine\nVersion: {version}\nArchitecture: amd64\n"
+        + (f"Depends: {depends}\n" if depends else "")
+        + "Maintainer: ppml-image tests <tests@invalid>\nDescription: stand-in, not Gramine\n")
+    if postinst:
+        script = package / "DEBIAN/postinst"
+        script.write_text(f"#!/bin/sh\n{postinst}\n")
+        script.chmod(0o755)
+    debs = folder / "debs"
+    debs.mkdir()
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(package),
+                    str(debs / f"gramine_{version}_amd64.deb")], check=True, capture_output=True)
+    return debs
 
 
 def unique_tag(name: str) -> str:

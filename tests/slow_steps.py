@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import gramine_debs
 from private_engine import running_processes
 
 
@@ -53,18 +54,4 @@ def wait_until(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str
 
 def sleeping_deb(folder: Path, tree: Path, marker: str) -> Path:
     """A stand-in Gramine package whose install script sleeps for an hour."""
-    package = folder / "pkg"
-    subprocess.run(["cp", "-a", f"{tree}/.", str(package)], check=True)
-    (package / "DEBIAN").mkdir()
-    (package / "DEBIAN/control").write_text(
-        "Package: gramine\nVersion: 0.0+sleeps\nArchitecture: amd64\n"
-        "Maintainer: ppml-image tests <tests@invalid>\nDescription: stand-in, not Gramine\n")
-    postinst = package / "DEBIAN/postinst"
-    postinst.write_text(f"#!/bin/sh\nsleep {marker}\n")
-    postinst.chmod(0o755)
-    debs = folder / "debs"
-    debs.mkdir()
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(package),
-                    str(debs / "gramine_0.0+sleeps_amd64.deb")], check=True,
-                   capture_output=True)
-    return debs
+    return gramine_debs(tree, folder, version="0.0+sleeps", postinst=f"sleep {marker}")

@@ -20,6 +20,7 @@ import pytest
 from conftest import (
     assert_one_line_error,
     build_base_cli,
+    gramine_debs,
     read_file_from_image,
     run_cli,
     unique_tag,
@@ -193,30 +194,11 @@ def test_the_locked_os_image_must_be_on_the_engine(written: dict, gramine_tree: 
     assert_one_line_error(result, "sha256:" + "0" * 64, "is not on this engine")
 
 
-def make_gramine_deb(tree: Path, folder: Path, depends: str = "") -> Path:
-    """A .deb of the stand-in Gramine tree (dpkg-deb, as test_build_base does)."""
-    package = folder / "pkg"
-    shutil.copytree(tree, package, symlinks=True)
-    (package / "DEBIAN").mkdir()
-    (package / "DEBIAN/control").write_text(
-        "Package: gramine\nVersion: 0.0+standin\nArchitecture: amd64\n"
-        + (f"Depends: {depends}\n" if depends else "")
-        + "Maintainer: ppml-image tests <tests@invalid>\nDescription: stand-in, not Gramine\n")
-    debs = folder / "debs"
-    debs.mkdir()
-    deb = debs / "gramine_0.0+standin_amd64.deb"
-    import subprocess
-
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(package), str(deb)],
-                   check=True, capture_output=True)
-    return debs
-
-
 @pytest.mark.slow  # two more base builds; the issue's own test above runs in `make test`
 def test_a_deb_dir_base_locks_its_debs_and_their_dependencies(
         os_image: str, gramine_tree: Path, tmp_path: Path, janitor, docker_client) -> None:
     # netbase is not otherwise in the slim image: apt fetches it for the .deb.
-    debs = make_gramine_deb(gramine_tree, tmp_path, depends="netbase")
+    debs = gramine_debs(gramine_tree, tmp_path, depends="netbase")
     lock = tmp_path / "debs.lock"
     first = janitor.track(unique_tag("base-debs-locked"))
     result = build_base_cli(first, debs, "--write-lock", str(lock), source="deb-dir")

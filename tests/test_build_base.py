@@ -12,6 +12,7 @@ from conftest import (
     assert_one_line_error,
     build_base_cli,
     docker_run,
+    gramine_debs,
     read_file_from_image,
     unique_tag,
 )
@@ -117,17 +118,7 @@ def test_failed_build_moves_no_tag(slim_base: dict, gramine_tree: Path, tmp_path
 def test_deb_dir_source_installs_gramine_packages(os_image: str, gramine_tree: Path,
                                                   tmp_path: Path, janitor, docker_client) -> None:
     """A Gramine .deb (made here from the stand-in tree) installed from a local folder."""
-    package = tmp_path / "pkg"
-    subprocess.run(["cp", "-a", f"{gramine_tree}/.", str(package)], check=True)
-    (package / "DEBIAN").mkdir()
-    (package / "DEBIAN/control").write_text(
-        "Package: gramine\nVersion: 0.0+standin\nArchitecture: amd64\n"
-        "Maintainer: ppml-image tests <tests@invalid>\nDescription: stand-in, not Gramine\n")
-    debs = tmp_path / "debs"
-    debs.mkdir()
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(package),
-                    str(debs / "gramine_0.0+standin_amd64.deb")], check=True,
-                   capture_output=True)
+    debs = gramine_debs(gramine_tree, tmp_path)
     tag = janitor.track(unique_tag("base-debs"))
     result = build_base_cli(tag, debs, source="deb-dir")
     assert result.returncode == 0, result.stderr

@@ -23,7 +23,6 @@ from ppml_image.images.run import docker_command, plan_run
 from ppml_image.testing import (
     MemFile,
     MemoryEngine,
-    make_gramine_tree,
     mem_file,
     mem_link,
     memory_base,
@@ -34,29 +33,9 @@ SMALL = {"enclave_size": "256M", "max_threads": "4"}
 OS_PY = "/usr/lib/python3.11/os.py"
 
 
-@pytest.fixture(scope="module")
-def gramine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_gramine_tree(tmp_path_factory.mktemp("gramine") / "tree")
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("app") / "app"
-    folder.mkdir()
-    (folder / "main.py").write_text("print('hello')\n")
-    return folder
-
-
 @pytest.fixture
-def mem(gramine: Path) -> MemoryEngine:
-    engine = MemoryEngine()
-    memory_base(engine, gramine)
-    return engine
-
-
-@pytest.fixture
-def signed(mem: MemoryEngine, enclave_key: Path, app: Path) -> custom.CustomImage:
-    return custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/app:1",
+def signed(mem: MemoryEngine, enclave_key: Path, mem_app: Path) -> custom.CustomImage:
+    return custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/app:1",
                                defines=dict(SMALL), date="2025-01-31", quiet=True, engine=mem)
 
 
@@ -297,23 +276,23 @@ def test_pal_larger_than_the_enclave(mem: MemoryEngine, signed: custom.CustomIma
 # --------------------------------------------------------------------------
 # The release policy
 # --------------------------------------------------------------------------
-def test_debug_is_refused_unless_allowed(mem: MemoryEngine, enclave_key: Path, app: Path,
+def test_debug_is_refused_unless_allowed(mem: MemoryEngine, enclave_key: Path, mem_app: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="ppml_image"):
-        custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/dbg:1",
+        custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/dbg:1",
                             defines={**SMALL, "debug": True}, quiet=True, engine=mem)
     warnings = [r for r in caplog.records if "DEBUG enclave" in r.getMessage()]
     assert len(warnings) == 1  # once, not once per stage
     assert "DEBUG enclave" in problems(mem, "mem/dbg:1")
     assert verify(mem, "mem/dbg:1", allow_debug=True).ok
     with pytest.raises(PolicyError, match=r"sgx.debug = true.*--release"):
-        custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/dbg:2",
+        custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/dbg:2",
                             defines={**SMALL, "debug": True}, release=True, quiet=True,
                             engine=mem)
     assert "mem/dbg:2" not in mem.tags and "mem/dbg:2-unsigned" not in mem.tags
 
 
-def test_release_names_every_violation(mem: MemoryEngine, enclave_key: Path, app: Path,
+def test_release_names_every_violation(mem: MemoryEngine, enclave_key: Path, mem_app: Path,
                                        tmp_path: Path) -> None:
     template = tmp_path / "loose.manifest.j2"
     template.write_text(
@@ -325,13 +304,13 @@ def test_release_names_every_violation(mem: MemoryEngine, enclave_key: Path, app
         'sgx.allowed_files = ["file:/usr/lib/python3.11/"]\n'
         'sgx.trusted_files = ["file:{{ python.executable }}", "file:/ppml/app/"]\n')
     with pytest.raises(PolicyError) as refused:
-        custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/loose:1",
+        custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/loose:1",
                             template=template, release=True, quiet=True, engine=mem)
     for fragment in ("loader.insecure__use_host_env", "sgx.file_check_policy",
                      "sgx.allowed_files[0]", "--release"):
         assert fragment in str(refused.value)
     assert "mem/loose:1" not in mem.tags
-    custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/loose:1",
+    custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/loose:1",
                         template=template, quiet=True, engine=mem)
     text = problems(mem, "mem/loose:1")
     assert "release policy: loader.insecure__use_host_env" in text
@@ -367,8 +346,8 @@ def test_planted_base_label_is_not_a_path(mem: MemoryEngine, signed: custom.Cust
 
 
 def test_a_base_label_naming_an_unrelated_image(mem: MemoryEngine, signed: custom.CustomImage,
-                                                gramine: Path) -> None:
-    other = memory_base(mem, gramine, tag="mem/otherbase:1")
+                                                gramine_tree: Path) -> None:
+    other = memory_base(mem, gramine_tree, tag="mem/otherbase:1")
     other = mem.derive(other, {"/etc/other": mem_file(b"x")})
     mem.derive("mem/app:1", labels={BASE_ID_LABEL: other}, tag="mem/bad:otherbase")
     assert "does not derive from" in problems(mem, "mem/bad:otherbase")
@@ -377,19 +356,19 @@ def test_a_base_label_naming_an_unrelated_image(mem: MemoryEngine, signed: custo
 
 
 def test_onbuild_triggers_of_a_hostile_base_are_measured(
-        mem: MemoryEngine, enclave_key: Path, app: Path, tmp_path: Path) -> None:
+        mem: MemoryEngine, enclave_key: Path, mem_app: Path, tmp_path: Path) -> None:
     from ppml_image.images.context import BuildContext
     from ppml_image.images.progress import Progress
 
     # The trigger runs in build-custom's own build: it overwrites a trusted file
     # with the application's main.py.
-    trojan = (app / "main.py").read_bytes()
+    trojan = (mem_app / "main.py").read_bytes()
     context = BuildContext()
     context.add_bytes("Dockerfile", b"FROM mem/base:1\nONBUILD COPY app/main.py " +
                       OS_PY.encode() + b"\n")
     hostile = mem.build(context.finish(), what="hostile base", progress=Progress("", quiet=True))
     mem.tag(hostile, "mem/hostile:1")
-    custom.build_custom(enclave_key, base="mem/hostile:1", app=app, tag="mem/onbuild:1",
+    custom.build_custom(enclave_key, base="mem/hostile:1", app=mem_app, tag="mem/onbuild:1",
                         defines=dict(SMALL), quiet=True, engine=mem)
     assert manifest_hash(mem, "mem/onbuild:1", OS_PY) == hashlib.sha256(trojan).hexdigest()
     assert verify(mem, "mem/onbuild:1").ok
@@ -466,8 +445,8 @@ def test_non_utf8_file_name_in_a_trusted_folder_of_the_image(
 
 
 def test_sign_image_release_refuses_a_debug_image(mem: MemoryEngine, enclave_key: Path,
-                                                  app: Path) -> None:
-    custom.build_custom(enclave_key, base="mem/base:1", app=app, tag="mem/dbg:1",
+                                                  mem_app: Path) -> None:
+    custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/dbg:1",
                         defines={**SMALL, "debug": True}, quiet=True, engine=mem)
     with pytest.raises(PolicyError, match=r"sgx.debug = true.*--release"):
         custom.sign_image("mem/dbg:1-unsigned", enclave_key, tag="mem/dbg:release",

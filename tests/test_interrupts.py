@@ -49,10 +49,6 @@ IMAGE_LABEL = "ppml-test.image"  # one test image and what is built on it
 LIVENESS = 20.0  # seconds; the steps interrupted here would run for an hour
 
 
-
-
-
-
 def interrupt(proc: subprocess.Popen[str], signum: int) -> tuple[int, str, float]:
     """Send *signum*; (exit code, stderr, seconds until the process ended)."""
     proc.send_signal(signum)

@@ -17,7 +17,7 @@ from ppml_image.images import attest, custom
 from ppml_image.images.reference import parse_reference, push_target
 from ppml_image.sgx.keys import load_signing_key
 from ppml_image.sgx.signers import ExternalSignature, PemSigner
-from ppml_image.testing import MemoryEngine, make_gramine_tree, memory_base
+from ppml_image.testing import MemoryEngine
 
 SMALL = {"enclave_size": "256M", "max_threads": "4"}
 REG = "registry.test:5000"
@@ -84,36 +84,16 @@ def test_push_targets_must_name_a_registry_and_a_tag(text: str, fragment: str) -
 # --------------------------------------------------------------------------
 # The in-memory engine
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gramine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_gramine_tree(tmp_path_factory.mktemp("gramine") / "tree")
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("app") / "app"
-    folder.mkdir()
-    (folder / "main.py").write_text("print('hello')\n")
-    return folder
-
-
-@pytest.fixture
-def mem(gramine: Path) -> MemoryEngine:
-    engine = MemoryEngine()
-    memory_base(engine, gramine)
-    return engine
-
-
-def build(mem: MemoryEngine, key: Path, app: Path, tag: str,
+def build(mem: MemoryEngine, key: Path, mem_app: Path, tag: str,
           publish: custom.Publish | None = None) -> custom.CustomImage:
-    return custom.build_custom(key, base="mem/base:1", app=app, tag=tag, defines=dict(SMALL),
+    return custom.build_custom(key, base="mem/base:1", app=mem_app, tag=tag, defines=dict(SMALL),
                                date="2025-01-31", quiet=True, engine=mem, publish=publish)
 
 
 def test_push_records_the_registrys_digest_and_verify_pulls_by_it(
-        mem: MemoryEngine, enclave_key: Path, app: Path) -> None:
+        mem: MemoryEngine, enclave_key: Path, mem_app: Path) -> None:
     tag = f"{REG}/ppml/app:1"
-    result = build(mem, enclave_key, app, tag, custom.Publish(push=True))
+    result = build(mem, enclave_key, mem_app, tag, custom.Publish(push=True))
     assert result.repo_digest is not None
     assert result.repo_digest.startswith(f"{REG}/ppml/app@sha256:")
     assert result.unsigned_repo_digest is None
@@ -131,58 +111,58 @@ def test_push_records_the_registrys_digest_and_verify_pulls_by_it(
     assert verified.pulled and verified.digest == result.repo_digest
 
 
-def test_push_unsigned_pushes_it_first(mem: MemoryEngine, enclave_key: Path, app: Path) -> None:
+def test_push_unsigned_pushes_it_first(mem: MemoryEngine, enclave_key: Path, mem_app: Path) -> None:
     tag = f"{REG}/ppml/app:2"
-    result = build(mem, enclave_key, app, tag, custom.Publish(push=True, push_unsigned=True))
+    result = build(mem, enclave_key, mem_app, tag, custom.Publish(push=True, push_unsigned=True))
     assert result.unsigned_repo_digest is not None
     assert mem.registry[f"{REG}/ppml/app:2-unsigned"] == result.unsigned_image_id
     assert mem.registry[tag] == result.image_id
 
 
 def test_a_failed_push_puts_every_tag_back(mem: MemoryEngine, enclave_key: Path,
-                                           app: Path) -> None:
+                                           mem_app: Path) -> None:
     tag = f"{REG}/ppml/app:3"
-    old = build(mem, enclave_key, app, tag)  # the tags as they were
-    (app / "extra.py").write_text("print('changed')\n")
+    old = build(mem, enclave_key, mem_app, tag)  # the tags as they were
+    (mem_app / "extra.py").write_text("print('changed')\n")
     try:
         mem.unreachable.add(REG)
         with pytest.raises(custom.PushFailed, match="does not answer") as caught:
-            build(mem, enclave_key, app, tag, custom.Publish(push=True))
+            build(mem, enclave_key, mem_app, tag, custom.Publish(push=True))
     finally:
-        (app / "extra.py").unlink()
+        (mem_app / "extra.py").unlink()
     assert caught.value.result.repo_digest is None
     assert caught.value.result.image_id != old.image_id
     assert mem.tags[tag] == old.image_id
     assert mem.tags[f"{tag}-unsigned"] == old.unsigned_image_id
     # A tag that did not exist before does not exist after.
     with pytest.raises(custom.PushFailed):
-        build(mem, enclave_key, app, f"{REG}/ppml/new:1", custom.Publish(push=True))
+        build(mem, enclave_key, mem_app, f"{REG}/ppml/new:1", custom.Publish(push=True))
     assert f"{REG}/ppml/new:1" not in mem.tags and f"{REG}/ppml/new:1-unsigned" not in mem.tags
 
 
 def test_push_target_is_checked_before_any_work(mem: MemoryEngine, enclave_key: Path,
-                                                app: Path) -> None:
+                                                mem_app: Path) -> None:
     images = len(mem.images)
     with pytest.raises(UsageError, match="names no registry"):
-        build(mem, enclave_key, app, "ppml/app:1", custom.Publish(push=True))
+        build(mem, enclave_key, mem_app, "ppml/app:1", custom.Publish(push=True))
     with pytest.raises(UsageError, match="goes with --push"):
-        build(mem, enclave_key, app, f"{REG}/a:1", custom.Publish(push_unsigned=True))
+        build(mem, enclave_key, mem_app, f"{REG}/a:1", custom.Publish(push_unsigned=True))
     assert len(mem.images) == images
 
 
 def test_expect_mr_enclave_stops_before_signing_or_tagging(mem: MemoryEngine,
                                                            enclave_key: Path,
-                                                           app: Path) -> None:
-    good = build(mem, enclave_key, app, "mem/app:1")
+                                                           mem_app: Path) -> None:
+    good = build(mem, enclave_key, mem_app, "mem/app:1")
     wrong = "ab" * 32
     with pytest.raises(VerificationError, match=f"expected {wrong}"):
-        build(mem, enclave_key, app, "mem/app:2", custom.Publish(expect_mr_enclave=wrong))
+        build(mem, enclave_key, mem_app, "mem/app:2", custom.Publish(expect_mr_enclave=wrong))
     assert "mem/app:2" not in mem.tags and "mem/app:2-unsigned" not in mem.tags
     with pytest.raises(VerificationError):
         custom.sign_image("mem/app:1-unsigned", enclave_key, tag="mem/app:3", quiet=True,
                           engine=mem, publish=custom.Publish(expect_mr_enclave=wrong))
     assert "mem/app:3" not in mem.tags
-    same = build(mem, enclave_key, app, "mem/app:4",
+    same = build(mem, enclave_key, mem_app, "mem/app:4",
                  custom.Publish(expect_mr_enclave=good.mr_enclave.upper()))
     assert same.mr_enclave == good.mr_enclave
 
@@ -195,8 +175,8 @@ def test_expect_mr_enclave_must_be_64_hex_digits(value: str) -> None:
 
 
 def test_offline_flow_on_an_image_equals_signing_directly(mem: MemoryEngine, enclave_key: Path,
-                                                          app: Path, tmp_path: Path) -> None:
-    direct = build(mem, enclave_key, app, "mem/app:1")
+                                                          mem_app: Path, tmp_path: Path) -> None:
+    direct = build(mem, enclave_key, mem_app, "mem/app:1")
     data = tmp_path / "app.tbs"
     exported = custom.export_signing_data("mem/app:1-unsigned", data, date="2025-01-31",
                                           engine=mem, quiet=True)
@@ -222,8 +202,8 @@ def test_offline_flow_on_an_image_equals_signing_directly(mem: MemoryEngine, enc
 
 def test_verify_by_a_digest_the_engine_does_not_record_fails(mem: MemoryEngine,
                                                               enclave_key: Path,
-                                                              app: Path) -> None:
-    result = build(mem, enclave_key, app, f"{REG}/ppml/app:5", custom.Publish(push=True))
+                                                              mem_app: Path) -> None:
+    result = build(mem, enclave_key, mem_app, f"{REG}/ppml/app:5", custom.Publish(push=True))
     assert result.repo_digest is not None
     # The same content under another digest reference: the engine does not vouch for it.
     forged = f"{REG}/ppml/app@sha256:" + "1" * 64
