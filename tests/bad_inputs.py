@@ -179,8 +179,6 @@ BAD_INPUTS = [
 ]
 
 
-
-
 @dataclass
 class Case:
     """One bad input: a command line, the files it needs, and the one line it must give."""

@@ -168,7 +168,6 @@ def test_signal_while_build_custom_waits_on_its_build(
     assert_nothing_left(docker_client, proc.pid, [tag, tag + "-unsigned"], {}, marker)
 
 
-
 @SIGNALS
 def test_signal_while_build_base_waits_on_its_build(
         signum: int, tmp_path: Path, gramine_tree: Path, slim_base: dict, os_image: str,

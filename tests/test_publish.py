@@ -137,7 +137,6 @@ def test_push_unsigned_only_when_asked(custom_image: dict, registry, docker_clie
     assert registry.digest_of(repo, "2-unsigned") == data["unsigned_repo_digest"].split("@")[1]
 
 
-
 # --------------------------------------------------------------------------
 # Push errors: one line each; no record claims a digest; tags put back.
 # --------------------------------------------------------------------------
