@@ -133,6 +133,14 @@ def test_a_locked_rebuild_from_scratch_signs_to_the_same_bytes(
     assert result.returncode == 0, result.stderr
     rebuilt = json.loads(result.stdout)
     assert rebuilt["image_id"] != written["image"]["image_id"]  # really built again
+    digest = hashlib.sha256(written["path"].read_bytes()).hexdigest()
+    assert docker_client.images.get(again).labels["ppml-image.base-lock"] == f"sha256:{digest}"
+    # That rebuild did not become the cache of unlocked builds: an unchanged
+    # one is still the image it was (the builder takes the newest matching step).
+    same = janitor.track(unique_tag("base-slim-after-relock"))
+    unlocked = build_lock_cli(same, gramine_tree)
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert json.loads(unlocked.stdout)["image_id"] == written["image"]["image_id"]
     signed = {}
     # The same day twice: by --date, and by SOURCE_DATE_EPOCH (2023-11-14 22:13:20 UTC).
     for name, base, date, env in (("first", written["tag"], ["--date", "2023-11-14"], {}),
