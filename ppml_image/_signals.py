@@ -51,6 +51,23 @@ def install() -> None:
     sys.unraisablehook = _unraisable
 
 
+def leave_to_main_thread() -> None:
+    """Block SIGINT and SIGTERM in the calling (helper) thread.
+
+    Python runs handlers in the main thread only, and only when that thread
+    runs Python code. The kernel hands a process's signal to any thread that
+    does not block it: given to a helper, it would wait until the main
+    thread next wakes (a stream that stalls: never). Every thread we start
+    calls this first, so the main thread gets the signal and its wait is
+    interrupted; main-thread waits on helpers also wake in short slices (see
+    :data:`WAIT_SLICE`), for threads that are not ours.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+WAIT_SLICE = 0.1  # seconds: how long the main thread waits on a helper before checking again
+
+
 def check() -> None:
     """Raise again if a signal arrived: called just before committing an output."""
     if _received:

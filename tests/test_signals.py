@@ -12,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = """
 import os, signal, sys
 from pathlib import Path
+
+import pytest
 from ppml_image import _signals
 from ppml_image._fs import write_atomic
 
@@ -51,3 +55,59 @@ def test_swallowed_sigint_still_stops_the_rename(tmp_path: Path) -> None:
     result = _run("SIGINT", tmp_path / "out.bin")
     assert result.stdout.splitlines() == ["still running", "refused: KeyboardInterrupt"], result
     assert list(tmp_path.iterdir()) == []
+
+
+STALLED_STREAM = """
+import os, signal, sys, threading, time
+from ppml_image import _signals
+from ppml_image.images.imagefs import index_stream
+
+_signals.install()
+read_end, write_end = os.pipe()
+
+class Stalled:
+    '''An engine stream that stops sending: read blocks until close.'''
+    def read(self, size):
+        return os.read(read_end, size)
+    def close(self):
+        os.close(write_end)
+
+def deliver():
+    time.sleep(1.0)  # the main thread is waiting for the first chunk by now
+    # The kernel may hand a process's signal to any thread that does not
+    # block it: {target} gets this one.
+    target = {target}
+    sent[0] = time.monotonic()
+    signal.pthread_kill(target, signal.{name})
+
+sent = [0.0]
+threading.Thread(target=deliver, daemon=True).start()
+try:
+    index_stream(Stalled(), "a stalled stream")
+except BaseException as exc:
+    print(type(exc).__name__, round(time.monotonic() - sent[0], 2), flush=True)
+"""
+
+
+def _stalled(name: str, target: str) -> subprocess.CompletedProcess[str]:
+    script = STALLED_STREAM.replace("{name}", name).replace("{target}", target)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, check=False)
+
+
+@pytest.mark.parametrize("name, exception", [("SIGINT", "KeyboardInterrupt"),
+                                             ("SIGTERM", "Terminated")])
+@pytest.mark.parametrize("target", ["threading.get_ident()",  # a thread of no interest
+                                    "threading.main_thread().ident"])
+def test_a_signal_to_any_thread_stops_a_stalled_stream(name: str, exception: str,
+                                                       target: str) -> None:
+    """Streaming waits on a receiving thread; a signal must not wait for the next byte.
+
+    Real signals, sent to one thread: to the main thread, and to another one
+    (which the kernel may choose): either way the stream stops at once,
+    though the engine sends nothing more. Liveness bound, not a speed claim.
+    """
+    result = _stalled(name, target)
+    words = result.stdout.split()
+    assert words and words[0] == exception, (result.stdout, result.stderr)
+    assert float(words[1]) < 5.0, result.stdout

@@ -612,6 +612,7 @@ class DockerEngine(Engine):
         return int(status.get("StatusCode", 1))
 
     def _wait(self, container: str, condition: str, status: dict[str, Any]) -> None:
+        _signals.leave_to_main_thread()
         try:
             status.update(self.api.wait(container, timeout=None, condition=condition))
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

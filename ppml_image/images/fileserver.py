@@ -12,11 +12,22 @@ import http.server
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from ppml_image import _signals
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """Its threads leave Ctrl-C and SIGTERM to the main thread (see _signals)."""
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        _signals.leave_to_main_thread()
+        super().process_request_thread(request, client_address)
 
 
 class FileServer:
@@ -26,11 +37,15 @@ class FileServer:
         self.root = root
         handler = functools.partial(_QuietHandler, directory=str(root))
         try:
-            self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+            self._server = _Server(("127.0.0.1", port), handler)
         except OSError:  # taken: any free port works, at the price of a cache miss
-            self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            self._server = _Server(("127.0.0.1", 0), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        _signals.leave_to_main_thread()
+        self._server.serve_forever()
 
     @property
     def url(self) -> str:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ppml_image import _signals
 from ppml_image.errors import EngineError, ManifestError
 from ppml_image.images.engine import ImageFiles
 from ppml_image.images.progress import Progress
@@ -161,6 +162,7 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
     stop = threading.Event()
 
     def receive() -> None:
+        _signals.leave_to_main_thread()
         try:
             while not stop.is_set():
                 chunk = stream.read(CHUNK)
@@ -171,7 +173,12 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
             chunks.put(exc)
 
     def next_chunk() -> bytes:
-        item = chunks.get()
+        while True:  # in slices: a signal another thread took is acted on here, at once
+            try:
+                item = chunks.get(timeout=_signals.WAIT_SLICE)
+                break
+            except queue.Empty:
+                continue
         if isinstance(item, BaseException):
             raise item
         return item

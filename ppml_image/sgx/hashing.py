@@ -19,6 +19,8 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar
 
+from ppml_image import _signals
+
 CHUNK = 1 << 20
 _local = threading.local()
 T = TypeVar("T")
@@ -98,10 +100,11 @@ def sha256_many(
             stop.set()  # one failure fails the whole call: the others stop now
             raise
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ppml-sha256")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ppml-sha256",
+                              initializer=_signals.leave_to_main_thread)
     try:
         futures = [pool.submit(run, batch) for batch in batches]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        _wait_in_slices(futures)
     except BaseException:
         # Ctrl-C or SIGTERM in this thread: the workers see the flag within a
         # chunk; queued batches are cancelled and nobody waits for them.
@@ -114,6 +117,14 @@ def sha256_many(
     for i, future in enumerate(futures):
         ordered[i::count] = future.result()
     return ordered
+
+
+def _wait_in_slices(futures: list[Future[list[str]]]) -> None:
+    """Wait until all are done or one failed, waking often enough to act on a signal."""
+    while True:
+        done, not_done = wait(futures, timeout=_signals.WAIT_SLICE, return_when=FIRST_EXCEPTION)
+        if not not_done or any(f.exception() is not None for f in done):
+            return
 
 
 def _raise_first_failure(futures: list[Future[list[str]]]) -> None:

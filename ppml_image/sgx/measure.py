@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ppml_image import _signals
 from ppml_image.errors import ElfError, ManifestError
 from ppml_image.sgx.elf import PF_R, PF_W, PF_X, ElfImage
 
@@ -353,7 +354,8 @@ class Measurement:
         size = min(count, _BLOCK)
         buffers = [bytearray(record * size), bytearray(record * size)]
         high_dwords = [0, 0]  # what each buffer's records hold in their high dword
-        with ThreadPoolExecutor(max_workers=1) as hasher:
+        with ThreadPoolExecutor(max_workers=1,
+                                initializer=_signals.leave_to_main_thread) as hasher:
             pending: Future[None] | None = None
             for turn, (start, n) in enumerate(_windows(offset, count)):
                 which = turn % 2
