@@ -33,6 +33,7 @@ def cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None
         ) -> subprocess.Popen[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("PPML_IMAGE_")}
     full.update(env or {})
+    full["PYTHONFAULTHANDLER"] = "1"  # a test that finds it stuck can see where (SIGABRT)
     return subprocess.Popen([sys.executable, "-m", "ppml_image", *map(str, args)], env=full,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

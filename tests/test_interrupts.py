@@ -56,9 +56,16 @@ def interrupt(proc: subprocess.Popen[str], signum: int) -> tuple[int, str, float
     try:
         _, err = proc.communicate(timeout=LIVENESS)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail(f"still running {LIVENESS:.0f} s after signal {signum}")
+        # Where is it stuck? faulthandler (PYTHONFAULTHANDLER, set by cli())
+        # prints every thread's stack on SIGABRT.
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        pytest.fail(f"still running {LIVENESS:.0f} s after signal {signum}; its threads:\n"
+                    f"{err[-6000:]}")
     seconds = time.monotonic() - sent
     print(f"signal {signum}: exit {proc.returncode} after {seconds:.3f} s")
     return proc.returncode, err, seconds
