@@ -308,7 +308,29 @@ class ImageJanitor:
             # A conflict (another run's container uses the image) leaves it to them.
             with contextlib.suppress(docker.errors.APIError):
                 self.client.api.remove_image(tag, force=True)
+        self._remove_digest_references()
         remove_labelled_images(self.client, f"{SESSION_LABEL}={SESSION}")
+
+    def _remove_digest_references(self) -> None:
+        """``REPO@sha256:...`` of the tracked repositories (a pull by digest, a push).
+
+        Such a reference keeps an image alive after its last tag is gone; the
+        tracked repositories are this session's own (their names hold its pid).
+        """
+        import docker.errors
+
+        for repository in {_repository(tag) for tag in self.tags}:
+            for image in self.client.api.images(name=repository):
+                for reference in image.get("RepoDigests") or []:
+                    if reference.startswith(f"{repository}@"):
+                        with contextlib.suppress(docker.errors.APIError):
+                            self.client.api.remove_image(reference, force=True)
+
+
+def _repository(tag: str) -> str:
+    """The repository of a ``NAME[:TAG]`` (a registry's ``:PORT`` is not a tag)."""
+    name, colon, suffix = tag.rpartition(":")
+    return name if colon and "/" not in suffix else tag
 
 
 def remove_labelled_images(client, label: str) -> None:
