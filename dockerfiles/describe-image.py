@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-import python_snapshot  # beside this script: ppml_image/sgx/python_snapshot.py
+import python_snapshot  # beside this script: ppml_image/sgx/manifest/python_snapshot.py
 
 profile, source, pkglibdir = sys.argv[1:4]
 try:

@@ -8,7 +8,7 @@ rest are placeholders. Enclaves "signed" against this tree will not run; the
 measurement and signing pipeline around them is real.
 
 :class:`MemoryEngine` is an in-memory container engine behind the same seam
-as the Docker engine (:mod:`ppml_image.images.engine`), and
+as the Docker engine (:mod:`ppml_image.images.engine.core`), and
 :func:`memory_base` puts a stand-in base image in it: the logic of
 ``build-custom``, ``sign-image`` and ``verify`` runs in tests without Docker.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from ppml_image.errors import BuildError, EngineError, RegistryError
-from ppml_image.images.engine import (
+from ppml_image.images.engine.core import (
     ContainerSpec,
     Engine,
     ImageFiles,
@@ -40,8 +40,8 @@ from ppml_image.images.engine import (
     registry_of,
     split_tag,
 )
+from ppml_image.images.engine.tarstream import ByteStream, normalise
 from ppml_image.images.progress import Progress
-from ppml_image.images.tarstream import ByteStream, normalise
 from ppml_image.sgx import gramine
 
 _RUNTIME_FILES = ("ld-linux-x86-64.so.2", "libc.so.6", "libdl.so.2", "libm.so.6",

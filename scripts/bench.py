@@ -30,13 +30,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image.sgx.elf import load_elf
-from ppml_image.sgx.hsm import Pkcs11Signer
-from ppml_image.sgx.manifest import finalize, parse_manifest
-from ppml_image.sgx.measure import PAGE, build_layout, enclave_params, measure
+from ppml_image.sgx.manifest.document import finalize, parse_manifest
+from ppml_image.sgx.measure.elf import load_elf
+from ppml_image.sgx.measure.enclave import PAGE, build_layout, enclave_params, measure
+from ppml_image.sgx.measure.tree import DiskTree
 from ppml_image.sgx.sign import sign_enclave
-from ppml_image.sgx.signers import PemSigner, signer_from_option
-from ppml_image.sgx.tree import DiskTree
+from ppml_image.sgx.signing.hsm import Pkcs11Signer
+from ppml_image.sgx.signing.signers import PemSigner, signer_from_option
 
 PAL = Path(__file__).resolve().parent.parent / "tests/vectors/_common/gcc_libpal.so"
 
@@ -198,7 +198,7 @@ def _process_seconds(argv: list[str], env: dict[str, str], runs: int, *,
 
 def bench_front_door() -> tuple[float, float]:
     """End-to-end seconds of whole ppml-image processes; returns (sign 256M, 64G ratio)."""
-    from ppml_image.sgx.keys import generate_key
+    from ppml_image.sgx.signing.keys import generate_key
 
     script = Path(sys.executable).with_name("ppml-image")
     cli = [str(script)] if script.exists() else [sys.executable, "-m", "ppml_image"]

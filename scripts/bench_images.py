@@ -46,15 +46,17 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ppml_image.images import attest, config, custom
-from ppml_image.images.base import build_base
-from ppml_image.images.context import BuildContext
-from ppml_image.images.engine import DockerEngine, connect
+from ppml_image.images.base import config
+from ppml_image.images.base.build import build_base
+from ppml_image.images.enclave import custom
+from ppml_image.images.enclave import verify as attest
+from ppml_image.images.enclave.measure import measure_image
+from ppml_image.images.engine.context import BuildContext
+from ppml_image.images.engine.core import DockerEngine, connect
+from ppml_image.images.engine.publish import push
 from ppml_image.images.layout import enclave_layout
-from ppml_image.images.measure import measure_image
 from ppml_image.images.progress import Progress
-from ppml_image.images.publish import push
-from ppml_image.sgx.keys import generate_key
+from ppml_image.sgx.signing.keys import generate_key
 from ppml_image.testing import make_gramine_tree
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

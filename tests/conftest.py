@@ -87,7 +87,7 @@ def cases(tool: str, *, errors: bool | None = None) -> list[str]:
 
 def fresh_key(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """A fresh SGX signing key made by the tool itself (never a committed one)."""
-    from ppml_image.sgx.keys import generate_key
+    from ppml_image.sgx.signing.keys import generate_key
 
     path = tmp_path_factory.mktemp("keys") / name
     generate_key(path)

@@ -26,7 +26,7 @@ from conftest import (
     unique_tag,
 )
 
-from ppml_image.images.wheelhouse import cache_root
+from ppml_image.images.base.wheelhouse import cache_root
 from ppml_image.sgx import gramine
 
 pytestmark = pytest.mark.docker

@@ -19,8 +19,8 @@ from conftest import (
     unique_tag,
 )
 
-from ppml_image.images.context import BuildContext
-from ppml_image.sgx.keys import load_signing_key, mr_signer_of
+from ppml_image.images.engine.context import BuildContext
+from ppml_image.sgx.signing.keys import load_signing_key, mr_signer_of
 
 pytestmark = pytest.mark.docker
 
@@ -218,11 +218,11 @@ def test_build_custom_bad_input(case: str, slim_base: dict, enclave_key: Path, a
 
 def test_shipped_templates_render_against_the_base(slim_base: dict, docker_client) -> None:
     """Both shipped templates render and pass Gramine's schema with the base's answers."""
-    from ppml_image.images.base import base_info
-    from ppml_image.images.custom import find_template, render_for_base
-    from ppml_image.images.engine import connect
-    from ppml_image.sgx.manifest import parse_manifest
-    from ppml_image.sgx.schema import check_schema
+    from ppml_image.images.base.build import base_info
+    from ppml_image.images.enclave.custom import find_template, render_for_base
+    from ppml_image.images.engine.core import connect
+    from ppml_image.sgx.manifest.document import parse_manifest
+    from ppml_image.sgx.manifest.schema import check_schema
 
     info = base_info(connect(), slim_base["image_id"])
     for name in ("python-ml", "spark"):

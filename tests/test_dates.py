@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ppml_image.errors import SigstructError, UsageError
-from ppml_image.sgx.sigstruct import Sigstruct, SigstructDate, read_sigstruct
+from ppml_image.sgx.signing.sigstruct import Sigstruct, SigstructDate, read_sigstruct
 
 VECTOR = "sign-basic-256m-4t-debug"
 
@@ -219,7 +219,7 @@ def test_out_of_range_parts_are_refused(parts: tuple[int, int, int]) -> None:
 # --------------------------------------------------------------------------
 def test_build_custom_and_sign_image_take_source_date_epoch_and_zero_dates(
         tmp_path: Path, enclave_key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ppml_image.images import custom
+    from ppml_image.images.enclave import custom
     from ppml_image.testing import MemoryEngine, make_gramine_tree, memory_base
 
     mem = MemoryEngine()

@@ -26,7 +26,7 @@ from conftest import (
 from private_engine import PrivateEngine
 from slow_steps import cli, sleep_marker, sleeping, sleeping_deb, wait_until
 
-from ppml_image.images.context import BuildContext
+from ppml_image.images.engine.context import BuildContext
 
 pytestmark = pytest.mark.docker
 

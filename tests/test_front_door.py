@@ -65,18 +65,26 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _command_modules() -> list[Path]:
+    return sorted(m for m in (PACKAGE / "cli").glob("*.py") if m.name != "__init__.py")
+
+
 def test_no_import_cycle_between_cli_and_command_modules() -> None:
-    """The command modules take the app from _cli_base, never from cli.py (which imports them)."""
-    for module in sorted(PACKAGE.glob("_cli_*.py")):
-        assert "ppml_image.cli" not in _imports(module), module.name
-    base = _imports(PACKAGE / "_cli_base.py")
-    assert not any(name.startswith("ppml_image._cli_") or name == "ppml_image.cli"
-                   for name in base), base
+    """Command modules take the app from cli.common, never from the package that imports them."""
+    modules = _command_modules()
+    assert len(modules) >= 5
+    siblings = {m.stem for m in modules}
+    for module in modules:
+        for name in _imports(module):
+            if name.startswith("ppml_image.cli."):
+                assert name.split(".")[2] in siblings, (module.name, name)
+    common = _imports(PACKAGE / "cli/common.py")
+    assert not any(name.startswith("ppml_image.cli") for name in common), common
 
 
 def test_each_command_module_imports_alone() -> None:
-    for module in sorted(PACKAGE.glob("_cli_*.py")):
-        name = f"ppml_image.{module.stem}"
+    for module in _command_modules():
+        name = f"ppml_image.cli.{module.stem}"
         proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True,
                               text=True, check=False, timeout=60)
         assert proc.returncode == 0, (name, proc.stderr)

@@ -303,8 +303,8 @@ def token_env(softhsm: SoftHsm):
 
 @pytest.fixture
 def token_session(token_env: SoftHsm):
-    from ppml_image.sgx.hsm import open_session
-    from ppml_image.sgx.pkcs11_uri import parse_uri
+    from ppml_image.sgx.signing.hsm import open_session
+    from ppml_image.sgx.signing.pkcs11_uri import parse_uri
 
     with open_session(parse_uri(token_env.uri(None)), rw=True) as session:
         yield session
@@ -313,8 +313,8 @@ def token_session(token_env: SoftHsm):
 def test_every_signer_makes_the_same_sigstruct(token_env: SoftHsm) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    from ppml_image.sgx import signers
-    from ppml_image.sgx.sigstruct import read_sigstruct
+    from ppml_image.sgx.signing import signers
+    from ppml_image.sgx.signing.sigstruct import read_sigstruct
 
     expected = (VECTORS / VECTOR / "expected.sig").read_bytes()
     tbs = read_sigstruct(VECTORS / VECTOR / "expected.sig", verify=True)
@@ -337,8 +337,8 @@ def test_a_signer_that_returns_a_bad_signature_is_refused(token_env: SoftHsm) ->
     from cryptography.hazmat.primitives import serialization
 
     from ppml_image.errors import SigstructError
-    from ppml_image.sgx.signers import PemSigner
-    from ppml_image.sgx.sigstruct import read_sigstruct
+    from ppml_image.sgx.signing.signers import PemSigner
+    from ppml_image.sgx.signing.sigstruct import read_sigstruct
 
     class Lying(PemSigner):
         """Claims one key, signs with another: what a misconfigured HSM might do."""

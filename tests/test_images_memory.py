@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from ppml_image.errors import ImageContentError, ManifestError, PolicyError, UsageError
-from ppml_image.images import attest, custom
+from ppml_image.images.enclave import custom
+from ppml_image.images.enclave import verify as attest
+from ppml_image.images.enclave.run import docker_command, plan_run
 from ppml_image.images.layout import BASE_ID_LABEL
-from ppml_image.images.run import docker_command, plan_run
 from ppml_image.testing import (
     MemFile,
     MemoryEngine,
@@ -84,7 +85,7 @@ def test_without_expected_values_it_says_consistency_only(mem: MemoryEngine,
 
 def test_resigning_keeps_mrenclave(mem: MemoryEngine, signed: custom.CustomImage,
                                    second_key: Path) -> None:
-    from ppml_image.sgx.signers import PemSigner
+    from ppml_image.sgx.signing.signers import PemSigner
 
     # Any signer: here an open one, as a token would be.
     again = custom.sign_image("mem/app:1-unsigned", PemSigner.load(second_key),
@@ -357,7 +358,7 @@ def test_a_base_label_naming_an_unrelated_image(mem: MemoryEngine, signed: custo
 
 def test_onbuild_triggers_of_a_hostile_base_are_measured(
         mem: MemoryEngine, enclave_key: Path, mem_app: Path, tmp_path: Path) -> None:
-    from ppml_image.images.context import BuildContext
+    from ppml_image.images.engine.context import BuildContext
     from ppml_image.images.progress import Progress
 
     # The trigger runs in build-custom's own build: it overwrites a trusted file
@@ -468,7 +469,7 @@ def test_only_the_engine_module_imports_docker_and_sgx_never_images() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module)
         rel = source.relative_to(root).as_posix()
-        if rel != "images/engine.py":
+        if rel != "images/engine/core.py":
             assert not any(m == "docker" or m.startswith("docker.") for m in imported), rel
         if rel.startswith("sgx/"):
             assert not any(m.startswith("ppml_image.images") for m in imported), rel

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, build_custom_cli, run_cli
 
-from ppml_image.images.base import render_dockerfile
-from ppml_image.images.config import BaseConfig
+from ppml_image.images.base.build import render_dockerfile
+from ppml_image.images.base.config import BaseConfig
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 

@@ -28,7 +28,7 @@ from conftest import (
     unique_tag,
 )
 
-from ppml_image.images.context import BuildContext
+from ppml_image.images.engine.context import BuildContext
 from ppml_image.testing import stand_in_elf
 
 pytestmark = pytest.mark.docker

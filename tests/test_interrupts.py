@@ -38,7 +38,7 @@ from conftest import (
 )
 from slow_steps import cli, sleep_marker, sleeping, sleeping_deb, wait_until
 
-from ppml_image.images.context import BuildContext
+from ppml_image.images.engine.context import BuildContext
 
 pytestmark = pytest.mark.docker
 

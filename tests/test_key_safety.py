@@ -29,7 +29,7 @@ import pytest
 from conftest import run_cli, unique_tag
 from cryptography.hazmat.primitives import serialization
 
-from ppml_image.sgx.keys import load_signing_key
+from ppml_image.sgx.signing.keys import load_signing_key
 
 pytestmark = pytest.mark.docker
 
@@ -213,7 +213,7 @@ def test_no_trace_of_the_key_in_the_engine_data_root(secret_build: dict, docker_
 
 
 def test_key_is_not_copied_to_temporary_folders(secret_build: dict) -> None:
-    from ppml_image.images.wheelhouse import cache_root
+    from ppml_image.images.base.wheelhouse import cache_root
 
     scanner = Scanner(key_patterns(secret_build["key"]))
     scanner.scan_tree(secret_build["tmp"])

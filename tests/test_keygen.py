@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, run_cli
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ppml_image.sgx.keys import mr_signer_of
+from ppml_image.sgx.signing.keys import mr_signer_of
 
 
 def _mode(path: Path) -> int:

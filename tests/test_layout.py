@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import ElfError, ManifestError
-from ppml_image.sgx import measure as ms
-from ppml_image.sgx.elf import load_elf, parse_elf
-from ppml_image.sgx.manifest import parse_manifest
-from ppml_image.sgx.measure import (
+from ppml_image.sgx.manifest.document import parse_manifest
+from ppml_image.sgx.measure import enclave as ms
+from ppml_image.sgx.measure.elf import load_elf, parse_elf
+from ppml_image.sgx.measure.enclave import (
     PAGE,
     Area,
     EnclaveParams,
@@ -25,8 +25,8 @@ from ppml_image.sgx.measure import (
     check_heap,
     check_layout,
 )
+from ppml_image.sgx.measure.tree import HostTree
 from ppml_image.sgx.sign import measure_manifest, sign_enclave
-from ppml_image.sgx.tree import HostTree
 
 FAKE_PAL = load_elf(COMMON / "fake_libpal.so")
 GCC_PAL = load_elf(COMMON / "gcc_libpal.so")

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import UsageError
-from ppml_image.images import lock as lk
-from ppml_image.images.base import render_dockerfile
-from ppml_image.images.config import BaseConfig
+from ppml_image.images.base import lock as lk
+from ppml_image.images.base.build import render_dockerfile
+from ppml_image.images.base.config import BaseConfig
 from ppml_image.testing import make_gramine_tree
 
 ID = "sha256:" + "ab" * 32

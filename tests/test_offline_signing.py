@@ -136,7 +136,7 @@ def test_pkcs11_tool_signature_assembles_to_gramines_sig(exported: Path, softhsm
 def test_the_json_record_is_enough_to_reassemble(exported: Path) -> None:
     from ppml_image.errors import SigstructError
     from ppml_image.sgx.offline import sigstruct_from_record
-    from ppml_image.sgx.signers import ExternalSignature
+    from ppml_image.sgx.signing.signers import ExternalSignature
 
     record = json.loads((exported / "app.tbs.json").read_text())
     key = serialization.load_pem_private_key((COMMON / "key.pem").read_bytes(), None)

@@ -25,7 +25,7 @@ def test_wheel_ships_templates_and_works_outside_the_checkout(tmp_path: Path) ->
                     "ppml_image/_data/manifests/spark.manifest.j2"):
         assert shipped in names
     assert not any(name.startswith("tests/") for name in names)
-    probe = ("import ppml_image.resources as r, ppml_image.images.custom as c; "
+    probe = ("import ppml_image.resources as r, ppml_image.images.enclave.custom as c; "
              "print(r.__file__); print(c.find_template('spark'))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "site", check=True,
                          capture_output=True, text=True,

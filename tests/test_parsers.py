@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import ElfError, ManifestError, SigstructError
-from ppml_image.sgx.elf import PT_LOAD, parse_elf
-from ppml_image.sgx.manifest import parse_manifest
-from ppml_image.sgx.measure import PAGE, Measurement
-from ppml_image.sgx.sigstruct import SIGSTRUCT_SIZE, Sigstruct
+from ppml_image.sgx.manifest.document import parse_manifest
+from ppml_image.sgx.measure.elf import PT_LOAD, parse_elf
+from ppml_image.sgx.measure.enclave import PAGE, Measurement
+from ppml_image.sgx.signing.sigstruct import SIGSTRUCT_SIZE, Sigstruct
 
 # --- ELF -------------------------------------------------------------------
 segment = st.tuples(st.integers(0, 0x10000), st.integers(0, 1 << 40), st.integers(0, 0x1000),

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import UsageError
-from ppml_image.sgx.pkcs11_uri import (
+from ppml_image.sgx.signing.pkcs11_uri import (
     OBJECT_TYPES,
     QUERY_ATTRIBUTES,
     Pkcs11Uri,

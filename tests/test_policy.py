@@ -9,9 +9,9 @@ import pytest
 from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
 
 from ppml_image.errors import PolicyError
-from ppml_image.sgx.manifest import parse_manifest
-from ppml_image.sgx.policy import Violation, enforce_release, release_violations
-from ppml_image.sgx.tree import tree_for
+from ppml_image.sgx.manifest.document import parse_manifest
+from ppml_image.sgx.manifest.policy import Violation, enforce_release, release_violations
+from ppml_image.sgx.measure.tree import tree_for
 
 CLEAN = """\
 libos.entrypoint = "/usr/bin/python3"

@@ -24,7 +24,7 @@ from conftest import (
 from registry import auth_registry, blob_file, free_port, manifest_layers, private_registry
 from softhsm import SoftHsm
 
-from ppml_image.images.context import BuildContext
+from ppml_image.images.engine.context import BuildContext
 
 pytestmark = pytest.mark.docker
 COMMON_KEY = Path(__file__).resolve().parent / "vectors" / "_common" / "key.pem"

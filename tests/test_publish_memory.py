@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import UsageError, VerificationError
-from ppml_image.images import attest, custom
-from ppml_image.images.reference import parse_reference, push_target
-from ppml_image.sgx.keys import load_signing_key
-from ppml_image.sgx.signers import ExternalSignature, PemSigner
+from ppml_image.images.enclave import custom
+from ppml_image.images.enclave import verify as attest
+from ppml_image.images.engine.reference import parse_reference, push_target
+from ppml_image.sgx.signing.keys import load_signing_key
+from ppml_image.sgx.signing.signers import ExternalSignature, PemSigner
 from ppml_image.testing import MemoryEngine
 
 SMALL = {"enclave_size": "256M", "max_threads": "4"}

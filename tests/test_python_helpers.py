@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import ManifestError
-from ppml_image.sgx import python_helpers
-from ppml_image.sgx.manifest import render_template
-from ppml_image.sgx.python_helpers import PythonInfo, TemplateHelperError, run_bounded
+from ppml_image.sgx.manifest import python_helpers
+from ppml_image.sgx.manifest.document import render_template
+from ppml_image.sgx.manifest.python_helpers import PythonInfo, TemplateHelperError, run_bounded
 
 # In the style of Gramine's CI-Examples/python/python.manifest.template.
 GRAMINE_STYLE = """\

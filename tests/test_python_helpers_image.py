@@ -19,7 +19,7 @@ import pytest
 from conftest import TESTS, build_custom_cli, read_file_from_image, unique_tag
 
 from ppml_image.errors import ManifestError
-from ppml_image.images import custom
+from ppml_image.images.enclave import custom
 from ppml_image.testing import MemoryEngine, make_gramine_tree, memory_base
 
 if sys.version_info >= (3, 11):

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import UsageError
-from ppml_image.images.custom import unsigned_tag
-from ppml_image.images.reference import (
+from ppml_image.images.enclave.custom import unsigned_tag
+from ppml_image.images.engine.reference import (
     MAX_PATH,
     MAX_TAG,
     Reference,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, unique_tag
 
-from ppml_image.sgx.keys import load_signing_key, mr_signer_of
+from ppml_image.sgx.signing.keys import load_signing_key, mr_signer_of
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent

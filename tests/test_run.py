@@ -19,7 +19,7 @@ from conftest import (
     run_cli,
 )
 
-from ppml_image.images.run import missing_sgx
+from ppml_image.images.enclave.run import missing_sgx
 
 pytestmark = pytest.mark.docker
 DOCKER_CLI = "/usr/local/bin/docker"
@@ -110,8 +110,8 @@ def _cli_create(printed_line: str) -> str:
 def test_printed_sgx_line_creates_the_container_run_creates(custom_image: dict,
                                                              tmp_path: Path,
                                                              docker_client) -> None:
-    from ppml_image.images.engine import connect
-    from ppml_image.images.run import plan_run, printed
+    from ppml_image.images.enclave.run import plan_run, printed
+    from ppml_image.images.engine.core import connect
 
     keys = tmp_path / "keys"
     keys.mkdir()

@@ -60,7 +60,7 @@ def test_swallowed_sigint_still_stops_the_rename(tmp_path: Path) -> None:
 STALLED_STREAM = """
 import os, signal, sys, threading, time
 from ppml_image import _signals
-from ppml_image.images.imagefs import index_stream
+from ppml_image.images.engine.imagefs import index_stream
 
 _signals.install()
 read_end, write_end = os.pipe()

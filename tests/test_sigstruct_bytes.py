@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError
-from ppml_image.sgx.sigstruct import (
+from ppml_image.sgx.signing.sigstruct import (
     SIGSTRUCT_SIZE,
     Sigstruct,
     compute_q1_q2,

@@ -13,8 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import ManifestError
-from ppml_image.sgx import templating
-from ppml_image.sgx.manifest import PythonInfo, parse_manifest, render_template, template_env
+from ppml_image.sgx.manifest import templating
+from ppml_image.sgx.manifest.document import (
+    PythonInfo,
+    parse_manifest,
+    render_template,
+    template_env,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib

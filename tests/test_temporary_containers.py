@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import run_cli
 
-from ppml_image.images.engine import (
+from ppml_image.images.engine.core import (
     TEMPORARY_LABEL,
     _process_start,
     _this_machine,

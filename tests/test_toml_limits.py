@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ppml_image.errors import ManifestError
-from ppml_image.sgx.manifest import MAX_DEPTH, loads_toml, parse_manifest
+from ppml_image.sgx.manifest.document import MAX_DEPTH, loads_toml, parse_manifest
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppml_image.errors import ManifestError
-from ppml_image.sgx.manifest import finalize, parse_manifest
-from ppml_image.sgx.tree import DiskTree, HostTree, NotRegularFile, tree_for
+from ppml_image.sgx.manifest.document import finalize, parse_manifest
+from ppml_image.sgx.measure.tree import DiskTree, HostTree, NotRegularFile, tree_for
 
 PAL = COMMON / "fake_libpal.so"
 _LIBC = ctypes.CDLL(None, use_errno=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ppml_image.errors import ManifestError
-from ppml_image.sgx.manifest import finalize, parse_manifest
-from ppml_image.sgx.tree import DiskTree, HostTree
+from ppml_image.sgx.manifest.document import finalize, parse_manifest
+from ppml_image.sgx.measure.tree import DiskTree, HostTree
 
 
 def _finalize(root: Path | None, trusted: str, extra: str = "") -> list[dict]:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppml_image.errors import ImageContentError
-from ppml_image.images.engine import Engine, ImageInfo, valid_image_id
-from ppml_image.sgx.python_helpers import PythonInfo
+from ppml_image.images.engine.core import Engine, ImageInfo, valid_image_id
+from ppml_image.sgx.manifest.python_helpers import PythonInfo
 
 LABEL_PREFIX = "ppml-image."
 BASE_INFO_PATH = "/etc/ppml-image/base.json"

@@ -13,7 +13,7 @@ Like Intel's ``sgx_sign gendata``/``catsig``:
    RSASSA-PKCS1-v1_5 signature.
 3. *Assemble*: the signing data is recomputed from the same inputs (never
    taken from the exported file), the signature is checked against it and
-   the public key (:class:`ppml_image.sgx.signers.ExternalSignature`), and
+   the public key (:class:`ppml_image.sgx.signing.signers.ExternalSignature`), and
    the ``.sig`` is written.
 
 These functions work on an in-memory to-be-signed SIGSTRUCT, whatever the
@@ -37,13 +37,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image._fs import check_output_files, read_capped, write_files_in_order
 from ppml_image.errors import KeyFileError, SigstructError
-from ppml_image.sgx import manifest as mf
-from ppml_image.sgx.elf import load_elf
-from ppml_image.sgx.keys import sgx_key_problem
+from ppml_image.sgx.manifest import document as mf
+from ppml_image.sgx.measure.elf import load_elf
+from ppml_image.sgx.measure.tree import tree_for
 from ppml_image.sgx.sign import SignedEnclave, parse_date, prepare_enclave
-from ppml_image.sgx.signers import SIGNATURE_SIZE, SIGNED_DATA_SIZE
-from ppml_image.sgx.sigstruct import HEADER, HEADER2, SIGSTRUCT_SIZE, Sigstruct, SigstructDate
-from ppml_image.sgx.tree import tree_for
+from ppml_image.sgx.signing.keys import sgx_key_problem
+from ppml_image.sgx.signing.signers import SIGNATURE_SIZE, SIGNED_DATA_SIZE
+from ppml_image.sgx.signing.sigstruct import (
+    HEADER,
+    HEADER2,
+    SIGSTRUCT_SIZE,
+    Sigstruct,
+    SigstructDate,
+)
 
 FORMAT = "ppml-image/signing-data/1"
 MAX_KEY_FILE = 1 << 16

@@ -21,25 +21,25 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
 from ppml_image.errors import UsageError
-from ppml_image.sgx import manifest as mf
-from ppml_image.sgx.elf import ElfImage, load_elf
-from ppml_image.sgx.keys import load_signing_key
-from ppml_image.sgx.measure import (
+from ppml_image.sgx.manifest import document as mf
+from ppml_image.sgx.manifest.policy import enforce_release
+from ppml_image.sgx.measure.elf import ElfImage, load_elf
+from ppml_image.sgx.measure.enclave import (
     DEFAULT_MAX_ENCLAVE_SIZE,
     build_layout,
     check_enclave_fits,
     enclave_params,
     measure,
 )
-from ppml_image.sgx.policy import enforce_release
-from ppml_image.sgx.signers import Signer
-from ppml_image.sgx.sigstruct import (
+from ppml_image.sgx.measure.tree import Tree, tree_for
+from ppml_image.sgx.signing.keys import load_signing_key
+from ppml_image.sgx.signing.signers import Signer
+from ppml_image.sgx.signing.sigstruct import (
     SGX_FLAGS_DEBUG,
     SGX_FLAGS_MODE64BIT,
     Sigstruct,
     SigstructDate,
 )
-from ppml_image.sgx.tree import Tree, tree_for
 
 log = logging.getLogger("ppml_image")
 
@@ -127,7 +127,7 @@ def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPriv
     """Hash, measure and sign a manifest; nothing touches the disk.
 
     With *release*, a manifest that breaks the release policy (see
-    :mod:`ppml_image.sgx.policy`) is refused, naming every violation, after
+    :mod:`ppml_image.sgx.manifest.policy`) is refused, naming every violation, after
     its trusted files are expanded and before it is measured or signed.
     """
     prepared = prepare_enclave(manifest_text, pal=pal, tree=tree, date=date, name=name,

@@ -1,0 +1,209 @@
+"""What every command module shares: the Typer app, one-line errors, JSON output.
+
+This module imports only typer and the standard library, so that the
+command modules (which import it) and ``cli/__init__`` (which imports them) form
+no cycle, and ``ppml-image --help`` stays quick. Library modules are loaded by
+the commands that use them, through :func:`lazy_module`.
+
+Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug:
+please report it with ``--debug`` output). With ``--json``, a failure also
+prints ``{"ok": false, "error": "...", "exit_code": N}`` on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from ppml_image import __version__, _signals
+from ppml_image._signals import Terminated
+from ppml_image.errors import PpmlError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_state: dict[str, bool] = {"debug": False, "json": False}
+
+
+def _click_error() -> type[Exception]:
+    """click's ClickException, wherever this typer keeps click (vendored or not)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """The root group: click's usage errors become one line too, like ours.
+
+    click prints a usage error as a box of several lines; a pipeline that
+    reads stderr line by line (and a user) gets one line naming the command
+    and what is wrong instead, with exit code 2. ``main`` is what both the
+    console script and typer's test runner call, so both see the same output.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        arguments = list(sys.argv[1:] if args is None else args)
+        _state["json"] = "--json" in arguments[: _end_of_options(arguments)]
+        try:
+            code = super().main(arguments, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
+        except _click_error() as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click does
+                exc.show()  # type: ignore[attr-defined]
+                return _exit(2, standalone_mode)
+            command = _command_of(arguments, self)
+            where = f"{command}: " if command else ""
+            hint = f"ppml-image {command} --help" if command else "ppml-image --help"
+            code = _report(f"{where}{exc.format_message()} (see {hint})",  # type: ignore[attr-defined]
+                           getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            code = _report("aborted", 1)
+        return _exit(code if isinstance(code, int) else 0, standalone_mode)
+
+
+def _exit(code: int, standalone_mode: bool) -> int:
+    if standalone_mode:
+        sys.exit(code)
+    return code
+
+
+def _end_of_options(arguments: list[str]) -> int:
+    return arguments.index("--") if "--" in arguments else len(arguments)
+
+
+def _command_of(arguments: list[str], group: TyperGroup) -> str:
+    """The (sub)command names at the start of *arguments*, e.g. ``secrets tls``."""
+    names: list[str] = []
+    current: Any = group
+    for word in arguments:
+        if word.startswith("-") or not hasattr(current, "commands"):
+            continue
+        if word not in current.commands:
+            break
+        names.append(word)
+        current = current.commands[word]
+    return " ".join(names)
+
+
+app = typer.Typer(
+    name="ppml-image",
+    cls=OneLineErrors,
+    help="Build, sign, measure and verify Gramine SGX images for privacy-preserving ML.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    # Plain help: rich costs a tenth of a second at every start and we print
+    # nothing else with it.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _report(message: str, code: int) -> int:
+    """Print one error line (and, with --json, the failure object); return *code*."""
+    typer.echo(f"ppml-image: error: {' '.join(message.split())}", err=True)
+    if _state["json"]:
+        typer.echo(json.dumps({"ok": False, "error": " ".join(message.split()),
+                               "exit_code": code}))
+    return code
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Stop the command: one line on stderr (and JSON with --json), exit *code*."""
+    _report(message, code)
+    raise typer.Exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Turn library errors into one line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("as_json"):
+            _state["json"] = True
+        try:
+            result = func(*args, **kwargs)
+            _signals.check()  # a signal whose exception was swallowed still counts
+            return result
+        except (typer.Exit, typer.Abort):
+            raise
+        except PpmlError as exc:
+            if _state["debug"]:
+                raise
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Terminated:
+            fail("terminated", 143)
+        except BrokenPipeError:  # `ppml-image ... | head`: the reader has gone, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except Exception as exc:  # a bug: say so in one line unless debugging
+            if _state["debug"]:
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 70)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+class _LazyModule:
+    """A module imported on first use: commands load docker, jinja2 or
+    cryptography only when they run, not when the CLI starts."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+def lazy_module(name: str) -> ModuleType:
+    """*name*, imported when an attribute is first read (typed as the module by
+    the callers' ``TYPE_CHECKING`` imports)."""
+    return _LazyModule(name)  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ppml-image {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    _state["debug"] = debug
+    _setup_logging()
+
+
+class _WarningFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"ppml-image: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging() -> None:
+    """Library warnings go to stderr as one line each."""
+    logger = logging.getLogger("ppml_image")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_WarningFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
