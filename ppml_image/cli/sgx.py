@@ -17,12 +17,12 @@ from ppml_image.sgx.gramine import PKGLIBDIR
 if TYPE_CHECKING:
     from ppml_image.sgx import offline, sign
     from ppml_image.sgx.manifest import document as manifest
-    from ppml_image.sgx.manifest import schema
+    from ppml_image.sgx.measure import enclave
     from ppml_image.sgx.signing import keys, sigstruct
 else:  # loaded when a command runs: `--help` needs none of them
-    keys, manifest, offline, schema, sign, sigstruct = (
+    enclave, keys, manifest, offline, sign, sigstruct = (
         lazy_module(f"ppml_image.sgx.{name}")
-        for name in ("signing.keys", "manifest.document", "offline", "manifest.schema", "sign",
+        for name in ("measure.enclave", "signing.keys", "manifest.document", "offline", "sign",
                      "signing.sigstruct"))
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
@@ -167,7 +167,7 @@ def sign_cmd(
 def parse_size_option(value: str, option: str) -> int:
     """A size option (``1024G``, ``0x10000000000``); a bad one is a usage error."""
     try:
-        return schema.parse_size(value, option, "ppml-image")
+        return enclave.parse_size(value, option, "ppml-image")
     except PpmlError as exc:
         raise UsageError(str(exc)) from None
 

@@ -17,36 +17,15 @@ import logging
 from typing import Any
 
 from ppml_image.errors import ManifestError
+from ppml_image.sgx.measure.enclave import parse_size
 
 log = logging.getLogger("ppml_image")
 
 CPU_FEATURES = ("avx", "avx512", "amx", "mpx", "pkru")
 _TRI = ("unspecified", "disabled", "required")
 _HARDENING = ("disabled", "required")
-_SCALES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 # What x86-64 user space can address (47 bits): no enclave can be larger.
 MAX_ENCLAVE_SIZE = 1 << 47
-
-
-def parse_size(value: Any, key: str, name: str) -> int:
-    """A Gramine size string: a number (``int(x, 0)``: decimal, 0x.., 0o..)
-    with an optional upper-case K, M or G suffix, e.g. "256M", "0x20000000"."""
-    if not isinstance(value, str):
-        raise ManifestError(f"{name}: {key} must be a string such as \"256M\", got {value!r}")
-    number, scale = value, 1
-    if value[-1:] in _SCALES:
-        number, scale = value[:-1], _SCALES[value[-1]]
-    if len(number) > 40:  # far beyond any size; also keeps int() cheap
-        raise ManifestError(f"{name}: {key} = {value[:40]!r}... is not a size")
-    try:
-        size = int(number, 0) * scale
-    except ValueError:
-        raise ManifestError(
-            f"{name}: {key} = {value!r} is not a size (e.g. \"512M\", \"4G\", \"0x20000000\")"
-        ) from None
-    if size <= 0:
-        raise ManifestError(f"{name}: {key} = {value!r} must be positive")
-    return size
 
 
 def _human(size: int) -> str:

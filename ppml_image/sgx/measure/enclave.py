@@ -447,7 +447,30 @@ def measure(params: EnclaveParams, areas: list[Area], pal: ElfImage) -> bytes:
 
 
 def enclave_params(sgx: dict[str, Any], name: str) -> EnclaveParams:
-    from ppml_image.sgx.manifest.schema import parse_size
-
     return EnclaveParams(parse_size(sgx["enclave_size"], "sgx.enclave_size", name),
                          sgx["max_threads"], sgx["edmm_enable"] is True)
+
+
+# Gramine size suffixes (upper case only, as Gramine parses them).
+_SCALES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(value: Any, key: str, name: str) -> int:
+    """A Gramine size string: a number (``int(x, 0)``: decimal, 0x.., 0o..)
+    with an optional upper-case K, M or G suffix, e.g. "256M", "0x20000000"."""
+    if not isinstance(value, str):
+        raise ManifestError(f"{name}: {key} must be a string such as \"256M\", got {value!r}")
+    number, scale = value, 1
+    if value[-1:] in _SCALES:
+        number, scale = value[:-1], _SCALES[value[-1]]
+    if len(number) > 40:  # far beyond any size; also keeps int() cheap
+        raise ManifestError(f"{name}: {key} = {value[:40]!r}... is not a size")
+    try:
+        size = int(number, 0) * scale
+    except ValueError:
+        raise ManifestError(
+            f"{name}: {key} = {value!r} is not a size (e.g. \"512M\", \"4G\", \"0x20000000\")"
+        ) from None
+    if size <= 0:
+        raise ManifestError(f"{name}: {key} = {value!r} must be positive")
+    return size
