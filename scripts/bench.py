@@ -35,8 +35,9 @@ from ppml_image.sgx.measure.elf import load_elf
 from ppml_image.sgx.measure.enclave import PAGE, build_layout, enclave_params, measure
 from ppml_image.sgx.measure.tree import DiskTree
 from ppml_image.sgx.sign import sign_enclave
+from ppml_image.sgx.signing.choose import signer_from_option
 from ppml_image.sgx.signing.hsm import Pkcs11Signer
-from ppml_image.sgx.signing.signers import PemSigner, signer_from_option
+from ppml_image.sgx.signing.signers import PemSigner
 
 PAL = Path(__file__).resolve().parent.parent / "tests/vectors/_common/gcc_libpal.so"
 

@@ -16,8 +16,9 @@ from ppml_image.errors import UsageError, VerificationError
 from ppml_image.images.enclave import custom
 from ppml_image.images.enclave import verify as attest
 from ppml_image.images.engine.reference import parse_reference, push_target
+from ppml_image.sgx.signing.external import ExternalSignature
 from ppml_image.sgx.signing.keys import load_signing_key
-from ppml_image.sgx.signing.signers import ExternalSignature, PemSigner
+from ppml_image.sgx.signing.signers import PemSigner
 from ppml_image.testing import MemoryEngine
 
 SMALL = {"enclave_size": "256M", "max_threads": "4"}

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image.errors import SigstructError
+from ppml_image.sgx.signing.signers import sign_sigstruct
 from ppml_image.sgx.signing.sigstruct import (
     SIGSTRUCT_SIZE,
     Sigstruct,
@@ -102,7 +103,7 @@ def _signed(key: rsa.RSAPrivateKey, **fields: int) -> Sigstruct:
     sig = Sigstruct(enclave_hash=bytes(range(32)), date=dt.date(2024, 1, 15),
                     attribute_flags=4, attribute_xfrms=3, attribute_xfrm_mask=0xFFFFFFFFFFF9FF1B,
                     **fields)
-    sig.sign(key)
+    sign_sigstruct(sig, key)
     return sig
 
 

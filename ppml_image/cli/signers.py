@@ -11,8 +11,9 @@ from ppml_image.cli.common import lazy_module
 from ppml_image.errors import UsageError
 
 if TYPE_CHECKING:
-    from ppml_image.sgx.signing import signers
+    from ppml_image.sgx.signing import choose, signers
 else:  # cryptography loads when a command signs, not when the CLI starts
+    choose = lazy_module("ppml_image.sgx.signing.choose")
     signers = lazy_module("ppml_image.sgx.signing.signers")
 
 KEY_HELP = ("Enclave signing key: a PEM file, or a PKCS#11 URI such as "
@@ -40,11 +41,11 @@ def choose_signer(key: str | None, *, passphrase_file: Path | None = None,
             raise UsageError("give either --key or --signature with --public-key, not both")
         if passphrase_file is not None:
             raise UsageError("--passphrase-file is for --key; --signature needs no secret")
-        return signers.external_signer(signature, public_key)
+        return choose.external_signer(signature, public_key)
     if key is None:
         raise UsageError("missing --key (a PEM file or a pkcs11: URI), or --signature with "
                          "--public-key, or --export-signing-data")
-    return signers.signer_from_option(key, passphrase_file)
+    return choose.signer_from_option(key, passphrase_file)
 
 
 def check_export_options(key: str | None, *, passphrase_file: Path | None = None,

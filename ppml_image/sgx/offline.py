@@ -13,7 +13,7 @@ Like Intel's ``sgx_sign gendata``/``catsig``:
    RSASSA-PKCS1-v1_5 signature.
 3. *Assemble*: the signing data is recomputed from the same inputs (never
    taken from the exported file), the signature is checked against it and
-   the public key (:class:`ppml_image.sgx.signing.signers.ExternalSignature`), and
+   the public key (:class:`ppml_image.sgx.signing.external.ExternalSignature`), and
    the ``.sig`` is written.
 
 These functions work on an in-memory to-be-signed SIGSTRUCT, whatever the
@@ -30,19 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from ppml_image._fs import check_output_files, read_capped, write_files_in_order
-from ppml_image.errors import KeyFileError, SigstructError
+from ppml_image.errors import SigstructError
 from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.measure.elf import load_elf
 from ppml_image.sgx.measure.tree import tree_for
 from ppml_image.sgx.sign import SignedEnclave, parse_date, prepare_enclave
-from ppml_image.sgx.signing.keys import sgx_key_problem
-from ppml_image.sgx.signing.signers import SIGNATURE_SIZE, SIGNED_DATA_SIZE
+from ppml_image.sgx.signing.signers import SIGNED_DATA_SIZE
 from ppml_image.sgx.signing.sigstruct import (
     HEADER,
     HEADER2,
@@ -52,7 +46,6 @@ from ppml_image.sgx.signing.sigstruct import (
 )
 
 FORMAT = "ppml-image/signing-data/1"
-MAX_KEY_FILE = 1 << 16
 _SECOND_PART = 900  # SIGSTRUCT offset of the second signed range (900-1027)
 
 
@@ -220,50 +213,3 @@ def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, dat
     # DATA last: the bytes to sign are what vouch for the .manifest.sgx.
     write_together([(output, prepared.manifest_sgx), *reversed(files)])
     return ExportedSigningData(data, json_path_for(data), record)
-
-
-# --------------------------------------------------------------------------
-# Assembly inputs: the public key and the signature.
-# --------------------------------------------------------------------------
-def load_public_key(path: Path) -> rsa.RSAPublicKey:
-    """An RSA-3072, e = 3 public key from a PEM or DER file (SPKI, PKCS#1 or a certificate)."""
-    path = Path(path)
-    data = read_capped(path, MAX_KEY_FILE, "public key file", KeyFileError)
-    if b"PRIVATE KEY" in data:
-        raise KeyFileError(f"{path}: is a private key; --public-key takes the public key "
-                           "(openssl rsa -in key.pem -pubout -out pub.pem)")
-    key = _parse_public(data)
-    if key is None:
-        raise KeyFileError(f"{path}: not a PEM or DER public key or certificate")
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise KeyFileError(f"{path}: expected an RSA public key, found {type(key).__name__}")
-    numbers = key.public_numbers()
-    problem = sgx_key_problem(numbers.n, numbers.e)
-    if problem:
-        raise KeyFileError(f"{path}: {problem}")
-    return key
-
-
-def _parse_public(data: bytes) -> object | None:
-    pem = data.lstrip().startswith(b"-----BEGIN")
-    loaders = ((serialization.load_pem_public_key, lambda d: x509.load_pem_x509_certificate(
-        d).public_key()) if pem else (serialization.load_der_public_key,
-                                      lambda d: x509.load_der_x509_certificate(d).public_key()))
-    for loader in loaders:
-        try:
-            return loader(data)
-        except (ValueError, UnsupportedAlgorithm, TypeError):
-            continue
-    return None
-
-
-def read_signature(path: Path) -> bytes:
-    """A raw RSA-3072 signature: exactly 384 bytes."""
-    path = Path(path)
-    data = read_capped(path, SIGNATURE_SIZE, "signature file", SigstructError)
-    if len(data) != SIGNATURE_SIZE:
-        size = f"{len(data)} bytes"
-        raise SigstructError(f"{path}: signature is {size}; an RSA-3072 signature is "
-                             f"{SIGNATURE_SIZE} raw bytes (as openssl dgst -sign writes it)")
-    return data
-

@@ -33,7 +33,7 @@ from ppml_image.sgx.measure.enclave import (
 )
 from ppml_image.sgx.measure.tree import Tree, tree_for
 from ppml_image.sgx.signing.keys import load_signing_key
-from ppml_image.sgx.signing.signers import Signer
+from ppml_image.sgx.signing.signers import Signer, sign_sigstruct
 from ppml_image.sgx.signing.sigstruct import (
     SGX_FLAGS_DEBUG,
     SGX_FLAGS_MODE64BIT,
@@ -133,7 +133,7 @@ def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPriv
     prepared = prepare_enclave(manifest_text, pal=pal, tree=tree, date=date, name=name,
                                pkglibdir=pkglibdir, release=release,
                                max_enclave_size=max_enclave_size)
-    prepared.sigstruct.sign(key)
+    sign_sigstruct(prepared.sigstruct, key)
     return prepared
 
 
@@ -143,7 +143,7 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
                     release: bool = False,
                     max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
     """Hash and measure a manifest: its sigstruct is still to be signed
-    (by ``sigstruct.sign(signer)``, or offline from ``signed_bytes()``).
+    (by ``sign_sigstruct(sigstruct, signer)``, or offline from ``signed_bytes()``).
 
     Sizes and the PAL are checked before any hashing; with *release*, the
     release policy is enforced on the expanded manifest before measuring.

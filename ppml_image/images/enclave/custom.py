@@ -86,7 +86,7 @@ from ppml_image.sgx.manifest.policy import enforce_release, release_violations
 from ppml_image.sgx.measure.tree import Tree
 from ppml_image.sgx.sign import enclave_attributes, parse_date
 from ppml_image.sgx.signing.keys import load_signing_key
-from ppml_image.sgx.signing.signers import Signer
+from ppml_image.sgx.signing.signers import Signer, sign_sigstruct
 from ppml_image.sgx.signing.sigstruct import Sigstruct, SigstructDate
 
 log = logging.getLogger("ppml_image")
@@ -284,7 +284,7 @@ def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
     prepared = measure_for_signing(engine, unsigned, ref, date=date, release=release,
                                    progress=progress)
-    prepared.sigstruct.sign(key)
+    sign_sigstruct(prepared.sigstruct, key)
     return prepared
 
 
@@ -421,7 +421,7 @@ def export_signing_data(unsigned: str, data: Path, *,
     """``sign-image --export-signing-data``: measure *unsigned*, write DATA and DATA.json.
 
     No key, nothing built or tagged. Assemble later with ``sign_image`` and an
-    :class:`~ppml_image.sgx.signing.signers.ExternalSignature` over the same image and date.
+    :class:`~ppml_image.sgx.signing.external.ExternalSignature` over the same image and date.
     """
     check_image(unsigned)
     data = Path(data)
@@ -462,7 +462,7 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivat
     measuring.done(f"mr_enclave {signed.sigstruct.mr_enclave[:16]}...")
     # Before the key signs anything (a token, a signature to check): the registered value.
     check_mr_enclave(signed.sigstruct.mr_enclave, publish.expect_mr_enclave, ref)
-    signed.sigstruct.sign(key)
+    sign_sigstruct(signed.sigstruct, key)
     image_id = _build_final(engine, signed, info, tag, quiet)
     result = CustomImage(image=tag, image_id=image_id, unsigned_image=unsigned_tag or ref,
                          unsigned_image_id=info.id,

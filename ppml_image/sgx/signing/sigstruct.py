@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ppml_image._fs import read_capped
 from ppml_image.errors import SigstructError
 from ppml_image.sgx.signing.keys import mr_signer_of_modulus, sgx_key_problem
-from ppml_image.sgx.signing.signers import Signer, as_signer, sign_checked
 
 SIGSTRUCT_SIZE = 1808
 HEADER = bytes.fromhex("06000000e10000000000010000000000")
@@ -253,16 +252,12 @@ class Sigstruct:
         return raw[0:128] + raw[900:1028]
 
     # --- signing and checking ------------------------------------------
-    def sign(self, key: Signer | rsa.RSAPrivateKey) -> None:
-        """Fill modulus, exponent, signature, Q1 and Q2 using *key*: a
-        :class:`~ppml_image.sgx.signing.signers.Signer` (file, token, external
-        signature) or a private key. The signature is checked before use."""
-        signer = as_signer(key)
-        numbers = signer.public_key.public_numbers()
+    def attach_signature(self, modulus: int, exponent: int, signature: bytes) -> None:
+        """Fill modulus, exponent, signature, Q1 and Q2 from a signature over
+        :meth:`signed_bytes`. Signing itself (and checking the signature before
+        it is used) is :func:`ppml_image.sgx.signing.signers.sign_sigstruct`."""
         self.raw = None
-        self.modulus, self.exponent = numbers.n, numbers.e
-        self.signature, self.q1, self.q2 = 0, 0, 0
-        signature = sign_checked(signer, self.signed_bytes())
+        self.modulus, self.exponent = modulus, exponent
         self.signature = int.from_bytes(signature, "big")
         self.q1, self.q2 = compute_q1_q2(self.signature, self.modulus)
 
