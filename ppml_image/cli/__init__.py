@@ -4,7 +4,8 @@ Every command is a thin wrapper over a documented library function. Errors
 are one line on stderr (``ppml-image: error: ...``) with a non-zero exit code;
 ``--debug`` shows the traceback instead. The shared pieces (the app, the
 error handling, JSON output) live in :mod:`ppml_image.cli.common`; the command
-groups live in the modules of this package, one per group.
+groups live in the modules of this package, one per group. May import every
+room, but only lazily (when a command runs), so that ``--help`` stays quick.
 
 Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed,
 130 interrupted, 143 terminated, 70 internal error (a bug: please report it

@@ -1,4 +1,7 @@
-"""Kubernetes manifests: Secrets for Spark's security material, Spark pod templates."""
+"""Kubernetes manifests: Secrets for Spark's security material, Spark pod templates.
+
+May import ``spark`` and the shared modules.
+"""
 
 # `k8s secrets` and `k8s spark-templates` may share one output folder (the
 # README's k8s/): each keeps the other's files and replaces only its own.

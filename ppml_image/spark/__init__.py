@@ -1,1 +1,4 @@
-"""Spark security material: TLS keys and keystores, and the encrypted password."""
+"""Spark's security material: TLS keystores, passwords, properties files.
+
+May import only the shared modules.
+"""
