@@ -26,8 +26,8 @@ from ppml_image._dates import source_date_epoch
 from ppml_image._fs import MiB, read_capped
 from ppml_image._proc import child_env
 from ppml_image.errors import BuildError, EngineError, ImageContentError, UsageError
+from ppml_image.images.base import gramine_install, wheelhouse
 from ppml_image.images.base import lock as lockfile
-from ppml_image.images.base import wheelhouse
 from ppml_image.images.base.config import BaseConfig
 from ppml_image.images.base.fileserver import FileServer
 from ppml_image.images.base.lock import (
@@ -114,11 +114,15 @@ def render_dockerfile(config: BaseConfig, *, file_server: str, ml_digest: str,
         system_packages=layers["system"], jdk_packages=layers["jdk"],
         gramine_packages=layers["gramine"], gramine_pins=gramine_pins,
         check_system=checks["system"], check_jdk=checks["jdk"],
-        check_gramine=checks["gramine"])
+        check_gramine=checks["gramine"], gramine_check=gramine_install.build_check())
 
 
 MIRROR_MISSING = "ppml-image: locked package not on the mirror:"
 _MISSING_RE = re.compile(re.escape(MIRROR_MISSING) + r" ([a-z0-9][a-z0-9+.-]*)=([^\s|'\"]+)")
+# The marker is echoed only with what is missing after it; the shell text of
+# the step itself (which the engine may quote in its error) has a '$' there.
+_GRAMINE_MISSING_RE = re.compile(re.escape(gramine_install.MISSING_MARKER)
+                                 + r"((?: [^\s$\"']+)+)")
 
 
 def _mirror_check(pins: list[str]) -> str:
@@ -269,6 +273,11 @@ def _build(engine: Engine, context: Any, config: BaseConfig, versions: dict[str,
                             labels=image_labels(config, versions), nocache=nocache,
                             network_mode="host")
     except BuildError as exc:
+        incomplete = _GRAMINE_MISSING_RE.search(str(exc))
+        if incomplete is not None:
+            source = config.gramine_path or f"gramine_source {config.gramine_source!r}"
+            raise BuildError(f"{source}: the Gramine install lacks "
+                             f"{gramine_install.describe_missing(incomplete.group(1))}") from None
         missing = _MISSING_RE.search(str(exc))
         if locked is None or missing is None:
             raise

@@ -23,9 +23,9 @@ from typing import Any
 
 from ppml_image._fs import MiB, read_capped
 from ppml_image.errors import UsageError
+from ppml_image.images.base import gramine_install
 from ppml_image.images.base.lock import check_mirror
 from ppml_image.images.engine.reference import check_image, check_tag
-from ppml_image.sgx import gramine
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,10 +91,9 @@ class BaseConfig:
         if self.gramine_source == "deb-dir" and not list(Path(self.gramine_path).glob("*.deb")):
             raise UsageError(f"{self.gramine_path}: no .deb files in the Gramine folder")
         if self.gramine_source == "tree":
-            libpal = Path(self.gramine_path) / gramine.libpal().lstrip("/")
-            if not libpal.is_file():
-                raise UsageError(f"{self.gramine_path}: not a Gramine install tree "
-                                 f"(missing {libpal})")
+            gramine_install.check_tree(Path(self.gramine_path))
+        elif self.gramine_source == "deb-dir":
+            gramine_install.check_debs(Path(self.gramine_path))
         if self.debian_mirror:
             check_mirror(self.debian_mirror, "[base] debian_mirror")
         if self.ca_bundle and not Path(self.ca_bundle).is_file():
