@@ -39,7 +39,7 @@ registry: docker
 
 # The default suite: everything but the full ML image.
 test: $(STAMP) docker softhsm registry
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 # Only what needs no engine: the signing core.
 test-fast: $(STAMP) softhsm

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,6 +170,10 @@ def os_image(docker_client) -> str:
 # by comparing what the engine holds before and after: other runs share it.
 SESSION_LABEL = "ppml-test.session"
 SESSION = f"{os.getpid()}-{os.urandom(4).hex()}"
+# Wall-clock start of this session, less a margin for coarse file-system
+# timestamps: a file whose ctime is older was last changed before any key,
+# PIN or image of this session existed.
+SESSION_START = time.time() - 2
 
 
 def _archive_member(client, container: str, path: str) -> bytes:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, unique_tag
+from conftest import SESSION_START, run_cli, unique_tag
 from cryptography.hazmat.primitives import serialization
 
 from ppml_image.sgx.signing.keys import load_signing_key
@@ -94,10 +94,37 @@ class Scanner:
         finally:
             os.close(fd)
 
-    def scan_tree(self, root: Path) -> None:
-        for folder, _dirs, files in os.walk(root):  # unreadable or vanished folders: skipped
-            for name in files:
-                self.scan_file(Path(folder) / name)
+    def scan_tree(self, root: Path, changed_since: float | None = None) -> None:
+        """Scan every regular file below *root*, or only those changed since a time.
+
+        Iterative (a neighbour's 10,000-deep tree cannot exhaust the
+        recursion limit), never follows links, skips what vanishes or cannot
+        be read. With *changed_since*, a file whose ctime is older is skipped
+        unread: the kernel sets ctime on every write, rename and chmod, and
+        cannot be set back by a user, so such a file was last written before
+        the secret existed and cannot hold it. Folders are always entered (a
+        file changed in place does not change its folder's times).
+        """
+        stack = [str(root)]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    listed = list(entries)
+            except OSError:
+                self.vanished += 1
+                continue
+            for entry in listed:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    self.vanished += 1
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                elif stat.S_ISREG(info.st_mode) and (
+                        changed_since is None or info.st_ctime >= changed_since):
+                    self.scan_file(Path(entry.path))
 
     def _find(self, data, where: str) -> None:
         for name, pattern in self.patterns.items():
@@ -207,7 +234,9 @@ def test_no_trace_of_the_key_in_any_image_layer_or_history(secret_build: dict,
 def test_no_trace_of_the_key_in_the_engine_data_root(secret_build: dict, docker_client) -> None:
     root = Path(docker_client.info()["DockerRootDir"])
     scanner = Scanner(key_patterns(secret_build["key"]))
-    scanner.scan_tree(root)
+    # Only what changed during this session: the rest of the engine is other
+    # people's, of any size and shape, and older than the key.
+    scanner.scan_tree(root, changed_since=SESSION_START)
     assert scanner.scanned > 100 << 20
     assert scanner.hits == []
 
@@ -280,3 +309,40 @@ def test_the_save_scan_drops_an_image_removed_before_its_save(secret_build: dict
     assert saved == [secret_build["result"]["image_id"]]
     assert scanner.scanned > 10 << 20
     assert scanner.hits == []
+
+
+def test_the_scanner_walks_any_neighbour_and_skips_what_is_older(tmp_path: Path) -> None:
+    """Deeper than the recursion limit, a link loop, a sparse file: found, and no hang."""
+    secret = b"-----not-a-real-secret-" + os.urandom(8).hex().encode()
+    old = tmp_path / "old.bin"
+    old.write_bytes(secret)
+    os.utime(old, (0, 0))
+    since = time.time() + 0.01
+    while time.time() < since + 0.01:  # ctime strictly after `since` for what follows
+        time.sleep(0.01)
+    os.chmod(old, 0o600)  # old contents, new ctime: scanned (ctime, not mtime, decides)
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1100):  # os.walk on Python 3.11 recurses once per level
+        os.mkdir("d", dir_fd=folder)
+        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+        os.close(folder)
+        folder = deeper
+    bottom = os.open("bottom.bin", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=folder)
+    os.write(bottom, b"x" + secret)
+    os.close(bottom)
+    os.close(folder)
+    (tmp_path / "loop").symlink_to(tmp_path)
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as out:
+        out.seek(1 << 30)
+        out.write(secret)
+    scanner = Scanner({"secret": secret})
+    scanner.scan_tree(tmp_path, changed_since=since)
+    assert sorted(hit.rsplit("/", 1)[-1] for hit in scanner.hits) == [
+        "bottom.bin", "old.bin", "sparse.bin"]
+    assert scanner.scanned < 1 << 20  # the 1 GiB hole was never read
+
+    before = Scanner({"secret": secret})
+    os.utime(old, (0, 0))
+    before.scan_tree(tmp_path, changed_since=time.time() + 60)  # nothing is that new
+    assert before.hits == [] and before.scanned == 0
