@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -366,7 +367,16 @@ def build_base_cli(tag: str, tree: Path, *extra: str, profile: str = "slim",
 
 
 @pytest.fixture(scope="session")
-def slim_base(os_image: str, gramine_tree: Path, janitor) -> dict:
+def neighbour(docker_client, os_image: str, janitor) -> Iterator[None]:
+    """Other people's odd images and builds on the engine, for the whole session (neighbour.py)."""
+    from neighbour import hostile_neighbour
+
+    with hostile_neighbour(docker_client, os_image, SESSION_LABEL, SESSION):
+        yield
+
+
+@pytest.fixture(scope="session")
+def slim_base(os_image: str, gramine_tree: Path, janitor, neighbour) -> dict:
     """The slim base image, built once per session by the CLI, removed at the end."""
     tag = janitor.track(unique_tag("base-slim"))
     result = build_base_cli(tag, gramine_tree)
