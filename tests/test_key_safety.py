@@ -311,7 +311,8 @@ def test_the_save_scan_drops_an_image_removed_before_its_save(secret_build: dict
     assert scanner.hits == []
 
 
-def test_the_scanner_walks_any_neighbour_and_skips_what_is_older(tmp_path: Path) -> None:
+def test_the_scanner_walks_any_neighbour_and_skips_what_is_older(tmp_path: Path,
+                                                                 request) -> None:
     """Deeper than the recursion limit, a link loop, a sparse file: found, and no hang."""
     secret = b"-----not-a-real-secret-" + os.urandom(8).hex().encode()
     old = tmp_path / "old.bin"
@@ -321,16 +322,8 @@ def test_the_scanner_walks_any_neighbour_and_skips_what_is_older(tmp_path: Path)
     while time.time() < since + 0.01:  # ctime strictly after `since` for what follows
         time.sleep(0.01)
     os.chmod(old, 0o600)  # old contents, new ctime: scanned (ctime, not mtime, decides)
-    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(1100):  # os.walk on Python 3.11 recurses once per level
-        os.mkdir("d", dir_fd=folder)
-        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
-        os.close(folder)
-        folder = deeper
-    bottom = os.open("bottom.bin", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=folder)
-    os.write(bottom, b"x" + secret)
-    os.close(bottom)
-    os.close(folder)
+    _make_deep_tree(tmp_path, 1100, b"x" + secret)  # os.walk on 3.11 recurses per level
+    request.addfinalizer(lambda: _remove_deep_tree(tmp_path, 1100))
     (tmp_path / "loop").symlink_to(tmp_path)
     sparse = tmp_path / "sparse.bin"
     with open(sparse, "wb") as out:
@@ -346,3 +339,33 @@ def test_the_scanner_walks_any_neighbour_and_skips_what_is_older(tmp_path: Path)
     os.utime(old, (0, 0))
     before.scan_tree(tmp_path, changed_since=time.time() + 60)  # nothing is that new
     assert before.hits == [] and before.scanned == 0
+
+
+def _make_deep_tree(root: Path, depth: int, content: bytes) -> None:
+    """root/d/d/.../d/bottom.bin, made through folder descriptors (no path-length limit)."""
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=folder)
+        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+        os.close(folder)
+        folder = deeper
+    bottom = os.open("bottom.bin", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=folder)
+    os.write(bottom, content)
+    os.close(bottom)
+    os.close(folder)
+
+
+def _remove_deep_tree(root: Path, depth: int) -> None:
+    """Remove what _make_deep_tree made, bottom up: pytest's own clean-up (shutil.rmtree)
+    recurses once per level and would fail on it in a later session."""
+    folders = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(depth):
+            folders.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=folders[-1]))
+        os.unlink("bottom.bin", dir_fd=folders[-1])
+        for level in range(depth, 0, -1):
+            os.close(folders.pop())
+            os.rmdir("d", dir_fd=folders[level - 1])
+    finally:
+        for fd in folders:
+            os.close(fd)
