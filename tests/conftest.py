@@ -18,6 +18,12 @@ import pytest
 if TYPE_CHECKING:
     from ppml_image.testing import MemoryEngine
 
+# Some tests build folder chains deeper than Python's default limit (1000) and
+# remove them bottom up; should one be left behind by a killed run, pytest's
+# own clean-up of old temporary folders (shutil.rmtree, one frame per level)
+# must still be able to remove it rather than crash the next session.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+
 TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
 COMMON = VECTORS / "_common"
