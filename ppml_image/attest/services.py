@@ -217,7 +217,6 @@ def _is_loopback(host: str) -> bool:
 def read_api_key(path: Path | None) -> str:
     """The API key: the first line of *path*, else a hidden prompt. Never an argument."""
     if path is not None:
-        _warn_if_readable(path)
         data = read_capped(path, MAX_API_KEY_FILE, "API key file", UsageError)
         lines = data.splitlines()
         raw, where = (lines[0] if lines else b""), str(path)
@@ -235,6 +234,8 @@ def read_api_key(path: Path | None) -> str:
         raise UsageError(f"{where}: the API key is empty")
     if not key.isprintable() or key != key.strip():
         raise UsageError(f"{where}: the API key holds a control character or blank at an end")
+    if path is not None:
+        _warn_if_readable(path)
     return key
 
 
