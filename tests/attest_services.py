@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import re
 import ssl
 import threading
 import time
@@ -196,7 +197,8 @@ class EhsmStandIn(StandIn):
 
     def _handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
         result = self.result
-        if path != "/ehsm?Action=UploadQuotePolicy":
+        action = path.removeprefix("/ehsm?Action=")
+        if action not in ("UploadQuotePolicy", "VerifyQuote"):
             return 404, b"Cannot POST"
         try:
             request = json.loads(body)
@@ -224,30 +226,74 @@ class EhsmStandIn(StandIn):
         if any(n == nonce for n, _ in earlier) and any(t == timestamp for _, t in earlier):
             return 200, result(400, "Timestamp can't be repeated in 20 minutes")
         earlier.insert(0, (nonce, timestamp))
-        for name in ("mr_enclave", "mr_signer"):
-            value = payload.get(name)
-            if value in (None, ""):
-                return 200, result(400, f"Missing required parameters, The {name} cannot be "
-                                   "empty.")
-            if not isinstance(value, str):
-                return 200, result(400, f"Parameter invalid, The {name} must be of string "
-                                   "type.")
-            if len(value) != 64:
-                return 200, result(400, f"Parameter invalid, The {name} length error.")
+        problem = _payload_problem(action, payload)
+        if problem:
+            return 200, result(400, problem)
         key = self.accounts.get(appid)
         if key is None:
             return 200, {"code": 400, "result": {}}  # gen_hmac's 'keyid not found' path
-        expected = base64.b64encode(hmac.new(
-            key.encode(), params_sort_str({"appid": appid, "nonce": nonce,
-                                           "timestamp": timestamp, "payload": payload}).encode(),
-            hashlib.sha256).digest()).decode()
-        if sign != expected:
+        if sign != _hmac(key, {"appid": appid, "nonce": nonce, "timestamp": timestamp,
+                               "payload": payload}):
             return 200, result(400, "sign error")
         if self.misbehave is not None:
             return self.misbehave(request)
+        if action == "VerifyQuote":
+            return 200, self._verify_quote(appid, key, payload)
         policy_id = str(uuid.uuid4())
         self.policies[policy_id] = {"appid": appid, **payload}
         return 200, result(200, "Upload quote policy success.", {"policyId": policy_id})
+
+    def _verify_quote(self, appid: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """quote_manager_apis.js verifyQuote: the policy's values compared, the answer signed.
+
+        The stand-in cannot check the DCAP chain; it compares the report body's
+        MRENCLAVE and MRSIGNER (SGX quote offsets 112 and 176) with the policy.
+        """
+        quote = base64.b64decode(payload["quote"])
+        answer: dict[str, Any] = {"result": True, "nonce": payload["nonce"]}
+        policy_id = payload.get("policyId")
+        if policy_id:
+            policy = self.policies.get(policy_id)
+            if policy is None or policy["appid"] != appid:
+                return self.result(400, "Invalid  policyId.")
+            answer["result"] = (quote[112:144].hex() == policy["mr_enclave"]
+                                and quote[176:208].hex() == policy["mr_signer"])
+            answer["mr_enclave"], answer["mr_signer"] = policy["mr_enclave"], policy["mr_signer"]
+        answer["sign"] = _hmac(key, answer)
+        return self.result(200, "Verify quote success.", answer)
+
+
+def _hmac(key: str, params: dict[str, Any]) -> str:
+    return base64.b64encode(hmac.new(key.encode(), params_sort_str(params).encode(),
+                                     hashlib.sha256).digest()).decode()
+
+
+_POLICY_ID = re.compile(r"^([a-z\d]{8}-[a-z\d]{4}-[a-z\d]{4}-[a-z\d]{4}-[a-z\d]{12})$")
+_BASE64 = re.compile(r"^[a-zA-Z0-9+/]+={0,2}$")
+
+
+def _payload_problem(action: str, payload: dict[str, Any]) -> str | None:
+    """payload_checker.js, for the two actions the stand-in serves."""
+    if action == "UploadQuotePolicy":
+        rules = {"mr_enclave": ("string", 64, 64, True), "mr_signer": ("string", 64, 64, True)}
+    else:
+        rules = {"quote": ("base64", 1, 10924, True), "nonce": ("base64", 1, 4096, True),
+                 "policyId": ("policy", 36, 36, False)}
+    for name, (kind, low, high, required) in rules.items():
+        value = payload.get(name)
+        if value in (None, ""):
+            if required:
+                return f"Missing required parameters, The {name} cannot be empty."
+            continue
+        if not isinstance(value, str):
+            return f"Parameter invalid, The {name} must be of string type."
+        if not low <= len(value) <= high:
+            return f"Parameter invalid, The {name} length error."
+        if kind == "base64" and (len(value) % 4 or not _BASE64.match(value)):
+            return f"Parameter invalid, The {name} not a vailed base64 string."
+        if kind == "policy" and not _POLICY_ID.match(value):
+            return f"Parameter invalid, The {name} format wrong."
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -469,3 +469,93 @@ def test_the_output_is_checked_before_the_service_is_asked(
                        tmp_path / "no" / "r.json", ca_bundle=ca.pem)
     assert_one_line_error(missing, "does not exist")
     assert not ehsm.received
+
+
+# --------------------------------------------------------------------------
+# eHSM VerifyQuote: its answer is believed only with a valid signature and our nonce.
+# --------------------------------------------------------------------------
+def _quote(mr_enclave: str = MR_ENCLAVE, mr_signer: str = MR_SIGNER) -> bytes:
+    """An SGX quote's layout: 48-byte header, 384-byte report body, then signature data."""
+    body = bytearray(384)
+    body[64:96] = bytes.fromhex(mr_enclave)
+    body[128:160] = bytes.fromhex(mr_signer)
+    return bytes(48) + bytes(body) + b"\x00" * 64
+
+
+def _registered(tmp_path: Path, ca: LocalCA, server: EhsmStandIn) -> str:
+    record = services.load_record(_record(tmp_path))
+    return services.register(record, service="ehsm", url=server.url, app_id=APP_ID,
+                             api_key=API_KEY, ca_bundle=ca.pem).policy_id
+
+
+def _ask(server: EhsmStandIn, ca: LocalCA, quote: bytes, policy_id: str | None,
+         api_key: str = API_KEY) -> services.EhsmQuoteVerdict:
+    return services.verify_quote_with_ehsm(quote, url=server.url, app_id=APP_ID,
+                                           api_key=api_key, policy_id=policy_id,
+                                           ca_bundle=ca.pem)
+
+
+def test_ehsm_verify_quote_with_the_policy(tmp_path: Path, ca: LocalCA,
+                                           ehsm: EhsmStandIn) -> None:
+    policy_id = _registered(tmp_path, ca, ehsm)
+    verdict = _ask(ehsm, ca, _quote(), policy_id)
+    assert verdict.accepted is True
+    assert (verdict.mr_enclave, verdict.mr_signer) == (MR_ENCLAVE, MR_SIGNER)
+    assert verdict.to_json()["signature"] == "verified"
+    sent = ehsm.received[-1]
+    assert sent["payload"]["policyId"] == policy_id
+    assert base64.b64decode(sent["payload"]["quote"]) == _quote()
+
+
+def test_ehsm_refusal_is_signed_too(tmp_path: Path, ca: LocalCA, ehsm: EhsmStandIn) -> None:
+    """eHSM leaves `result: false` out of the string it signs (JavaScript's != '')."""
+    policy_id = _registered(tmp_path, ca, ehsm)
+    verdict = _ask(ehsm, ca, _quote(mr_enclave="00" * 32), policy_id)
+    assert verdict.accepted is False
+
+
+def _answer(request: dict[str, Any], sign_over: dict[str, Any] | None = None,
+            **changes: Any) -> tuple[int, bytes]:
+    """A VerifyQuote answer; signed over *sign_over* when given, else over itself."""
+    answer: dict[str, Any] = {"result": True, "nonce": request["payload"]["nonce"], **changes}
+    answer["sign"] = services.ehsm_sign(API_KEY, sign_over if sign_over is not None else answer)
+    return 200, json.dumps({"code": 200, "message": "ok", "result": answer}).encode()
+
+
+def _flipped(request: dict[str, Any]) -> tuple[int, bytes]:
+    """A refusal turned into an acceptance on the way: the signature covers the refusal."""
+    nonce = request["payload"]["nonce"]
+    return _answer(request, sign_over={"result": False, "nonce": nonce})
+
+
+def _forged(request: dict[str, Any]) -> tuple[int, bytes]:
+    status, body = _answer(request)
+    data = json.loads(body)
+    data["result"]["sign"] = base64.b64encode(b"\0" * 32).decode()
+    return status, json.dumps(data).encode()
+
+
+@pytest.mark.parametrize("misbehave,fragment", [
+    (_forged, "signature does not verify"),
+    (_flipped, "signature does not verify"),
+    (lambda r: _answer(r, nonce="b2xkIG5vbmNl"), "nonce differs"),
+    (lambda r: _answer(r, result="yes"), "'result' is not true or false"),
+    (lambda r: _answer(r, mr_enclave="../etc"), "mr_enclave is not 64 hex digits"),
+])
+def test_ehsm_verify_quote_answers_that_are_not_believed(
+        ca: LocalCA, tls: tuple[Path, Path], misbehave: Any, fragment: str) -> None:
+    with (EhsmStandIn(tls=tls, accounts={APP_ID: API_KEY}, misbehave=misbehave) as server,
+          pytest.raises(ServiceError, match=fragment)):
+        _ask(server, ca, _quote(), None)
+
+
+def test_ehsm_verify_quote_refusals(ca: LocalCA, ehsm: EhsmStandIn) -> None:
+    with pytest.raises(ServiceError, match="authentication refused") as caught:
+        _ask(ehsm, ca, _quote(), None, api_key="wrong-key")
+    assert caught.value.reason == "auth"
+    with pytest.raises(ServiceError, match=r"Invalid +policyId"):
+        _ask(ehsm, ca, _quote(), "00000000-0000-4000-8000-000000000000")
+    with pytest.raises(services.UsageError, match="not a UUID"):
+        _ask(ehsm, ca, _quote(), "../x")
+    with pytest.raises(services.UsageError, match="takes 1 to 8192"):
+        _ask(ehsm, ca, b"\0" * 9000, None)

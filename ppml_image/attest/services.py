@@ -510,3 +510,101 @@ def _bigdl_policy_id(shown: str, status: int, answer: bytes, secret: str) -> str
         raise ServiceError(f"{shown}: request refused: HTTP {status}: {said}", "refused")
     data = _json_object(shown, answer)
     return _uuid(shown, data.get("policyID"), "policyID")
+
+
+# --------------------------------------------------------------------------
+# eHSM VerifyQuote: a second opinion, never the only one.
+# --------------------------------------------------------------------------
+MAX_EHSM_QUOTE = 8 * KiB  # eHSM takes at most 10924 base64 characters
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+@dataclass(frozen=True)
+class EhsmQuoteVerdict:
+    """eHSM's answer to VerifyQuote, after its HMAC signature and our nonce were checked.
+
+    ``accepted`` is eHSM's own verdict; callers report it next to the local
+    verification (dcap-qvl and the record), never instead of it.
+    """
+
+    accepted: bool
+    policy_id: str | None
+    mr_enclave: str | None
+    mr_signer: str | None
+    url: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": "ehsm", "url": self.url, "accepted": self.accepted,
+                "policy_id": self.policy_id, "mr_enclave": self.mr_enclave,
+                "mr_signer": self.mr_signer, "signature": "verified"}
+
+
+def verify_quote_with_ehsm(quote: bytes, *, url: str, app_id: str, api_key: str,
+                           policy_id: str | None = None, ca_bundle: Path | None = None,
+                           insecure_http: bool = False,
+                           deadline: float = DEADLINE) -> EhsmQuoteVerdict:
+    """Ask eHSM (``VerifyQuote``) about *quote*; its answer's signature and nonce checked."""
+    check_app_id(app_id)
+    endpoint = parse_url(url, insecure_http=insecure_http)
+    if not 0 < len(quote) <= MAX_EHSM_QUOTE:
+        raise UsageError(f"the quote has {len(quote)} bytes; eHSM's VerifyQuote takes 1 to "
+                         f"{MAX_EHSM_QUOTE}")
+    if policy_id is not None and not _UUID.fullmatch(policy_id):
+        raise UsageError(f"--policy-id {policy_id!r:.80}: not a UUID (lower-case, as eHSM "
+                         "returns it)")
+    challenge = base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+    payload = {"quote": base64.b64encode(quote).decode("ascii"), "nonce": challenge}
+    if policy_id is not None:
+        payload["policyId"] = policy_id
+    context = tls_context(ca_bundle) if endpoint.scheme == "https" else None
+    status, answer = post_json(endpoint, "/ehsm?Action=VerifyQuote",
+                               ehsm_request(app_id, api_key, payload), context=context,
+                               deadline=deadline)
+    result = _ehsm_result(endpoint.shown, status, answer, api_key)
+    return _checked_verdict(endpoint.shown, result, api_key, challenge, policy_id)
+
+
+def _ehsm_result(shown: str, status: int, answer: bytes, secret: str) -> dict[str, Any]:
+    """The ``result`` object of a code-200 answer; refusals as for registration."""
+    if status != 200:
+        _ehsm_policy_id(shown, status, answer, secret)  # raises with the right reason
+    data = _json_object(shown, answer)
+    if data.get("code") != 200:
+        _ehsm_policy_id(shown, status, answer, secret)
+    result = data.get("result")
+    if not isinstance(result, dict):
+        raise ServiceError(f"{shown}: malformed response: no 'result' object", "malformed")
+    return result
+
+
+def _checked_verdict(shown: str, result: dict[str, Any], api_key: str, challenge: str,
+                     policy_id: str | None) -> EhsmQuoteVerdict:
+    signed = {k: v for k, v in result.items() if k != "sign"}
+    sign = result.get("sign")
+    try:
+        expected = ehsm_sign(api_key, signed)
+    except ValueError:
+        expected = ""
+    if not isinstance(sign, str) or not expected or not hmac.compare_digest(
+            sign.encode(), expected.encode()):
+        raise ServiceError(f"{shown}: VerifyQuote answer refused: its signature does not "
+                           "verify under the API key (forged or altered)", "signature")
+    if result.get("nonce") != challenge:
+        raise ServiceError(f"{shown}: VerifyQuote answer refused: it is not the answer to our "
+                           "challenge (nonce differs: replayed?)", "signature")
+    accepted = result.get("result")
+    if not isinstance(accepted, bool):
+        raise ServiceError(f"{shown}: malformed response: 'result' is not true or false",
+                           "malformed")
+    measured = {}
+    for name in ("mr_enclave", "mr_signer"):
+        value = result.get(name)
+        if value is not None and not (isinstance(value, str) and _HEX64.fullmatch(value)):
+            raise ServiceError(f"{shown}: malformed response: {name} is not 64 hex digits",
+                               "malformed")
+        measured[name] = value.lower() if isinstance(value, str) else None
+    if policy_id is not None and None in measured.values():
+        raise ServiceError(f"{shown}: malformed response: no mr_enclave/mr_signer for policy "
+                           f"{policy_id}", "malformed")
+    return EhsmQuoteVerdict(accepted, policy_id, measured["mr_enclave"], measured["mr_signer"],
+                            shown)
