@@ -559,3 +559,44 @@ def test_ehsm_verify_quote_refusals(ca: LocalCA, ehsm: EhsmStandIn) -> None:
         _ask(ehsm, ca, _quote(), "../x")
     with pytest.raises(services.UsageError, match="takes 1 to 8192"):
         _ask(ehsm, ca, b"\0" * 9000, None)
+
+
+# --------------------------------------------------------------------------
+# Parsers: whatever the input, a result or one UsageError.
+# --------------------------------------------------------------------------
+@given(st.text(max_size=200), st.booleans())
+def test_parse_url_returns_an_endpoint_or_a_usage_error(url: str, insecure: bool) -> None:
+    try:
+        endpoint = services.parse_url(url, insecure_http=insecure)
+    except services.UsageError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert endpoint.scheme == "https" or (insecure and services._is_loopback(endpoint.host))
+    assert 0 <= endpoint.port <= 65535 and "@" not in endpoint.shown
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["mr_enclave", "mr_signer", "isv_prod_id", "isv_svn",
+                                        "debug", "debug_enclave", "other"]),
+                       _JSON | st.just("ab" * 32) | st.integers(0, 70000), max_size=7))
+def test_load_record_keeps_every_field_or_says_what_is_wrong(
+        tmp_path_factory: pytest.TempPathFactory, data: dict[str, Any]) -> None:
+    path = tmp_path_factory.mktemp("record") / "r.json"
+    path.write_text(json.dumps(data))
+    try:
+        record = services.load_record(path)
+    except services.UsageError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        return
+    assert record.data == data
+    assert len(record.mr_enclave) == 64 and 0 <= record.isv_svn <= 0xFFFF
+
+
+def test_register_help_loads_no_library() -> None:
+    from test_front_door import _loaded_by
+
+    assert _loaded_by("attest", "register", "--help") == set()
