@@ -600,3 +600,66 @@ def test_register_help_loads_no_library() -> None:
     from test_front_door import _loaded_by
 
     assert _loaded_by("attest", "register", "--help") == set()
+
+
+def test_a_server_that_trickles_its_answer_meets_the_deadline(tmp_path: Path) -> None:
+    """Per-read timeouts alone would wait forever for a byte every 0.1 s."""
+    import threading
+
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def trickle() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.1):
+                    try:
+                        conn.sendall(b"X: y\r\n")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        record = services.load_record(_record(tmp_path))
+        try:
+            with pytest.raises(ServiceError, match="no answer within 1 s"):
+                services.register(record, service="ehsm",
+                                  url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                  app_id=APP_ID, api_key=API_KEY, insecure_http=True,
+                                  deadline=1.0)
+        finally:
+            stop.set()
+            thread.join(5)
+
+
+def test_a_server_that_hangs_up_is_unreachable(tmp_path: Path) -> None:
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def hang_up() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        result = register(_record(tmp_path), "ehsm",
+                           f"http://127.0.0.1:{listener.getsockname()[1]}", None,
+                           "--insecure-http", "--api-key-file", _key(tmp_path))
+        thread.join(5)
+    assert result.returncode == 1
+    assert_one_line_error(result, "unreachable", "closed the connection without an answer")
+
+
+def _key(tmp_path: Path) -> Path:
+    path = tmp_path / "key"
+    path.write_text(API_KEY)
+    path.chmod(0o600)
+    return path

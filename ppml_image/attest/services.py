@@ -25,6 +25,7 @@ back has it blanked out).
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import hashlib
 import hmac
@@ -35,9 +36,11 @@ import logging
 import os
 import re
 import secrets
+import socket
 import ssl
 import stat
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -335,6 +338,12 @@ def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], *,
         connection = http.client.HTTPConnection(endpoint.host, endpoint.port,
                                                 timeout=min(CONNECT_TIMEOUT, deadline))
     data = json.dumps(body).encode()
+    # A hard deadline: a server that trickles one byte at a time defeats per-read
+    # timeouts, so a timer shuts the socket down when the time is up.
+    expired = threading.Event()
+    timer = threading.Timer(deadline, _expire, (connection, expired))
+    timer.daemon = True
+    timer.start()
     try:
         connection.request("POST", endpoint.base + path, body=data, headers={
             "Content-Type": "application/json", "Accept": "application/json",
@@ -342,23 +351,41 @@ def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], *,
         _remaining(connection, end, deadline, shown)
         response = connection.getresponse()
         return response.status, _read_bounded(response, connection, end, deadline, shown)
-    except ssl.SSLCertVerificationError as exc:
-        raise ServiceError(f"{shown}: TLS failure: the server's certificate is not trusted "
-                           f"({exc.verify_message}); give --ca-bundle for a private CA",
-                           "tls") from None
-    except ssl.SSLError as exc:
-        raise ServiceError(f"{shown}: TLS failure: {exc.reason or exc}", "tls") from None
-    except TimeoutError:
-        raise ServiceError(f"{shown}: unreachable: no answer within {deadline:g} s",
-                           "unreachable") from None
-    except http.client.HTTPException as exc:
-        raise ServiceError(f"{shown}: malformed response: not HTTP ({type(exc).__name__})",
-                           "malformed") from None
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ServiceError(f"{shown}: unreachable: {reason}", "unreachable") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _transport_error(exc, shown, deadline, expired.is_set()) from None
     finally:
+        timer.cancel()
         connection.close()
+
+
+def _expire(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _transport_error(exc: BaseException, shown: str, deadline: float,
+                     expired: bool) -> ServiceError:
+    """One line for what went wrong on the way; TLS before OSError (SSLError is one)."""
+    if expired or isinstance(exc, TimeoutError):
+        return ServiceError(f"{shown}: unreachable: no answer within {deadline:g} s",
+                            "unreachable")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ServiceError(f"{shown}: TLS failure: the server's certificate is not trusted "
+                            f"({exc.verify_message}); give --ca-bundle for a private CA", "tls")
+    if isinstance(exc, ssl.SSLError):
+        return ServiceError(f"{shown}: TLS failure: {exc.reason or exc}", "tls")
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return ServiceError(f"{shown}: unreachable: the server closed the connection without "
+                            "an answer", "unreachable")
+    if isinstance(exc, http.client.HTTPException):
+        return ServiceError(f"{shown}: malformed response: not HTTP ({type(exc).__name__})",
+                            "malformed")
+    assert isinstance(exc, OSError)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return ServiceError(f"{shown}: unreachable: {reason}", "unreachable")
 
 
 def _remaining(connection: http.client.HTTPConnection, end: float, deadline: float,
