@@ -663,3 +663,52 @@ def _key(tmp_path: Path) -> Path:
     path.write_text(API_KEY)
     path.chmod(0o600)
     return path
+
+
+def test_the_api_key_can_be_typed_at_a_hidden_prompt(tmp_path: Path, ca: LocalCA,
+                                                      ehsm: EhsmStandIn) -> None:
+    import sys
+
+    from ptyrun import answer_prompt
+
+    out = tmp_path / "r2.json"
+    code, shown = answer_prompt(
+        [sys.executable, "-m", "ppml_image", "attest", "register", str(_record(tmp_path)),
+         "--service", "ehsm", "--url", ehsm.url, "--app-id", APP_ID, "--ca-bundle",
+         str(ca.pem), "--output", str(out)], b"API key: ", API_KEY.encode())
+    assert code == 0, shown
+    assert API_KEY.encode() not in shown  # not echoed
+    assert json.loads(out.read_text())["policy_id"] in ehsm.policies
+
+
+def test_the_output_may_be_the_record_itself(tmp_path: Path, ca: LocalCA, ehsm: EhsmStandIn,
+                                             key_file: Path) -> None:
+    record = _record(tmp_path)
+    before = json.loads(record.read_text())
+    result = register(record, "ehsm", ehsm.url, key_file, "--output", record, ca_bundle=ca.pem)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(record.read_text()) == {**before, "policy_id": next(iter(ehsm.policies)),
+                                              "service": "ehsm"}
+
+
+def test_the_registration_code_starts_no_process() -> None:
+    """The API key can reach no child: the module runs none."""
+    import ast
+
+    tree = ast.parse(Path(services.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"subprocess", "multiprocessing", "pty", "ppml_image._proc"}
+    assert "os.system" not in Path(services.__file__).read_text()
+
+
+def test_record_reads_are_bounded(tmp_path: Path, key_file: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_text('{"pad": "' + "x" * (2 << 20) + '"}')
+    for path, fragment in ((big, "larger than 1 MiB"), (Path("/dev/zero"), "device")):
+        result = run_cli("attest", "register", path, "--service", "ehsm", "--url",
+                         "https://kms.example", "--app-id", APP_ID, "--api-key-file", key_file)
+        assert result.returncode == 2
+        assert_one_line_error(result, fragment)
