@@ -25,7 +25,7 @@ def _register_commands() -> None:
     # Each group lives beside its library code; importing registers it. The
     # groups import only typer and cli.common at start-up: library modules
     # (docker, jinja2, cryptography...) load when a command runs.
-    from ppml_image.cli import attest, images, sgx, spark  # noqa: F401
+    from ppml_image.cli import attest, attest_register, images, sgx, spark  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,12 +13,14 @@ from ppml_image.errors import UsageError
 from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
 
 if TYPE_CHECKING:
+    from ppml_image.attest import services
     from ppml_image.images.enclave import run as run_mod
     from ppml_image.k8s import secret_manifests as k8s_secrets
     from ppml_image.k8s import templates
     from ppml_image.spark import common, password, tls
 else:  # cryptography, yaml and docker load when a command runs
     run_mod = lazy_module("ppml_image.images.enclave.run")
+    services = lazy_module("ppml_image.attest.services")
     k8s_secrets = lazy_module("ppml_image.k8s.secret_manifests")
     templates = lazy_module("ppml_image.k8s.templates")
     common, password, tls = (lazy_module(f"ppml_image.spark.{name}")
@@ -117,16 +119,56 @@ def k8s_secrets_cmd(
     output: Path = typer.Option(Path("k8s"), "-o", "--output", help="Output folder (may "
                                 "also hold the files of `k8s spark-templates`)."),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    kms_app_id: str | None = typer.Option(None, "--kms-app-id", help="Also write "
+                                          "kms-secret.yaml (app_id, api_key, policy_id)."),
+    kms_api_key_file: Path | None = typer.Option(None, "--kms-api-key-file", help="File "
+                                                 "whose first line is the API key (else a "
+                                                 "prompt)."),
+    kms_policy_id: str | None = typer.Option(None, "--kms-policy-id",
+                                             help="The policy id `attest register` printed."),
+    kms_record: Path | None = typer.Option(None, "--kms-record", help="Take the policy id "
+                                           "from this record (`attest register --output`)."),
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Also write "
+                                           "kubeconfig-secret.yaml holding this file."),
 ) -> None:
-    """Kubernetes Secret manifests: keys.yaml, password.yaml, spark-secret.yaml (0600).
+    """Kubernetes Secret manifests: keys.yaml, password.yaml, spark-secret.yaml (0600),
+    and kms-secret.yaml and kubeconfig-secret.yaml on request.
 
     Only regular files are read from --keys and --password (a symbolic link is
-    refused); each Secret must fit Kubernetes' 1 MiB.
+    refused, and so is a --kubeconfig that is one); each Secret must fit
+    Kubernetes' 1 MiB.
     """
     common.check_output(output, SECRET_FILES, force=force, keep=TEMPLATE_FILES)
+    kms = _kms_credentials(kms_app_id, kms_api_key_file, kms_policy_id, kms_record)
     paths = k8s_secrets.write_secrets(keys, password_dir, output, namespace=namespace,
-                                      force=force)
+                                      force=force, kms=kms, kubeconfig=kubeconfig)
     typer.echo("wrote " + ", ".join(str(p) for p in paths) + " (they hold secrets: mode 0600)")
+
+
+def _kms_credentials(app_id: str | None, api_key_file: Path | None, policy_id: str | None,
+                     record: Path | None) -> k8s_secrets.KmsCredentials | None:
+    """The --kms-* options, checked together; the API key read last (it may prompt)."""
+    given = [name for name, value in (("--kms-api-key-file", api_key_file),
+                                      ("--kms-policy-id", policy_id), ("--kms-record", record))
+             if value is not None]
+    if app_id is None:
+        if given:
+            raise UsageError(f"{given[0]} needs --kms-app-id")
+        return None
+    if (policy_id is None) == (record is None):
+        raise UsageError("--kms-app-id needs the policy id: give --kms-policy-id or "
+                         "--kms-record, one of them")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", app_id):
+        raise UsageError(f"--kms-app-id {app_id!r:.80}: not an app id (1 to 128 letters, "
+                         "digits, '.', '_' or '-')")
+    where = "--kms-policy-id"
+    if record is not None:
+        policy_id, where = services.load_record(record).data.get("policy_id"), str(record)
+    if not isinstance(policy_id, str) or not re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", policy_id):
+        raise UsageError(f"{where}: policy id {policy_id!r:.80} is not a UUID (register the "
+                         "record with `ppml-image attest register --output` first)")
+    return k8s_secrets.KmsCredentials(app_id, services.read_api_key(api_key_file), policy_id)
 
 
 @k8s_app.command("spark-templates", epilog=(
@@ -142,11 +184,18 @@ def spark_templates_cmd(
     output: Path = typer.Option(Path("k8s"), "-o", "--output", help="Output folder (may "
                                 "also hold the files of `k8s secrets`)."),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    attestation: bool = typer.Option(False, "--attestation", help="Pods read kms-secret "
+                                     "(`k8s secrets --kms-...`) into ATTESTATION_ID/KEY/"
+                                     "POLICYID."),
+    mount_kubeconfig: bool = typer.Option(False, "--mount-kubeconfig", help="Pods mount "
+                                          "kubeconfig-secret (`k8s secrets --kubeconfig`) "
+                                          "as /root/.kube/config."),
 ) -> None:
     """Driver/executor pod templates requesting SGX resources, and spark-security.conf."""
     paths = templates.write_spark_templates(image, output, epc=sgx_epc, jvm_mem=jvm_mem,
                                             driver_epc=driver_epc, password=password_dir,
-                                            force=force)
+                                            force=force, attestation=attestation,
+                                            kubeconfig=mount_kubeconfig)
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -3,7 +3,12 @@
 * ``keys.yaml``: Secret ``ssl-keys`` with the TLS files of ``secrets tls``;
 * ``password.yaml``: Secret ``ssl-password`` with ``key.txt``/``output.bin``;
 * ``spark-secret.yaml``: Secret ``spark-secret`` whose ``secret`` key is the
-  Spark authentication secret (the password, as the reference requires).
+  Spark authentication secret (the password, as the reference requires);
+* ``kms-secret.yaml`` (with KMS credentials): Secret ``kms-secret`` with
+  ``app_id``, ``api_key`` and ``policy_id``, as the reference workflow's
+  ``kubectl create secret generic kms-secret`` makes it;
+* ``kubeconfig-secret.yaml`` (with a kubeconfig): Secret ``kubeconfig-secret``
+  whose ``kubeconfig`` key is the file, as ``--from-file=.../kubeconfig`` makes it.
 
 The files hold secrets (base64 is not encryption): they are written 0600 in
 a 0700 folder. The input folders are read without following any link out of
@@ -14,7 +19,11 @@ them, and only regular files are accepted: a symlink to ``/etc/shadow`` in
 from __future__ import annotations
 
 import base64
+import errno
+import os
 import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,10 @@ from ppml_image.spark.password import PASSWORD_FILES, decrypt_password, read_pas
 KEYS_SECRET = "ssl-keys"
 PASSWORD_SECRET = "ssl-password"
 SPARK_SECRET = "spark-secret"
+KMS_SECRET = "kms-secret"
+KMS_KEYS = ("app_id", "api_key", "policy_id")
+KUBECONFIG_SECRET = "kubeconfig-secret"
+KUBECONFIG_KEY = "kubeconfig"
 # The API server refuses a Secret whose data values (decoded) total more.
 MAX_SECRET_BYTES = 1024 * 1024
 _NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")  # RFC 1123 label
@@ -72,9 +85,58 @@ def _folder_files(folder: Path, what: str) -> dict[str, bytes]:
     return files
 
 
+@dataclass(frozen=True)
+class KmsCredentials:
+    """What the enclave's attestation step reads from ``kms-secret``."""
+
+    app_id: str
+    api_key: str
+    policy_id: str
+
+    def data(self) -> dict[str, bytes]:
+        return {"app_id": self.app_id.encode(), "api_key": self.api_key.encode(),
+                "policy_id": self.policy_id.encode()}
+
+
+def read_kubeconfig(path: Path) -> bytes:
+    """*path*'s bytes: a regular file (a symbolic link is refused), at most 1 MiB, that
+    reads as a kubeconfig (a YAML mapping of ``kind: Config``)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"--kubeconfig {path}: is a symbolic link; give the file "
+                             "itself") from None
+        raise UsageError(f"--kubeconfig {path}: cannot open: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"--kubeconfig {path}: is not a regular file")
+        data = os.read(fd, MAX_SECRET_BYTES + 1)
+        while len(data) <= MAX_SECRET_BYTES and (more := os.read(fd, MAX_SECRET_BYTES)):
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_BYTES:
+        raise PpmlError(f"--kubeconfig {path}: Secret {KUBECONFIG_SECRET} would hold more "
+                        f"than {MAX_SECRET_BYTES} bytes; Kubernetes allows at most 1 MiB")
+    try:
+        parsed = yaml.safe_load(data)
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, dict) or parsed.get("kind") != "Config":
+        raise UsageError(f"--kubeconfig {path}: not a kubeconfig (a YAML file of kind: Config, "
+                         "as `kubectl config view --flatten --minify` writes)")
+    return data
+
+
 def write_secrets(keys: Path, password: Path, out: Path, *, namespace: str = "default",
-                  force: bool = False) -> list[Path]:
-    """Write the three Secret manifests into *out*; returns their paths.
+                  force: bool = False, kms: KmsCredentials | None = None,
+                  kubeconfig: Path | None = None) -> list[Path]:
+    """Write the Secret manifests into *out*; returns their paths.
+
+    ``kms-secret.yaml`` is written with *kms*, ``kubeconfig-secret.yaml`` with
+    *kubeconfig*.
 
     *out* may also hold the files of ``k8s spark-templates``, which are kept;
     this command's own files are replaced only with *force*, and a folder
@@ -92,6 +154,11 @@ def write_secrets(keys: Path, password: Path, out: Path, *, namespace: str = "de
         "password.yaml": secret(PASSWORD_SECRET, namespace, password_data),
         "spark-secret.yaml": secret(SPARK_SECRET, namespace, spark_auth),
     }
+    if kms is not None:
+        documents["kms-secret.yaml"] = secret(KMS_SECRET, namespace, kms.data())
+    if kubeconfig is not None:
+        config = {KUBECONFIG_KEY: read_kubeconfig(kubeconfig)}
+        documents["kubeconfig-secret.yaml"] = secret(KUBECONFIG_SECRET, namespace, config)
     with staged_folder(out, SECRET_FILES, force=force, keep=TEMPLATE_FILES) as stage:
         for name, doc in documents.items():
             save(stage, name, yaml.safe_dump(doc, sort_keys=False).encode())

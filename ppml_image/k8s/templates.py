@@ -24,13 +24,25 @@ import yaml
 from ppml_image._fs import atomic_output, staged_folder
 from ppml_image.errors import UsageError
 from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
-from ppml_image.k8s.secret_manifests import KEYS_SECRET, PASSWORD_SECRET, SPARK_SECRET
+from ppml_image.k8s.secret_manifests import (
+    KEYS_SECRET,
+    KMS_SECRET,
+    KUBECONFIG_KEY,
+    KUBECONFIG_SECRET,
+    PASSWORD_SECRET,
+    SPARK_SECRET,
+)
 from ppml_image.spark.common import save
 from ppml_image.spark.password import decrypt_password
 from ppml_image.spark.properties import format_properties
 
 KEYS_MOUNT = "/ppml/keys"
 PASSWORD_MOUNT = "/ppml/password"
+KUBECONFIG_MOUNT = "/root/.kube"
+# What BigDL's attestation step reads (ATTESTATION_ID/KEY/POLICYID), from the
+# keys that `k8s secrets --kms-...` writes into kms-secret.
+ATTESTATION_ENV = (("ATTESTATION_ID", "app_id"), ("ATTESTATION_KEY", "api_key"),
+                   ("ATTESTATION_POLICYID", "policy_id"))
 # Anchored with \Z: `$` would also match before a trailing newline.
 _QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?\Z")
 _JVM_SIZE = re.compile(r"[1-9][0-9]{0,17}[kKmMgGtT]?\Z")  # what -Xmx takes
@@ -39,10 +51,15 @@ _JAVA_TRIM = "".join(map(chr, range(0x21)))  # what Java's String.trim() removes
 _log = logging.getLogger("ppml_image.k8s")
 
 
-def _container(image: str, role: str, epc: str, jvm_mem: str, log_level: str) -> dict[str, Any]:
+def _secret_env(name: str, secret_name: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+
+
+def _container(image: str, role: str, epc: str, jvm_mem: str, log_level: str,
+               attestation: bool, kubeconfig: bool) -> dict[str, Any]:
     sgx = {"sgx.intel.com/epc": epc, "sgx.intel.com/enclave": "1",
            "sgx.intel.com/provision": "1"}
-    return {
+    container: dict[str, Any] = {
         "name": f"spark-kubernetes-{role}",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
@@ -61,18 +78,34 @@ def _container(image: str, role: str, epc: str, jvm_mem: str, log_level: str) ->
             {"name": "aesm-socket", "mountPath": "/var/run/aesmd/aesm.socket"},
         ],
     }
+    if attestation:
+        container["env"].append({"name": "ATTESTATION", "value": "true"})
+        container["env"].extend(_secret_env(name, KMS_SECRET, key)
+                                for name, key in ATTESTATION_ENV)
+    if kubeconfig:
+        container["env"].append({"name": "KUBECONFIG", "value": f"{KUBECONFIG_MOUNT}/config"})
+        container["volumeMounts"].append({"name": "kubeconfig", "mountPath": KUBECONFIG_MOUNT,
+                                          "readOnly": True})
+    return container
 
 
 def pod_template(image: str, role: str, *, epc: str, jvm_mem: str,
-                 log_level: str = "error") -> dict[str, Any]:
-    """A pod template for the Spark *role* (driver or executor)."""
-    return {
+                 log_level: str = "error", attestation: bool = False,
+                 kubeconfig: bool = False) -> dict[str, Any]:
+    """A pod template for the Spark *role* (driver or executor).
+
+    With *attestation*, the container reads ``kms-secret`` (app id, API key,
+    policy id) into BigDL's ``ATTESTATION_*`` variables; with *kubeconfig*,
+    ``kubeconfig-secret`` is mounted as ``/root/.kube/config``.
+    """
+    template: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"labels": {"app.kubernetes.io/managed-by": "ppml-image",
                                 "spark-role": role}},
         "spec": {
-            "containers": [_container(image, role, epc, jvm_mem, log_level)],
+            "containers": [_container(image, role, epc, jvm_mem, log_level, attestation,
+                                      kubeconfig)],
             "volumes": [
                 {"name": "ssl-keys", "secret": {"secretName": KEYS_SECRET,
                                                 "defaultMode": 0o400}},
@@ -83,6 +116,12 @@ def pod_template(image: str, role: str, *, epc: str, jvm_mem: str,
             ],
         },
     }
+    if kubeconfig:
+        template["spec"]["volumes"].append(
+            {"name": "kubeconfig", "secret": {
+                "secretName": KUBECONFIG_SECRET, "defaultMode": 0o400,
+                "items": [{"key": KUBECONFIG_KEY, "path": "config"}]}})
+    return template
 
 
 def security_properties(password: str | None) -> list[tuple[str, str]]:
@@ -129,7 +168,8 @@ def check_template_options(image: str, *, epc: str, jvm_mem: str,
 
 def write_spark_templates(image: str, out: Path, *, epc: str = "32Gi", jvm_mem: str = "12g",
                           driver_epc: str | None = None, password: Path | None = None,
-                          log_level: str = "error", force: bool = False) -> list[Path]:
+                          log_level: str = "error", force: bool = False,
+                          attestation: bool = False, kubeconfig: bool = False) -> list[Path]:
     """Write driver/executor pod templates and spark-security.conf into *out*.
 
     With *password* (a ``secrets password`` folder) the properties include
@@ -149,7 +189,8 @@ def write_spark_templates(image: str, out: Path, *, epc: str = "32Gi", jvm_mem: 
     conf = format_properties(security_properties(secret_password), comments)
     with staged_folder(out, TEMPLATE_FILES, force=force, keep=SECRET_FILES) as stage:
         for role, size in (("driver", driver_epc or epc), ("executor", epc)):
-            doc = pod_template(image, role, epc=size, jvm_mem=jvm_mem, log_level=log_level)
+            doc = pod_template(image, role, epc=size, jvm_mem=jvm_mem, log_level=log_level,
+                               attestation=attestation, kubeconfig=kubeconfig)
             with atomic_output(stage / f"spark-{role}-template.yaml") as handle:
                 handle.write(yaml.safe_dump(doc, sort_keys=False).encode())
         if secret_password is not None:
