@@ -228,8 +228,8 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
         if "decode quote" in reason.lower():
             raise UsageError(f"{names[0]}: malformed quote: {reason}") from None
         detail = _expired_detail(collateral, at)
-        verdict.problems.append(f"DCAP verification failed: {reason}"
-                                + (f" ({detail})" if detail else ""))
+        verdict.problems.append(f"{detail} (dcap-qvl: {reason})" if detail
+                                else f"DCAP verification failed: {reason}")
     else:
         verdict.checks.append("DCAP chain: quote signature, QE report, PCK chain to the root, "
                               "CRLs, TCB info and QE identity")
