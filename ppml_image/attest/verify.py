@@ -8,10 +8,10 @@ Two stages, both always reported:
    CRLs, the TCB info and the QE identity, all valid at ``at``.
 2. The report body against what is expected, each mismatch named: MRENCLAVE,
    MRSIGNER and product ID, SVN at least the minimum, MISCSELECT and the
-   attributes under the record's masks, the attribute checks Gramine's own
-   quote verification makes (INIT and MODE64BIT set, no PROVISION_KEY or
-   EINITTOKEN_KEY), DEBUG off unless allowed, SGX (not TDX), the TCB status
-   in the allow-list, the report data.
+   attributes under the record's masks (INIT aside: a running enclave has
+   it), the attribute checks Gramine's own quote verification makes (INIT
+   and MODE64BIT set, no PROVISION_KEY or EINITTOKEN_KEY), DEBUG off unless
+   allowed, SGX (not TDX), the TCB status in the allow-list, the report data.
 
 A quote or collateral that cannot be read at all is a usage error (exit 2);
 anything else is a :class:`Verdict`, accepted or refused with every reason.
@@ -266,9 +266,9 @@ def check_body(verdict: Verdict, body: SgxReportBody, expected: Expectation, *,
         problems.append(f"ISVSVN is {body.isv_svn}, below the minimum {expected.min_isv_svn}")
     _check_masked(problems, "MISCSELECT", body.field("misc_select"), expected.misc_select,
                   expected.misc_mask, b"")
-    # A running enclave's report has INIT set, which its SIGSTRUCT never has; DEBUG
-    # has its own rule below. Both are left out of the mask comparison.
-    ignored = (FLAG_INIT | FLAG_DEBUG).to_bytes(8, "little") + bytes(8)
+    # A running enclave's report has INIT set, which its SIGSTRUCT never has: INIT is
+    # left out of the comparison (Intel's appraisal policy generator adds it instead).
+    ignored = FLAG_INIT.to_bytes(8, "little") + bytes(8)
     _check_masked(problems, "ATTRIBUTES", body.field("attributes"), expected.attributes,
                   expected.attribute_mask, ignored)
     _check_flags(problems, body.attribute_flags, expected, allow_debug)
