@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import regopy
+from conftest import assert_one_line_error, run_cli
+from test_attest_verify import QUOTE, RECORD
 
 from ppml_image.attest.policies import FORMATS, policy_input, render
 from ppml_image.attest.quote import parse_quote_layout
 from ppml_image.attest.record import MeasurementRecord
-from tests.conftest import assert_one_line_error, run_cli
-from tests.test_attest_verify import QUOTE, RECORD
 
 BODY = parse_quote_layout(QUOTE.read_bytes()).sgx_body
 assert BODY is not None

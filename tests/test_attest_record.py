@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_attest_verify import COLLATERAL, QUOTE, RECORD
 
 from ppml_image.attest.record import MeasurementRecord, load_record
 from ppml_image.errors import UsageError
 from ppml_image.sgx.signing.sigstruct import read_sigstruct
-from tests.conftest import assert_one_line_error, run_cli
-from tests.test_attest_verify import COLLATERAL, QUOTE, RECORD
 
 VECTORS = Path(__file__).parent / "vectors"
 ATTESTATION_KEYS = {"tee", "isv_prod_id", "isv_svn", "attributes", "attribute_mask",

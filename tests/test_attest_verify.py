@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,7 +32,6 @@ from ppml_image.attest.quote import (
 from ppml_image.attest.record import MeasurementRecord
 from ppml_image.attest.verify import Expectation, Verdict, check_body, verify_quote
 from ppml_image.errors import UsageError
-from tests.conftest import assert_one_line_error, run_cli
 
 VECTORS = Path(__file__).parent / "attestation"
 QUOTE = VECTORS / "sgx_quote"
@@ -442,3 +444,18 @@ def test_any_changed_byte_is_refused_or_malformed(position: int, flip: int) -> N
     # could leave the verdict accepted; a change in the header or body never does.
     if position < HEADER_SIZE + 384:
         assert not verdict.accepted, (position, flip)
+
+
+# --- the front door: what `attest verify` loads (its speed is measured by make bench) -------
+def test_attest_verify_loads_no_heavy_library(tmp_path: Path) -> None:
+    probe = (
+        "import sys\nfrom ppml_image.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = {'docker', 'requests', 'rich', 'jinja2', 'yaml', 'cryptography', 'pkcs11',\n"
+        "         'kubernetes', 'pydantic', 'urllib3', 'regopy'}\n"
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & heavy), code)\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "attest", "verify", str(QUOTE), "--collateral",
+         str(COLLATERAL), "--record", str(write_record(tmp_path)), "--at", AT, "--allow-tcb",
+         STATUS], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED [] 0", proc
