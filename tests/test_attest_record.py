@@ -66,7 +66,7 @@ def test_dump_and_load_keep_every_other_key(tmp_path: Path) -> None:
     written = json.loads(out.read_text())
     assert written == {**data, "policy_id": "3f2a9c1e-0b7d-4e5f-9a8b-1c2d3e4f5a6b",
                        "service": "ehsm"}
-    again = load_record(out)
+    again = MeasurementRecord.load(out)
     assert again == registered and again.policy_id and again.service == "ehsm"
     assert set(tmp_path.iterdir()) == {path, out}  # no temporary file left behind
 

@@ -73,6 +73,11 @@ class MeasurementRecord:
                 data[key] = getattr(self, key)
         return data
 
+    @classmethod
+    def load(cls, path: Path) -> MeasurementRecord:
+        """Read a record file: see :func:`load_record`."""
+        return load_record(path)
+
     def dump(self, path: Path) -> None:
         """Write the record (write then rename: never a partial file)."""
         write_atomic(Path(path), (json.dumps(self.to_json(), indent=2) + "\n").encode())

@@ -243,10 +243,30 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
     if layout.sgx_body is None:
         verdict.problems.append(f"TEE type is {layout.tee.upper()}, not SGX")
         return verdict
+    if verdict.tcb_status is not None and not _same_body(report.to_json(), layout.sgx_body):
+        # The body we check must be the one dcap-qvl verified, byte for byte.
+        verdict.problems.append("the report body dcap-qvl verified is not the one read here")
+        return verdict
     verdict.body = layout.sgx_body
     check_body(verdict, layout.sgx_body, expected, allow_debug=allow_debug,
                report_data=report_data)
     return verdict
+
+
+def _same_body(report_json: str, body: SgxReportBody) -> bool:
+    try:
+        verified = json.loads(report_json)["report"]["SgxEnclave"]
+        return bool(verified["mr_enclave"] == body.mr_enclave
+                    and verified["mr_signer"] == body.mr_signer
+                    and verified["attributes"] == body.field("attributes").hex()
+                    and verified["report_data"] == body.field("report_data").hex()
+                    and verified["cpu_svn"] == body.field("cpu_svn").hex()
+                    and verified["isv_prod_id"] == body.isv_prod_id
+                    and verified["isv_svn"] == body.isv_svn
+                    and verified["misc_select"] == int.from_bytes(body.field("misc_select"),
+                                                                  "little"))
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def check_body(verdict: Verdict, body: SgxReportBody, expected: Expectation, *,
