@@ -23,6 +23,10 @@ else:
     record = lazy_module("ppml_image.attest.record")
     verify = lazy_module("ppml_image.attest.verify")
 
+# The phase `make bench` reports for `attest verify` (PPML_IMAGE_PHASES): dcap-qvl's
+# import, the DCAP chain and the record checks.
+VERIFYING = "verifying the quote"
+
 attest_app = typer.Typer(
     help="Register enclave measurements and check SGX quotes against them.",
     no_args_is_help=True)
@@ -135,15 +139,19 @@ def verify_cmd(
     moment = verify.parse_time(at) if at is not None else dt.datetime.now(dt.timezone.utc)
     allowed = verify.parse_tcb_allow(allow_tcb)
     wanted_data = verify.report_data_of(report_data, nonce)
+    from ppml_image._phases import READING, phase
     from ppml_image.attest.quote import QUOTE_LIMIT
 
-    verdict = verify.verify_quote(
-        _read(quote, QUOTE_LIMIT, "SGX quote"),
-        _read(collateral, verify.COLLATERAL_LIMIT, "collateral (JSON)"), expected, at=moment,
-        allow_tcb=allowed, allow_debug=allow_debug, report_data=wanted_data,
-        root_ca_der=None if root_ca is None else _read(root_ca, verify.ROOT_CA_LIMIT,
-                                                        "root CA certificate (DER)"),
-        names=(str(quote), str(collateral)))
+    with phase(READING):
+        quote_bytes = _read(quote, QUOTE_LIMIT, "SGX quote")
+        collateral_bytes = _read(collateral, verify.COLLATERAL_LIMIT, "collateral (JSON)")
+        root_der = None if root_ca is None else _read(root_ca, verify.ROOT_CA_LIMIT,
+                                                      "root CA certificate (DER)")
+    with phase(VERIFYING):
+        verdict = verify.verify_quote(
+            quote_bytes, collateral_bytes, expected, at=moment, allow_tcb=allowed,
+            allow_debug=allow_debug, report_data=wanted_data, root_ca_der=root_der,
+            names=(str(quote), str(collateral)))
     if as_json:
         emit_json(verdict.to_json())
         if not verdict.accepted:
