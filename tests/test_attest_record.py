@@ -170,6 +170,9 @@ def test_attest_record_writes_the_record_of_a_verified_image(custom_image: dict,
     for key in ATTESTATION_KEYS | {"mr_enclave", "mr_signer"}:
         assert written[key] == custom_image[key], key
     assert written["image_id"] == custom_image["image_id"]
+    # The same record as build-custom's, key for key where both know the value.
+    for key in ("enclave", "debug_enclave", "date", "sigstruct", "tool", "base_image_id"):
+        assert written[key] == custom_image[key], key
     load_record(out)
 
 

@@ -78,10 +78,15 @@ def record_cmd(
                                    quiet=True)
     if not result.ok:
         raise result.error()
+    from ppml_image import __version__
+
+    # The keys build-custom's record has (where verify knows them), so both compare.
     made = record.MeasurementRecord.from_sigstruct_view(
         result.sigstruct, image=image, image_id=result.image_id,
-        repo_digest=result.digest or None, enclave=result.enclave,
-        base_image_id=result.base_image_id or None, verified_by="ppml-image verify")
+        repo_digest=result.digest or None, base_image_id=result.base_image_id or None,
+        enclave=result.enclave, debug_enclave=result.sigstruct["debug_enclave"],
+        date=result.sigstruct["date"], tool="ppml-image", tool_version=__version__,
+        sigstruct=dict(result.sigstruct), verified=True)
     if output is not None:
         made.dump(output)
     if as_json:
