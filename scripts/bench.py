@@ -226,7 +226,7 @@ def bench_front_door() -> tuple[float, float]:
                               str(key), "--date", "2025-01-01"]
         sign = {"256M": _process_seconds(commands["256M"], env, 7)}
         startup = _process_seconds([sys.executable, "-c", "pass"], env, 7)
-        help_seconds = _process_seconds([*cli, "--help"], env, 7)
+        help_seconds = _process_seconds([*cli, "--help"], env, 15)
         # 64G and its reference interleaved, so that both see the same machine load.
         eadd = _eadd_bytes("64G")
         records = bytes(eadd)
@@ -276,12 +276,12 @@ def bench_attest() -> float:
         verify_cmd = [*cli, "attest", "verify", str(quote), "--collateral", str(collateral),
                       "--record", str(record), "--at", "2025-06-20T00:00:00Z", "--allow-tcb",
                       status]
-        whole = _process_seconds(verify_cmd, env, 7)
+        whole = _process_seconds(verify_cmd, env, 15)
         phases_file = root / "phases.json"
         subprocess.run(verify_cmd, env={**env, "PPML_IMAGE_PHASES": str(phases_file)},
                        check=True, stdout=subprocess.DEVNULL)
         phases = json.loads(phases_file.read_text())["phases"]
-        help_seconds = _process_seconds([*cli, "--help"], env, 7)
+        help_seconds = _process_seconds([*cli, "--help"], env, 15)
         policies = {fmt: _process_seconds([*cli, "attest", "policy", str(record), "--format",
                                            fmt, "--output", str(root / f"policy.{fmt}")],
                                           env, 3) for fmt in FORMATS}
@@ -292,8 +292,8 @@ def bench_attest() -> float:
     alone = best_of(20, lambda: verify_quote(quote_bytes, collateral_bytes, expected, at=at,
                                              allow_tcb={"UpToDate", status}))
     slowest = max(policies, key=policies.__getitem__)
-    print(f"attest verify (whole process, best of 7): {whole:.3f} s (target <= 0.3 s; "
-          f"ppml-image --help {help_seconds:.3f} s on this machine now); "
+    print(f"attest verify (whole process, best of 15): {whole:.3f} s (target <= 0.3 s; "
+          f"ppml-image --help {help_seconds:.3f} s, best of 15, on this machine now); "
           f"the verification alone (dcap-qvl chain + record checks, in process): "
           f"{alone * 1000:.2f} ms")
     print("attest verify, one whole process by phase: "
