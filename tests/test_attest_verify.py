@@ -452,10 +452,26 @@ def test_attest_verify_loads_no_heavy_library(tmp_path: Path) -> None:
         "import sys\nfrom ppml_image.cli import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
         "heavy = {'docker', 'requests', 'rich', 'jinja2', 'yaml', 'cryptography', 'pkcs11',\n"
-        "         'kubernetes', 'pydantic', 'urllib3', 'regopy'}\n"
+        "         'kubernetes', 'pydantic', 'urllib3', 'regopy', 'email', 'zipfile'}\n"
         "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & heavy), code)\n")
     proc = subprocess.run(
         [sys.executable, "-c", probe, "attest", "verify", str(QUOTE), "--collateral",
          str(COLLATERAL), "--record", str(write_record(tmp_path)), "--at", AT, "--allow-tcb",
          STATUS], capture_output=True, text=True, check=False, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "LOADED [] 0", proc
+
+
+def test_the_dcap_extension_loaded_alone_is_the_packages_own() -> None:
+    # attest verify loads dcap-qvl's compiled module without the package's __init__
+    # (importlib.metadata); importing the package afterwards must give the same objects.
+    probe = (
+        "import sys\nfrom ppml_image.attest import verify\n"
+        "module = verify._dcap_qvl()\n"
+        "assert 'importlib.metadata' not in sys.modules and 'dcap_qvl' not in sys.modules\n"
+        "import dcap_qvl\n"
+        "assert dcap_qvl.verify is module.py_verify\n"
+        "assert dcap_qvl.QuoteCollateralV3 is module.PyQuoteCollateralV3\n"
+        "print('same')\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.stdout.strip() == "same", proc

@@ -20,8 +20,8 @@ anything else is a :class:`Verdict`, accepted or refused with every reason.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,8 +167,39 @@ def report_data_of(hex_text: str | None = None, nonce: str | None = None) -> byt
     return data.ljust(64, b"\0")
 
 
+def _dcap_qvl() -> Any:
+    """dcap-qvl's compiled module (``py_verify``, ``parse_quote``...).
+
+    The package's ``__init__`` only re-exports this module, after importing
+    importlib.metadata for a version string (email, zipfile, csv, socket...):
+    more import time than the rest of ``attest verify`` together. So the
+    extension is loaded by itself; the package is the fallback if its layout
+    ever changes. Importing ``dcap_qvl`` later reuses the same module.
+    """
+    name = "dcap_qvl._dcap_qvl"
+    if name in sys.modules:
+        return sys.modules[name]
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("dcap_qvl")  # locates the package; runs nothing
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "_dcap_qvl" + suffix)
+            extension = importlib.util.spec_from_file_location(name, path)
+            if os.path.isfile(path) and extension is not None and extension.loader:
+                module = importlib.util.module_from_spec(extension)
+                extension.loader.exec_module(module)
+                sys.modules[name] = module
+                return module
+    import dcap_qvl._dcap_qvl as package_module  # a changed package layout
+
+    return package_module
+
+
 def _collateral(text: bytes, name: str) -> Any:
-    import dcap_qvl
+    dcap_qvl = _dcap_qvl()
 
     try:
         parsed = json.loads(text)
@@ -177,7 +208,7 @@ def _collateral(text: bytes, name: str) -> Any:
     if not isinstance(parsed, dict):
         raise UsageError(f"{name}: collateral is not a JSON object")
     try:
-        return dcap_qvl.QuoteCollateralV3.from_json(text.decode())
+        return dcap_qvl.PyQuoteCollateralV3.from_json(text.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{name}: not DCAP collateral: {_first_line(exc)}") from None
 
@@ -208,7 +239,7 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
                  report_data: bytes | None = None, root_ca_der: bytes | None = None,
                  names: tuple[str, str] = ("quote", "collateral")) -> Verdict:
     """Check *quote* with *collateral* at *at*, then against *expected*."""
-    import dcap_qvl
+    dcap_qvl = _dcap_qvl()
 
     layout = parse_quote_layout(quote, names[0])
     try:
@@ -216,13 +247,16 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
     except ValueError as exc:
         raise UsageError(f"{names[0]}: malformed quote: {_first_line(exc)}") from None
     coll = _collateral(collateral, names[1])
-    root = ("Intel SGX Root CA (pinned, built into dcap-qvl)" if root_ca_der is None else
-            f"--root-ca sha256:{hashlib.sha256(root_ca_der).hexdigest()} (tests only)")
+    root = "Intel SGX Root CA (pinned, built into dcap-qvl)"
+    if root_ca_der is not None:
+        import hashlib
+
+        root = f"--root-ca sha256:{hashlib.sha256(root_ca_der).hexdigest()} (tests only)"
     verdict = Verdict(at=at, root_ca=root, tee=layout.tee)
     now = int(at.timestamp())
     try:
-        report = (dcap_qvl.verify(quote, coll, now) if root_ca_der is None
-                  else dcap_qvl.verify_with_root_ca(quote, coll, root_ca_der, now))
+        report = (dcap_qvl.py_verify(quote, coll, now) if root_ca_der is None
+                  else dcap_qvl.py_verify_with_root_ca(quote, coll, root_ca_der, now))
     except ValueError as exc:
         reason = _first_line(exc)
         if "decode quote" in reason.lower():
