@@ -475,3 +475,16 @@ def test_the_dcap_extension_loaded_alone_is_the_packages_own() -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=False, timeout=120)
     assert proc.stdout.strip() == "same", proc
+
+
+def test_a_panic_in_the_rust_library_is_one_line_about_the_input() -> None:
+    from ppml_image.attest.verify import _no_panic
+
+    class PanicException(BaseException):  # what pyo3 raises when Rust code panics
+        pass
+
+    with pytest.raises(UsageError, match=r"^quote\.bin: dcap-qvl cannot read it: boom$"), \
+            _no_panic("quote.bin"):
+        raise PanicException("boom")
+    with pytest.raises(KeyboardInterrupt), _no_panic("quote.bin"):
+        raise KeyboardInterrupt

@@ -19,10 +19,11 @@ anything else is a :class:`Verdict`, accepted or refused with every reason.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +199,20 @@ def _dcap_qvl() -> Any:
     return package_module
 
 
+@contextlib.contextmanager
+def _no_panic(name: str) -> Iterator[None]:
+    """A panic in the Rust library (pyo3's PanicException is a BaseException) on some
+    input becomes one line about that input, never a traceback."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise UsageError(f"{name}: dcap-qvl cannot read it: {_first_line(exc)}") from None
+
+
 def _collateral(text: bytes, name: str) -> Any:
     dcap_qvl = _dcap_qvl()
 
@@ -243,10 +258,12 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
 
     layout = parse_quote_layout(quote, names[0])
     try:
-        dcap_qvl.parse_quote(quote)
+        with _no_panic(names[0]):
+            dcap_qvl.parse_quote(quote)
     except ValueError as exc:
         raise UsageError(f"{names[0]}: malformed quote: {_first_line(exc)}") from None
-    coll = _collateral(collateral, names[1])
+    with _no_panic(names[1]):
+        coll = _collateral(collateral, names[1])
     root = "Intel SGX Root CA (pinned, built into dcap-qvl)"
     if root_ca_der is not None:
         import hashlib
@@ -255,8 +272,9 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
     verdict = Verdict(at=at, root_ca=root, tee=layout.tee)
     now = int(at.timestamp())
     try:
-        report = (dcap_qvl.py_verify(quote, coll, now) if root_ca_der is None
-                  else dcap_qvl.py_verify_with_root_ca(quote, coll, root_ca_der, now))
+        with _no_panic(names[0]):
+            report = (dcap_qvl.py_verify(quote, coll, now) if root_ca_der is None
+                      else dcap_qvl.py_verify_with_root_ca(quote, coll, root_ca_der, now))
     except ValueError as exc:
         reason = _first_line(exc)
         if "decode quote" in reason.lower():
@@ -269,7 +287,8 @@ def verify_quote(quote: bytes, collateral: bytes, expected: Expectation, *, at: 
                               "CRLs, TCB info and QE identity")
         verdict.tcb_status = report.status
         verdict.advisories = list(report.advisory_ids)
-        if report.status in allow_tcb:
+        # Only Intel's known statuses can be allowed: Revoked or a new one never is.
+        if report.status in allow_tcb and report.status in TCB_STATUSES:
             verdict.checks.append(f"TCB status {report.status} allowed")
         else:
             verdict.problems.append(f"TCB status {report.status} is not allowed (allowed: "
