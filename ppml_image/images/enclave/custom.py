@@ -86,6 +86,7 @@ from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.manifest.policy import enforce_release, release_violations
 from ppml_image.sgx.measure.tree import Tree
 from ppml_image.sgx.sign import enclave_attributes, parse_date
+from ppml_image.sgx.signing.identity import identity_fields
 from ppml_image.sgx.signing.keys import load_signing_key
 from ppml_image.sgx.signing.signers import Signer, sign_sigstruct
 from ppml_image.sgx.signing.sigstruct import Sigstruct, SigstructDate
@@ -134,6 +135,8 @@ class CustomImage:
                 "isv_prod_id": self.sigstruct["isv_prod_id"],
                 "isv_svn": self.sigstruct["isv_svn"],
                 "debug_enclave": self.sigstruct["debug_enclave"],
+                # What an attestation policy needs beyond the two measurements.
+                **identity_fields(self.sigstruct),
                 "date": self.sigstruct["date"],
                 "tool": "ppml-image", "tool_version": __version__,
                 "sigstruct": self.sigstruct}

@@ -65,6 +65,7 @@ from ppml_image.images.layout import (
 from ppml_image.images.progress import Progress
 from ppml_image.sgx.manifest.policy import release_violations
 from ppml_image.sgx.sign import enclave_attributes
+from ppml_image.sgx.signing.identity import identity_fields
 from ppml_image.sgx.signing.sigstruct import SIGSTRUCT_SIZE, Sigstruct
 
 # What a hostile image can make the measuring code raise: all mean "verification failed".
@@ -81,8 +82,9 @@ class Inspection:
     labels: dict[str, str]
 
     def to_json(self) -> dict[str, Any]:
+        view = self.sigstruct.view()
         return {"image": self.image, "image_id": self.image_id, "sig": self.sig_path,
-                **self.sigstruct.view()}
+                **view, **identity_fields(view)}
 
 
 def inspect_image(ref: str, *, check_signature: bool = True,
