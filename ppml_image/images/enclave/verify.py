@@ -81,8 +81,11 @@ class Inspection:
     labels: dict[str, str]
 
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image, "image_id": self.image_id, "sig": self.sig_path,
-                **self.sigstruct.view()}
+        view = self.sigstruct.view()
+        # Whether the host can launch it as debug goes first, before any field.
+        return {"debug_launchable": view.pop("debug_launchable"),
+                "mask_problems": view.pop("mask_problems"),
+                "image": self.image, "image_id": self.image_id, "sig": self.sig_path, **view}
 
 
 def inspect_image(ref: str, *, check_signature: bool = True,
@@ -190,6 +193,7 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     result.checks.append(f"{layout.sig}: SIGSTRUCT signature and Q1/Q2 (signer "
                          f"{measured.sigstruct.mr_signer})")
     _check_content(result, measured)
+    _check_masks(result, measured.sigstruct, allow_debug=allow_debug)
     _check_policy(result, measured, allow_debug=allow_debug, allow_insecure=allow_insecure)
     _check_labels(result, info.labels, measured, layout)
     _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
@@ -279,6 +283,26 @@ def _check_content(result: Verification, measured: ImageMeasurement) -> None:
         if getattr(sig, key) != value:
             result.problems.append(f"{key} in the .sig is {getattr(sig, key)!r}, the manifest "
                                    f"gives {value!r}")
+
+
+def _check_masks(result: Verification, sig: Sigstruct, *, allow_debug: bool) -> None:
+    """The masks are part of "debug": EINIT compares attributes only under them.
+
+    A mask that leaves DEBUG out makes the enclave debug-launchable, which
+    only ``--allow-debug`` accepts; any other mask Gramine 1.9 would not
+    write is always a problem (the host would choose those bits).
+    """
+    problems = sig.mask_problems()
+    for problem in problems:
+        if problem.debug and allow_debug:
+            result.checks.append(f"{problem} (accepted: --allow-debug)")
+        elif problem.debug:
+            result.problems.append(f"{problem}; pass --allow-debug to accept a debug-launchable "
+                                   "enclave")
+        else:
+            result.problems.append(str(problem))
+    if not problems:
+        result.checks.append("SIGSTRUCT masks are Gramine 1.9's (nothing left to the host)")
 
 
 def _check_policy(result: Verification, measured: ImageMeasurement, *, allow_debug: bool,
