@@ -90,11 +90,17 @@ def manifest_cmd(
     pkglibdir: str = typer.Option(PKGLIBDIR, "--pkglibdir", help=PKGLIBDIR_HELP),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Check the result against Gramine's manifest schema."),
+    python: list[str] = typer.Option(
+        [], "--python", metavar="PATH",
+        help="An interpreter the template may run through python.get_sys_path(PATH), the "
+        "same PATH exactly (repeatable). A template never chooses a program: without this "
+        "it may name only the interpreter ppml-image runs on."),
 ) -> None:
     """Render a manifest template like gramine-manifest (defaults, trusted files hashed)."""
     text = manifest.render_manifest_file(
         template, outfile, defines=manifest.parse_defines(define), chroot=chroot,
-        pkglibdir=pkglibdir, check=check)
+        pkglibdir=pkglibdir, check=check,
+        python=manifest.PythonInfo.from_host(interpreters=python))
     if outfile is None:
         typer.echo(text, nl=False)
 
