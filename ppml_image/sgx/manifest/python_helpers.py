@@ -263,8 +263,7 @@ class PythonInfo:
         if interpreter not in self.interpreters:
             raise TemplateHelperError(
                 f"python.get_sys_path({_shown(interpreter)}): a template cannot choose a "
-                "program to run; to run this interpreter, name the same path on the command "
-                f"line: ppml-image manifest --python {_shown(interpreter)}")
+                "program to run; to run it, name the same path with manifest --python")
         if len(self._ran) >= MAX_INTERPRETERS:
             raise TemplateHelperError(f"python.get_sys_path: the template runs more than "
                                       f"{MAX_INTERPRETERS} different interpreters")
