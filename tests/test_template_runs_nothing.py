@@ -89,8 +89,10 @@ def test_the_same_path_named_with_python_runs(tmp_path: Path) -> None:
     assert (tmp_path / "app.manifest").read_text().startswith(f'x = [\n    "{tmp_path}",\n]\n')
 
 
-def test_the_interpreter_ppml_image_runs_on_needs_no_option(tmp_path: Path) -> None:
-    result = manifest(tmp_path, f"x = {{{{ python.get_sys_path('{sys.executable}') "
+@pytest.mark.parametrize("interpreter", [repr(sys.executable), "python.executable"])
+def test_the_interpreter_ppml_image_runs_on_needs_no_option(tmp_path: Path,
+                                                           interpreter: str) -> None:
+    result = manifest(tmp_path, f"x = {{{{ python.get_sys_path({interpreter}) "
                       "| list | length | toml }}\n")
     assert result.returncode == 0, result.stderr
     first = (tmp_path / "app.manifest").read_text().splitlines()[0]

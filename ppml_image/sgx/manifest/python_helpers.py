@@ -136,8 +136,10 @@ class PythonInfo:
         self.where = where
         self.run = run
         # What get_sys_path may run: the paths the user named (--python), and
-        # the interpreter this process runs on. Never a name a template makes.
-        self.interpreters = frozenset([*interpreters, sys.executable] if run else ())
+        # the interpreter this process runs on (as started, and its real path,
+        # python.executable). Never a name a template makes.
+        ours = [sys.executable, self.data["executable"]]
+        self.interpreters = frozenset([*interpreters, *filter(None, ours)] if run else ())
         self.path: type[TargetPath] = type("TargetPath", (TargetPath,),
                                            {"_kinds": kinds or FileKinds()})
         self._ran: dict[str, list[str]] = {}
