@@ -41,6 +41,7 @@ CPU_SECONDS = 10  # CPU time a named interpreter may use to print its sys.path
 STDERR_KEPT = 4096  # the end of stderr says why it failed
 _PR_SET_CHILD_SUBREAPER = 36
 _SWEEP_ROUNDS = 1000  # kill-and-look rounds before giving up on a fork storm
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGPROF}
 
 
 class Output(NamedTuple):
@@ -60,10 +61,12 @@ def run_confined(argv: list[str], *, limit: int, timeout: float,
     """
     with _subreaper():
         before = _children()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=child_env(), start_new_session=True,
-            preexec_fn=_cpu_limit(cpu_seconds))
+        # Held while it starts: a Ctrl-C or CPU timer between fork and Popen's
+        # return would leave a child nobody tracks (it unblocks them itself).
+        with _signals_held():
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=child_env(), start_new_session=True, preexec_fn=_child_setup(cpu_seconds))
         try:
             stdout, stderr = _read_until_exit(proc, limit, time.monotonic() + timeout)
             return Output(proc.wait(), stdout, stderr)
@@ -75,13 +78,17 @@ def run_confined(argv: list[str], *, limit: int, timeout: float,
                     pipe.close()
 
 
-def _cpu_limit(cpu_seconds: int) -> Callable[[], None]:
-    """The pre-exec hook: bound the child's CPU time (soft, then hard one second later)."""
+def _child_setup(cpu_seconds: int) -> Callable[[], None]:
+    """The pre-exec hook: bound the child's CPU time (SIGXCPU, then SIGKILL one
+    second later), write no core file when it is stopped, and unblock the
+    signals held while it was started."""
 
-    def limit() -> None:
+    def setup() -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
-    return limit
+    return setup
 
 
 def _read_until_exit(proc: subprocess.Popen[bytes], limit: int,
@@ -185,8 +192,7 @@ def _processes() -> Iterator[tuple[int, int, int, int]]:
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Hold SIGINT, SIGTERM and SIGPROF: delivered (and raised) after the block."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGPROF}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         yield
     finally:
@@ -212,5 +218,13 @@ def _prctl() -> Callable[..., int] | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
-    prctl: Callable[..., int] | None = getattr(libc, "prctl", None)
-    return prctl
+    prctl = getattr(libc, "prctl", None)
+    if prctl is None:
+        return None
+    # int prctl(int option, unsigned long arg2, ...): full-width arguments, so
+    # that "0" (stop being a subreaper) is never read with stray upper bits.
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    function: Callable[..., int] = prctl
+    return function

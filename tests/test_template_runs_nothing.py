@@ -197,3 +197,12 @@ def test_super_linear_filters_are_bounded_by_cpu_time(expression: str,
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
     assert render_template("{{ 'see www.example.com' | urlize }}").startswith(
         'see <a href="https://www.example.com"')
+
+
+def test_the_interpreter_starts_with_no_signal_blocked_and_no_core_file(tmp_path: Path) -> None:
+    """Signals are held while it starts (so that a Ctrl-C cannot leave it
+    untracked), but not in it; a CPU-limit kill writes no core file."""
+    python = fake(tmp_path, "grep -E '^SigBlk' /proc/$$/status | tr -d '\\n'; "
+                  "printf ' core=%s' \"$(ulimit -c)\"\n")
+    result = _confined.run_confined([str(python)], limit=1 << 20, timeout=30)
+    assert result.stdout.decode().split() == ["SigBlk:", "0000000000000000", "core=0"]

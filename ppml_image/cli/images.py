@@ -172,7 +172,7 @@ def _print_exported(exported: custom.ExportedImage, as_json: bool) -> None:
     if as_json:
         emit_json(exported.to_json())
         return
-    if exported.exported.record["debug_enclave"]:
+    if exported.exported.record["debug_launchable"]:
         typer.secho("WARNING: sgx.debug = true: this is a DEBUG enclave; its memory can be read "
                     "by the host. Never use it for production data.", err=True, fg="yellow")
     typer.echo(f"unsigned:    {exported.image} ({exported.image_id[7:19]})")
