@@ -103,6 +103,9 @@ def inspect_image(ref: str, *, check_signature: bool = True,
     return Inspection(ref, info.id, layout.sig, sig, dict(info.labels))
 
 
+_FIRST = ("debug_launchable", "mask_problems")
+
+
 @dataclass
 class Verification:
     """The outcome of ``verify``: every check made and every difference found."""
@@ -130,7 +133,10 @@ class Verification:
         return not self.expected_values_checked
 
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image, "image_id": self.image_id, "ok": self.ok,
+        # Whether the host can launch it as debug first, when the .sig was read.
+        first: dict[str, Any] = {key: self.sigstruct[key] for key in _FIRST
+                                 if key in self.sigstruct}
+        return {**first, "image": self.image, "image_id": self.image_id, "ok": self.ok,
                 "digest": self.digest or None, "repo_digests": self.repo_digests,
                 "pulled": self.pulled, "problems": self.problems, "checks": self.checks,
                 "consistency_only": self.consistency_only, "enclave": self.enclave,
