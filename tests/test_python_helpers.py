@@ -50,12 +50,16 @@ def gramine_expected(interpreter: str) -> list[str]:
 
 
 def render_cli(tmp_path: Path, template: str, *defines: str,
-               env: dict[str, str] | None = None) -> tuple[object, str]:
+               env: dict[str, str] | None = None,
+               python: tuple[str | Path, ...] = ()) -> tuple[object, str]:
+    """``manifest`` with *defines*; each of *python* named with ``--python`` (the
+    interpreters the template may run: issue 16 point 4)."""
     source = tmp_path / "app.manifest.template"
     source.write_text(template)
     out = tmp_path / "app.manifest"
+    named = [arg for path in python for arg in ("--python", str(path))]
     result = run_cli("manifest", source, out, "--no-check", *(f"-D{d}" for d in defines),
-                     env=env)
+                     *named, env=env)
     return result, out.read_text() if out.exists() else ""
 
 
@@ -80,7 +84,8 @@ def fake_interpreter(folder: Path, script: str, name: str = "fake-python") -> Pa
 def test_real_python3_matches_gramines_algorithm(tmp_path: Path) -> None:
     # The system's python3 (what Gramine's example names), not the one running us.
     interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    result, manifest = render_cli(tmp_path, GRAMINE_STYLE, f"entrypoint={interpreter}")
+    result, manifest = render_cli(tmp_path, GRAMINE_STYLE, f"entrypoint={interpreter}",
+                                  python=(interpreter,))
     assert result.returncode == 0, result.stderr
     expected = gramine_expected(interpreter)
     assert expected, "python3 has no existing sys.path entry?"
@@ -96,7 +101,8 @@ def test_entries_that_do_not_exist_are_left_out_and_files_have_no_slash(tmp_path
     (tmp_path / "link").symlink_to(folder)
     python = fake_interpreter(tmp_path, f"printf '%s\\0%s\\0%s\\0%s' {tmp_path}/missing "
                               f"{regular} {folder} {tmp_path}/link\n")
-    result, manifest = render_cli(tmp_path, GRAMINE_STYLE, f"entrypoint={python}")
+    result, manifest = render_cli(tmp_path, GRAMINE_STYLE, f"entrypoint={python}",
+                                  python=(python,))
     assert result.returncode == 0, result.stderr
     assert allowed_files(manifest) == [f"file:{regular}", f"file:{folder}/",
                                        f"file:{tmp_path}/link/"]
@@ -107,7 +113,7 @@ def test_include_nonexisting_and_a_single_pass(tmp_path: Path) -> None:
     text = (f"{{% set p = python.get_sys_path('{python}', include_nonexisting=True) %}}"
             "a = {{ p | map('string') | list | tojson }}\nb = {{ p | list | length }}\n"
             f"c = {{{{ python.get_sys_path('{python}') | map('string') | list | tojson }}}}\n")
-    info = PythonInfo.from_host()
+    info = PythonInfo.from_host(interpreters=[str(python)])
     out = render_template(text, python=info)
     assert out.splitlines() == [f'a = ["{tmp_path}/gone", "{tmp_path}"]', "b = 0",
                                 f'c = ["{tmp_path}"]']
@@ -121,7 +127,8 @@ def test_the_interpreter_runs_once_per_name_without_our_secrets(tmp_path: Path) 
                    for i in range(3))
     result, manifest = render_cli(
         tmp_path, 'loader.entrypoint.uri = "file:/bin/sh"\n' + text, f"entrypoint={python}",
-        env={"PPML_IMAGE_KEY_PASSPHRASE": "hunter2", "PPML_IMAGE_PKCS11_PIN": "1234"})
+        env={"PPML_IMAGE_KEY_PASSPHRASE": "hunter2", "PPML_IMAGE_PKCS11_PIN": "1234"},
+        python=(python,))
     assert result.returncode == 0, result.stderr  # `cat` read an empty stdin: no hang
     runs = log.read_text()
     assert runs.count("---") == 1
@@ -158,7 +165,9 @@ def test_paths_are_pure_paths_with_three_questions_and_no_file_access(tmp_path: 
 ])
 def test_interpreters_that_cannot_run_are_one_line_errors(tmp_path: Path, argument: str,
                                                            fragment: str) -> None:
-    result, _ = render_cli(tmp_path, f"x = {{{{ python.get_sys_path({argument}) | list }}}}\n")
+    named = ("/nonexistent/python3", "/etc/passwd", "/", "x" * 5000)  # run only when named
+    result, _ = render_cli(tmp_path, f"x = {{{{ python.get_sys_path({argument}) | list }}}}\n",
+                           python=named)
     assert_one_line_error(result, "app.manifest.template:1", "python.get_sys_path", fragment)
     assert result.returncode == 1
     assert not (tmp_path / "app.manifest").exists()
@@ -167,13 +176,15 @@ def test_interpreters_that_cannot_run_are_one_line_errors(tmp_path: Path, argume
 def test_a_failing_interpreter_is_one_line_with_its_status(tmp_path: Path) -> None:
     python = fake_interpreter(tmp_path, "echo 'first' >&2; echo 'Fatal: no encodings' >&2; "
                               "exit 3\n")
-    result, _ = render_cli(tmp_path, "x = {{ python.get_sys_path(e) | list }}\n", f"e={python}")
+    result, _ = render_cli(tmp_path, "x = {{ python.get_sys_path(e) | list }}\n", f"e={python}",
+                           python=(python,))
     assert_one_line_error(result, "exited with status 3: Fatal: no encodings")
 
 
 def test_an_interpreter_printing_without_end_is_cut_off(tmp_path: Path) -> None:
     python = fake_interpreter(tmp_path, "exec yes /usr/lib\n")
-    result, _ = render_cli(tmp_path, "x = {{ python.get_sys_path(e) | list }}\n", f"e={python}")
+    result, _ = render_cli(tmp_path, "x = {{ python.get_sys_path(e) | list }}\n", f"e={python}",
+                           python=(python,))
     assert_one_line_error(result, "python.get_sys_path(", "printed more than 1 MiB")
 
 
@@ -183,7 +194,7 @@ def test_more_than_sixteen_interpreters_are_refused(tmp_path: Path) -> None:
     text = "".join(f"x{i} = {{{{ python.get_sys_path('{n}') | list | length }}}}\n"
                    for i, n in enumerate(names))
     assert python.exists()
-    result, _ = render_cli(tmp_path, text)
+    result, _ = render_cli(tmp_path, text, python=tuple(names))
     assert_one_line_error(result, "more than 16 different interpreters")
 
 
@@ -213,7 +224,7 @@ def test_a_hanging_interpreter_is_a_template_error(tmp_path: Path,
     python = fake_interpreter(tmp_path, "exec sleep 300\n")
     with pytest.raises(ManifestError, match="did not answer within 1 s"):
         render_template(f"{{{{ python.get_sys_path('{python}') | list }}}}",
-                        python=PythonInfo.from_host())
+                        python=PythonInfo.from_host(interpreters=[str(python)]))
 
 
 # --------------------------------------------------------------------------

@@ -207,3 +207,20 @@ def _setup_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+def print_sigstruct_fields(view: dict[str, Any]) -> None:
+    """SIGSTRUCT fields as ``key: value`` lines; whether the host can launch
+    it as debug, and every non-Gramine mask, first (and warned on stderr)."""
+    if view.get("debug_launchable"):
+        typer.secho("WARNING: debug_launchable: the host can launch this enclave in debug mode "
+                    "and read its memory. Never use it for production data.",
+                    err=True, fg="yellow")
+    for key, value in view.items():
+        if key == "mask_problems":
+            typer.echo(f"{key + ':':22}{'none (Gramine 1.9 masks)' if not value else ''}")
+            for problem in value:
+                typer.echo(f"  - {problem}")
+        else:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            typer.echo(f"{key + ':':22}{shown}")

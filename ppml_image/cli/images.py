@@ -12,7 +12,14 @@ import typer
 
 from ppml_image import defaults
 from ppml_image.cli import signers as _cli_signers
-from ppml_image.cli.common import app, emit_json, fail, handles_errors, lazy_module
+from ppml_image.cli.common import (
+    app,
+    emit_json,
+    fail,
+    handles_errors,
+    lazy_module,
+    print_sigstruct_fields,
+)
 from ppml_image.cli.signers import DATE_HELP
 from ppml_image.errors import UsageError
 
@@ -165,7 +172,7 @@ def _print_exported(exported: custom.ExportedImage, as_json: bool) -> None:
     if as_json:
         emit_json(exported.to_json())
         return
-    if exported.exported.record["debug_enclave"]:
+    if exported.exported.record["debug_launchable"]:
         typer.secho("WARNING: sgx.debug = true: this is a DEBUG enclave; its memory can be read "
                     "by the host. Never use it for production data.", err=True, fg="yellow")
     typer.echo(f"unsigned:    {exported.image} ({exported.image_id[7:19]})")
@@ -312,13 +319,13 @@ def inspect_cmd(
     image: str = typer.Argument(..., help="A signed image."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Print the SIGSTRUCT fields of a signed image (no key needed)."""
+    """Print the SIGSTRUCT fields of a signed image (no key needed); debug_launchable
+    (DEBUG set, or a mask that leaves it out) and non-Gramine masks first."""
     result = attest.inspect_image(image)
     if as_json:
         emit_json(result.to_json())
         return
-    for key, value in result.to_json().items():
-        typer.echo(f"{key + ':':22}{value}")
+    print_sigstruct_fields(result.to_json())
 
 
 @app.command("verify", epilog=(

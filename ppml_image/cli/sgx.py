@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from ppml_image.cli import signers as _cli_signers
-from ppml_image.cli.common import app, emit_json, handles_errors, lazy_module
+from ppml_image.cli.common import (
+    app,
+    emit_json,
+    handles_errors,
+    lazy_module,
+    print_sigstruct_fields,
+)
 from ppml_image.defaults import PASSPHRASE_ENV
-from ppml_image.errors import PpmlError, UsageError
+from ppml_image.errors import PpmlError, UsageError, VerificationError
 from ppml_image.sgx.gramine import PKGLIBDIR
 
 if TYPE_CHECKING:
@@ -84,11 +90,17 @@ def manifest_cmd(
     pkglibdir: str = typer.Option(PKGLIBDIR, "--pkglibdir", help=PKGLIBDIR_HELP),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Check the result against Gramine's manifest schema."),
+    python: list[str] = typer.Option(
+        [], "--python", metavar="PATH",
+        help="An interpreter the template may run through python.get_sys_path(PATH), the "
+        "same PATH exactly (repeatable). A template never chooses a program: without this "
+        "it may name only the interpreter ppml-image runs on."),
 ) -> None:
     """Render a manifest template like gramine-manifest (defaults, trusted files hashed)."""
     text = manifest.render_manifest_file(
         template, outfile, defines=manifest.parse_defines(define), chroot=chroot,
-        pkglibdir=pkglibdir, check=check)
+        pkglibdir=pkglibdir, check=check,
+        python=manifest.PythonInfo.from_host(interpreters=python))
     if outfile is None:
         typer.echo(text, nl=False)
 
@@ -157,7 +169,7 @@ def sign_cmd(
     if as_json:
         emit_json(signed.sigstruct.view())
         return
-    if signed.sigstruct.debug:
+    if signed.sigstruct.debug_launchable:
         typer.secho("WARNING: sgx.debug = true: this is a DEBUG enclave; its memory can be read "
                     "by the host. Never use it for production data.", err=True, fg="yellow")
     typer.echo(f"mr_enclave: {signed.mr_enclave}")
@@ -178,7 +190,7 @@ def _print_export(exported: offline.ExportedSigningData, output: Path, as_json: 
                    "signing_data_path": str(exported.data_path),
                    "signing_data_json_path": str(exported.json_path), **exported.record})
         return
-    if exported.record["debug_enclave"]:
+    if exported.record["debug_launchable"]:
         typer.secho("WARNING: sgx.debug = true: this is a DEBUG enclave; its memory can be read "
                     "by the host. Never use it for production data.", err=True, fg="yellow")
     typer.echo(f"wrote {output}, {exported.data_path} (the 256 bytes to sign) and "
@@ -197,6 +209,10 @@ def sigstruct_cmd(
     signing_data: bool = typer.Option(
         False, "--signing-data", help="The file is exported signing data (256 bytes): decode "
         "its fields for review before signing it offline."),
+    release: bool = typer.Option(
+        False, "--release", help="Refuse (exit 3) a debug-launchable SIGSTRUCT (DEBUG set, or "
+        "a mask without DEBUG) or any mask Gramine 1.9 would not write: run this on signing "
+        "data before signing it offline for production."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Check a .sig byte for byte as EINIT does, then print its fields.
@@ -204,13 +220,17 @@ def sigstruct_cmd(
     Size, headers, vendor, every reserved byte (zero), the RSA-3072/e=3 key,
     the signature over the file's own signed bytes, and Q1/Q2. With
     --signing-data, decode exported signing data for review instead.
+    debug_launchable (the host can launch it in debug mode: DEBUG set, or
+    the attribute mask leaves DEBUG out) and mask_problems come first.
     """
     if signing_data:
-        view = offline.review_signing_data(sigfile)
+        view = offline.review_signing_data(sigfile, release=release)
     else:
-        view = sigstruct.read_sigstruct(str(sigfile)).view()
+        sig = sigstruct.read_sigstruct(str(sigfile))
+        if release:
+            sigstruct.refuse_for_release(sig, str(sigfile), VerificationError)
+        view = sig.view()
     if as_json:
         emit_json(view)
         return
-    for key, value in view.items():
-        typer.echo(f"{key + ':':22}{value}")
+    print_sigstruct_fields(view)

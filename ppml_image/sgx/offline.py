@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ppml_image._fs import check_output_files, read_capped, write_files_in_order
-from ppml_image.errors import SigstructError
+from ppml_image.errors import SigstructError, VerificationError
 from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.measure.elf import load_elf
 from ppml_image.sgx.measure.tree import tree_for
@@ -43,6 +43,7 @@ from ppml_image.sgx.signing.sigstruct import (
     SIGSTRUCT_SIZE,
     Sigstruct,
     SigstructDate,
+    refuse_for_release,
 )
 
 FORMAT = "ppml-image/signing-data/1"
@@ -84,6 +85,9 @@ def signing_record(tbs: Sigstruct, *, source: str, data_name: str,
                             "384-byte big-endian signature (as openssl dgst -sign writes it)",
         "mr_enclave": tbs.mr_enclave,
         "debug_enclave": tbs.debug,
+        # The masks are part of "debug": a mask without DEBUG lets the host choose.
+        "debug_launchable": tbs.debug_launchable,
+        "mask_problems": [str(problem) for problem in tbs.mask_problems()],
     }
     if manifest_sgx is not None:
         record["manifest_sgx_sha256"] = hashlib.sha256(manifest_sgx).hexdigest()
@@ -150,11 +154,17 @@ def read_signing_data(path: Path) -> Sigstruct:
     return sigstruct_from_signing_data(data, str(path))
 
 
-def review_signing_data(path: Path) -> dict[str, Any]:
+def review_signing_data(path: Path, *, release: bool = False) -> dict[str, Any]:
     """The fields a signing-data file encodes, decoded from its bytes, for the
     person about to sign it (``sigstruct --signing-data``). No signer yet, so
-    no ``mr_signer``."""
+    no ``mr_signer``. ``debug_launchable`` and ``mask_problems`` come first.
+
+    With *release*, data a release signer must not sign (debug-launchable,
+    or any mask Gramine 1.9 would not write) is refused (exit 3), naming why.
+    """
     tbs = read_signing_data(path)
+    if release:
+        refuse_for_release(tbs, str(path), VerificationError)
     view = tbs.view()
     del view["mr_signer"]
     view["signing_data_sha256"] = hashlib.sha256(tbs.signed_bytes()).hexdigest()

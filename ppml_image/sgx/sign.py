@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
 from ppml_image._phases import MEASURING, READING, SIGNING, WRITING, phase
-from ppml_image.errors import UsageError
+from ppml_image.errors import PolicyError, UsageError
 from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.manifest.policy import enforce_release
 from ppml_image.sgx.measure.elf import ElfImage, load_elf
@@ -36,18 +36,21 @@ from ppml_image.sgx.measure.tree import Tree, tree_for
 from ppml_image.sgx.signing.keys import load_signing_key
 from ppml_image.sgx.signing.signers import Signer, sign_sigstruct
 from ppml_image.sgx.signing.sigstruct import (
+    GRAMINE_XFRM_MASK_CONST,
     SGX_FLAGS_DEBUG,
     SGX_FLAGS_MODE64BIT,
+    XFRM_FEATURE_BITS,
     Sigstruct,
     SigstructDate,
+    refuse_for_release,
 )
 
 log = logging.getLogger("ppml_image")
 
 SGX_MISCSELECT_EXINFO = 0x1
 SGX_XFRM_LEGACY = 0x3
-SGX_XFRM_MASK_CONST = 0xFFFFFFFFFFF9FF1B  # every bit but AVX, AVX-512 and AMX
-XFRM_BITS = {"avx": 0x4, "avx512": 0xE4, "amx": 0x60000, "mpx": 0x18, "pkru": 0x200}
+SGX_XFRM_MASK_CONST = GRAMINE_XFRM_MASK_CONST  # every bit but AVX, AVX-512 and AMX
+XFRM_BITS = XFRM_FEATURE_BITS
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,10 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
     manifest_sgx = mf.dumps(final).encode("utf-8")
     tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name,
                         max_enclave_size=max_enclave_size)
+    if release:
+        # The manifest passed; the SIGSTRUCT itself must not be debug-launchable
+        # either (its masks are part of "debug"), whatever built it.
+        refuse_for_release(tbs, name, PolicyError)
     return SignedEnclave(manifest_sgx, tbs, final)
 
 

@@ -83,8 +83,11 @@ class Inspection:
 
     def to_json(self) -> dict[str, Any]:
         view = self.sigstruct.view()
-        return {"image": self.image, "image_id": self.image_id, "sig": self.sig_path,
-                **view, **identity_fields(view)}
+        # Whether the host can launch it as debug goes first, before any field.
+        first = {"debug_launchable": view.pop("debug_launchable"),
+                 "mask_problems": view.pop("mask_problems")}
+        return {**first, "image": self.image, "image_id": self.image_id,
+                "sig": self.sig_path, **view, **identity_fields(view)}
 
 
 def inspect_image(ref: str, *, check_signature: bool = True,
@@ -100,6 +103,9 @@ def inspect_image(ref: str, *, check_signature: bool = True,
     if check_signature:
         sig.verify(f"{ref}:{layout.sig}")
     return Inspection(ref, info.id, layout.sig, sig, dict(info.labels))
+
+
+_FIRST = ("debug_launchable", "mask_problems")
 
 
 @dataclass
@@ -129,7 +135,10 @@ class Verification:
         return not self.expected_values_checked
 
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image, "image_id": self.image_id, "ok": self.ok,
+        # Whether the host can launch it as debug first, when the .sig was read.
+        first: dict[str, Any] = {key: self.sigstruct[key] for key in _FIRST
+                                 if key in self.sigstruct}
+        return {**first, "image": self.image, "image_id": self.image_id, "ok": self.ok,
                 "digest": self.digest or None, "repo_digests": self.repo_digests,
                 "pulled": self.pulled, "problems": self.problems, "checks": self.checks,
                 "consistency_only": self.consistency_only, "enclave": self.enclave,
@@ -192,6 +201,7 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     result.checks.append(f"{layout.sig}: SIGSTRUCT signature and Q1/Q2 (signer "
                          f"{measured.sigstruct.mr_signer})")
     _check_content(result, measured)
+    _check_masks(result, measured.sigstruct, allow_debug=allow_debug)
     _check_policy(result, measured, allow_debug=allow_debug, allow_insecure=allow_insecure)
     _check_labels(result, info.labels, measured, layout)
     _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
@@ -281,6 +291,26 @@ def _check_content(result: Verification, measured: ImageMeasurement) -> None:
         if getattr(sig, key) != value:
             result.problems.append(f"{key} in the .sig is {getattr(sig, key)!r}, the manifest "
                                    f"gives {value!r}")
+
+
+def _check_masks(result: Verification, sig: Sigstruct, *, allow_debug: bool) -> None:
+    """The masks are part of "debug": EINIT compares attributes only under them.
+
+    A mask that leaves DEBUG out makes the enclave debug-launchable, which
+    only ``--allow-debug`` accepts; any other mask Gramine 1.9 would not
+    write is always a problem (the host would choose those bits).
+    """
+    problems = sig.mask_problems()
+    for problem in problems:
+        if problem.debug and allow_debug:
+            result.checks.append(f"{problem} (accepted: --allow-debug)")
+        elif problem.debug:
+            result.problems.append(f"{problem}; pass --allow-debug to accept a debug-launchable "
+                                   "enclave")
+        else:
+            result.problems.append(str(problem))
+    if not problems:
+        result.checks.append("SIGSTRUCT masks are Gramine 1.9's (nothing left to the host)")
 
 
 def _check_policy(result: Verification, measured: ImageMeasurement, *, allow_debug: bool,

@@ -8,8 +8,10 @@ Gramine's ``gramine-manifest`` answers ``python.stdlib``, ``get_path``,
 :mod:`ppml_image.sgx.manifest.python_snapshot`) of one of two places:
 
 * the host (``ppml-image manifest``): this process's Python, the host's file
-  system, and ``get_sys_path`` runs the named interpreter, as Gramine does
-  (without our secrets in its environment, with its output and time bounded);
+  system. ``get_sys_path(PATH)`` runs PATH, as Gramine does, only when the
+  user named that same PATH on the command line (``--python PATH``), or PATH
+  is the interpreter ``manifest`` itself runs on: a template never chooses
+  a program to run. It runs confined (:mod:`ppml_image._confined`);
 * an image (``build-custom``): what ``build-base`` recorded inside the base
   image. Nothing runs: ``get_sys_path`` answers for the interpreter names
   the image recorded, and ``.is_dir()``/``.exists()`` answer from the
@@ -24,18 +26,15 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
-import signal
-import subprocess
-import time
+import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import PurePath, PurePosixPath
 from typing import Any, ClassVar, NamedTuple
 
 import jinja2
 
-from ppml_image._proc import child_env
+from ppml_image._confined import Output, run_confined
 from ppml_image.sgx.manifest import python_snapshot
 from ppml_image.sgx.manifest.python_snapshot import KINDS, path_key
 
@@ -108,64 +107,14 @@ def _shown(value: object) -> str:
 # --------------------------------------------------------------------------
 # Running an interpreter on the host, bounded
 # --------------------------------------------------------------------------
-class _Output(NamedTuple):
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
 def run_bounded(argv: list[str], *, limit: int = MAX_OUTPUT,
-                timeout: float = TIMEOUT) -> _Output:
-    """Run *argv* without our secrets (``child_env``), stdin closed, reading at
-    most *limit* bytes of output for at most *timeout* seconds.
-
-    The child gets its own process group, and the whole group is killed if it
-    prints too much, takes too long, or we are interrupted: nothing it starts
-    outlives the call. Raises TimeoutError or OverflowError for those two.
-    """
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=child_env(), start_new_session=True)
-    try:
-        stdout, stderr = _read_both(proc, limit, time.monotonic() + timeout)
-        return _Output(proc.wait(timeout=max(timeout, 1.0)), stdout, stderr)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def _read_both(proc: subprocess.Popen[bytes], limit: int,
-               deadline: float) -> tuple[bytes, bytes]:
-    buffers = {"out": bytearray(), "err": bytearray()}
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ, "out")  # type: ignore[arg-type]
-        selector.register(proc.stderr, selectors.EVENT_READ, "err")  # type: ignore[arg-type]
-        while selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            for key, _ in selector.select(remaining):
-                chunk = os.read(key.fd, 1 << 16)
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                buffer = buffers[key.data]
-                buffer += chunk
-                if key.data == "out" and len(buffer) > limit:
-                    raise OverflowError
-                if key.data == "err" and len(buffer) > 4096:
-                    del buffer[:-4096]  # the end says why it failed
-    return bytes(buffers["out"]), bytes(buffers["err"])
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
+                timeout: float = TIMEOUT) -> Output:
+    """Run *argv* confined (:func:`ppml_image._confined.run_confined`): without
+    our secrets, stdin closed, at most *limit* bytes of output, *timeout*
+    seconds and ``CPU_SECONDS`` of CPU; its whole process group, and any
+    session it starts, is killed when the call returns, fails or times out.
+    Raises TimeoutError or OverflowError for the first two limits."""
+    return run_confined(argv, limit=limit, timeout=timeout)
 
 
 # --------------------------------------------------------------------------
@@ -181,19 +130,27 @@ class PythonInfo:
     """
 
     def __init__(self, data: Mapping[str, Any], *, kinds: FileKinds | None = None,
-                 run: bool = False, where: str = "the host") -> None:
+                 run: bool = False, where: str = "the host",
+                 interpreters: Iterable[str] = ()) -> None:
         self.data = check_snapshot(data, where)
         self.where = where
         self.run = run
+        # What get_sys_path may run: the paths the user named (--python), and
+        # the interpreter this process runs on (as started, and its real path,
+        # python.executable). Never a name a template makes.
+        ours = [sys.executable, self.data["executable"]]
+        self.interpreters = frozenset([*interpreters, *filter(None, ours)] if run else ())
         self.path: type[TargetPath] = type("TargetPath", (TargetPath,),
                                            {"_kinds": kinds or FileKinds()})
         self._ran: dict[str, list[str]] = {}
 
     # -- constructors --------------------------------------------------------
     @classmethod
-    def from_host(cls) -> PythonInfo:
-        """This process's Python and the host's file system, as gramine-manifest."""
-        return cls(python_snapshot.snapshot(run_interpreters=False), run=True)
+    def from_host(cls, interpreters: Iterable[str] = ()) -> PythonInfo:
+        """This process's Python and the host's file system, as gramine-manifest;
+        ``get_sys_path`` may run exactly the *interpreters* the user named."""
+        return cls(python_snapshot.snapshot(run_interpreters=False), run=True,
+                   interpreters=interpreters)
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any], where: str = "the image") -> PythonInfo:
@@ -305,12 +262,17 @@ class PythonInfo:
     def _run(self, interpreter: str) -> list[str]:
         if interpreter in self._ran:
             return self._ran[interpreter]
+        if interpreter not in self.interpreters:
+            raise TemplateHelperError(
+                f"python.get_sys_path({_shown(interpreter)}): a template cannot choose a "
+                "program to run; to run it, name the same path with manifest --python")
         if len(self._ran) >= MAX_INTERPRETERS:
             raise TemplateHelperError(f"python.get_sys_path: the template runs more than "
                                       f"{MAX_INTERPRETERS} different interpreters")
         call = f"python.get_sys_path({_shown(interpreter)})"
         try:
-            result = run_bounded([interpreter, "-c", python_snapshot.SYS_PATH_CODE])
+            result = run_bounded([interpreter, "-c", python_snapshot.SYS_PATH_CODE],
+                                 timeout=TIMEOUT)
         except TimeoutError:
             raise TemplateHelperError(f"{call}: the interpreter did not answer within "
                                       f"{TIMEOUT:.0f} s") from None

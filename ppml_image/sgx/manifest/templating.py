@@ -19,14 +19,18 @@ output is byte-identical to it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
 import shlex
+import signal
+import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -50,6 +54,11 @@ MAX_CALLS = 250_000  # function, method and macro calls per render
 # operands, so a loop cannot repeat a cheap-looking operation on big values
 # without end. A real manifest uses a few MB of it.
 MAX_WORK = 1 << 30
+# CPU seconds one render may use. Some filters cost more than their input
+# and output sizes say (urlize and wordwrap scan with regular expressions and
+# textwrap): the sizes above bound memory, this bounds time. A real manifest
+# renders in milliseconds.
+MAX_CPU_SECONDS = 30.0
 # Render-time state lives in the render's variables under a key no template
 # can name (not an identifier), so each render has its own budget.
 _BUDGET_KEY = "ppml-image:budget"
@@ -65,12 +74,47 @@ class _Budget:
     iterations: int = 0
     calls: int = 0
     work: int = 0
+    cpu_started: float = field(default_factory=time.process_time)
 
     def charge(self, amount: int) -> None:
         self.work += amount
         if self.work > MAX_WORK:
             raise _limit(f"the template does more than {MAX_WORK:,} characters' worth of "
                          "string and list operations")
+        self.check_cpu()
+
+    def check_cpu(self) -> None:
+        """Between operations (and in threads, where no CPU timer can interrupt)."""
+        if time.process_time() - self.cpu_started > MAX_CPU_SECONDS:
+            raise _cpu_limit()
+
+
+def _cpu_limit() -> TemplateLimitError:
+    return _limit(f"the template used more than {MAX_CPU_SECONDS:g} s of CPU time")
+
+
+@contextlib.contextmanager
+def cpu_budget(seconds: float) -> Iterator[None]:
+    """Interrupt the render once it has used *seconds* of CPU time (ITIMER_PROF).
+
+    In the main thread only (signals are delivered there); elsewhere the
+    budget is still checked between operations by :meth:`_Budget.check_cpu`.
+    """
+    if threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(_signum: int, _frame: Any) -> None:
+        raise _cpu_limit()
+
+    previous = signal.signal(signal.SIGPROF, expired)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def _limit(message: str) -> TemplateLimitError:
@@ -857,9 +901,10 @@ class ManifestSandbox(ImmutableSandboxedEnvironment):
         return self.template_class.from_code(self, code, self.make_globals(None), None)
 
     def render(self, source: str, variables: Mapping[str, Any], name: str) -> str:
-        """Render *source* with *variables* under a fresh budget."""
-        template = self.template(source, name)
-        return template.render({**variables, _BUDGET_KEY: _Budget()})
+        """Render *source* with *variables* under a fresh budget (sizes, work, CPU time)."""
+        with cpu_budget(MAX_CPU_SECONDS):
+            template = self.template(source, name)
+            return template.render({**variables, _BUDGET_KEY: _Budget()})
 
 
 def error_line(exc: BaseException, name: str) -> int | None:

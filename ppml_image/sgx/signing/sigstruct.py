@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ppml_image._fs import read_capped
-from ppml_image.errors import SigstructError
+from ppml_image.errors import PpmlError, SigstructError
 from ppml_image.sgx.signing.keys import mr_signer_of_modulus, sgx_key_problem
 
 SIGSTRUCT_SIZE = 1808
@@ -38,6 +38,42 @@ SGX_FLAGS_DEBUG = 0x2
 SGX_FLAGS_MODE64BIT = 0x4
 SGX_MISCSELECT_EXINFO = 0x1
 _RSA_BYTES = 384
+
+# The masks Gramine 1.9 writes (sgx_arch.h, SGX_*_MASK_CONST). EINIT compares
+# SECS.ATTRIBUTES with SIGSTRUCT.ATTRIBUTES only under ATTRIBUTEMASK (and
+# MISCSELECT under MISCMASK): a bit the mask leaves out is the host's choice
+# at launch, with the same MRENCLAVE and MRSIGNER.
+GRAMINE_FLAGS_MASK = 0xFFFFFFFFFFFFFFFF
+GRAMINE_MISC_MASK = 0xFFFFFFFF
+GRAMINE_XFRM_MASK_CONST = 0xFFFFFFFFFFF9FF1B  # every bit but AVX, AVX-512 and AMX
+# sgx.cpu_features groups and their XFRM bits; "required" or "disabled" adds
+# the group to the XFRM mask (MPX and PKRU are in the constant already).
+XFRM_FEATURE_BITS = {"avx": 0x4, "avx512": 0xE4, "amx": 0x60000, "mpx": 0x18, "pkru": 0x200}
+
+
+def gramine_xfrm_masks() -> frozenset[int]:
+    """Every XFRM mask Gramine 1.9 can write: the constant plus any union of
+    the cpu_features groups a manifest may pin."""
+    masks = {GRAMINE_XFRM_MASK_CONST}
+    for bits in XFRM_FEATURE_BITS.values():
+        masks |= {mask | bits for mask in masks}
+    return frozenset(masks)
+
+
+_GRAMINE_XFRM_MASKS = gramine_xfrm_masks()
+
+
+@dataclass(frozen=True)
+class MaskProblem:
+    """A SIGSTRUCT mask that is not Gramine's. *debug*: the problem is only
+    that the host may launch the enclave in debug mode (``--allow-debug``)."""
+
+    field: str
+    text: str
+    debug: bool = False
+
+    def __str__(self) -> str:
+        return self.text
 
 # (name, offset, struct format); integer fields only.
 _FIELDS: tuple[tuple[str, int, str], ...] = (
@@ -296,11 +332,65 @@ class Sigstruct:
 
     @property
     def debug(self) -> bool:
+        """ATTRIBUTES.DEBUG is set: what gramine-sgx-sigstruct-view calls debug_enclave."""
         return bool(self.attribute_flags & SGX_FLAGS_DEBUG)
 
+    @property
+    def debug_launchable(self) -> bool:
+        """The host can launch this enclave in debug mode: the DEBUG flag is set,
+        or the attribute mask leaves it out (EINIT then accepts either value)."""
+        return self.debug or not self.attribute_flags_mask & SGX_FLAGS_DEBUG
+
+    def mask_problems(self) -> list[MaskProblem]:
+        """Every mask that is not one Gramine 1.9 writes, one line each."""
+        problems: list[MaskProblem] = []
+        flags_mask = self.attribute_flags_mask
+        if not flags_mask & SGX_FLAGS_DEBUG:
+            problems.append(MaskProblem(
+                "attribute_flags_mask",
+                f"attribute_flags_mask {flags_mask:#x} does not cover DEBUG (0x2): the host "
+                "can launch this enclave in debug mode with the same MRENCLAVE and MRSIGNER",
+                debug=True))
+        others = GRAMINE_FLAGS_MASK & ~flags_mask & ~SGX_FLAGS_DEBUG
+        if others:
+            problems.append(MaskProblem(
+                "attribute_flags_mask",
+                f"attribute_flags_mask {flags_mask:#x} leaves attribute bits {others:#x} to "
+                f"the host; Gramine 1.9 writes {GRAMINE_FLAGS_MASK:#x}"))
+        xfrm_mask = self.attribute_xfrm_mask
+        if xfrm_mask not in _GRAMINE_XFRM_MASKS:
+            missing = GRAMINE_XFRM_MASK_CONST & ~xfrm_mask
+            why = (f"leaves XFRM bits {missing:#x} to the host" if missing
+                   else "adds bits that no sgx.cpu_features setting adds")
+            problems.append(MaskProblem(
+                "attribute_xfrm_mask",
+                f"attribute_xfrm_mask {xfrm_mask:#x} {why}; Gramine 1.9 writes "
+                f"{GRAMINE_XFRM_MASK_CONST:#x} plus the AVX/AVX-512/AMX bits sgx.cpu_features "
+                "pins"))
+        if self.misc_mask != GRAMINE_MISC_MASK:
+            missing = GRAMINE_MISC_MASK & ~self.misc_mask
+            problems.append(MaskProblem(
+                "misc_mask",
+                f"misc_mask {self.misc_mask:#x} leaves MISCSELECT bits {missing:#x} to the "
+                f"host; Gramine 1.9 writes {GRAMINE_MISC_MASK:#x}"))
+        return problems
+
+    def release_problems(self) -> list[str]:
+        """Why a release signer must not sign this: debug, or any non-Gramine mask."""
+        problems = [str(p) for p in self.mask_problems()]
+        if self.debug:
+            problems.insert(0, "ATTRIBUTES.DEBUG is set (sgx.debug = true): a debug enclave, "
+                               "its memory readable by the host")
+        return problems
+
     def view(self) -> dict[str, Any]:
-        """The fields as ``gramine-sgx-sigstruct-view --output-format json`` names them."""
+        """What ``sigstruct``, ``inspect`` and ``verify`` report: first whether the
+        host can launch the enclave as debug and every mask that is not
+        Gramine's, then the fields as ``gramine-sgx-sigstruct-view
+        --output-format json`` names them."""
         return {
+            "debug_launchable": self.debug_launchable,
+            "mask_problems": [str(p) for p in self.mask_problems()],
             "mr_signer": self.mr_signer,
             "mr_enclave": self.mr_enclave,
             "isv_prod_id": self.isv_prod_id,
@@ -317,6 +407,13 @@ class Sigstruct:
 
     def view_json(self) -> str:
         return json.dumps(self.view(), indent=4)
+
+
+def refuse_for_release(sig: Sigstruct, name: str, error: type[PpmlError]) -> None:
+    """Raise *error* naming every reason a release signer must not sign *sig*."""
+    problems = sig.release_problems()
+    if problems:
+        raise error(f"{name}: refused for release: " + "; ".join(problems))
 
 
 def compute_q1_q2(signature: int, modulus: int) -> tuple[int, int]:
