@@ -88,7 +88,7 @@ def _exit_now(signum: int, frame: object) -> None:
     os._exit(code)
 
 
-class unwinding:  # noqa: N801 - used as a context manager, like contextlib's
+class unwinding:
     """While a command runs, signals raise (see :func:`install`) so that every
     ``finally`` cleans up; before and after, they end the process at once.
 

@@ -7,10 +7,8 @@ signed with the enclave key. Nothing is written unless every step succeeds.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
 from ppml_image.errors import UsageError
 from ppml_image.sgx.manifest import document as mf
+from ppml_image.sgx.manifest.outputs import refuse_measured_outputs as _refuse_measured
 from ppml_image.sgx.manifest.policy import enforce_release
 from ppml_image.sgx.measure.elf import ElfImage, load_elf
 from ppml_image.sgx.measure.enclave import (
@@ -204,10 +203,11 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer
     signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
     when = parse_date(date)
     text = mf.read_text(manifest, "manifest")
-    signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),
+    tree = tree_for(chroot)
+    signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree,
                           date=when, name=str(manifest), pkglibdir=pkglibdir, release=release,
                           max_enclave_size=max_enclave_size)
-    refuse_measured_outputs(signed.manifest, chroot, [Path(output), sig_path])
+    _refuse_measured(signed.manifest, tree, [Path(output), sig_path])
     write_outputs(signed, Path(output), sig_path)
     return signed
 
@@ -222,25 +222,7 @@ def refuse_measured_outputs(manifest: dict[str, Any], chroot: Path | None,
                             outputs: Sequence[Path]) -> None:
     """Refuse to overwrite a file the enclave measures (its entrypoint or a
     trusted file): the .manifest.sgx would name a hash it no longer has."""
-    existing = {}
-    for path in outputs:
-        with contextlib.suppress(OSError):
-            info = os.stat(path)
-            existing[(info.st_dev, info.st_ino)] = path
-    if not existing:
-        return
-    uris = [entry["uri"] for entry in manifest.get("sgx", {}).get("trusted_files", [])
-            if isinstance(entry, dict) and isinstance(entry.get("uri"), str)]
-    uris.append(manifest.get("loader", {}).get("entrypoint", {}).get("uri", ""))
-    for uri in uris:
-        if not uri.startswith("file:"):
-            continue
-        host = Path(chroot or "/") / uri[len("file:"):].lstrip("/")
-        with contextlib.suppress(OSError):
-            info = os.stat(host)
-            if (info.st_dev, info.st_ino) in existing:
-                raise UsageError(f"{existing[(info.st_dev, info.st_ino)]}: is {uri}, which the "
-                                 "enclave measures; write the outputs elsewhere")
+    _refuse_measured(manifest, tree_for(chroot), outputs)
 
 
 def write_outputs(signed: SignedEnclave, output: Path, sigfile: Path) -> None:
