@@ -580,6 +580,7 @@ def _identities(path: Path) -> list[object]:
 
 
 def _check_output_file(path: Path, make_parents: bool) -> None:
+    _check_name_length(path)  # first: stat(2) would only say "File name too long"
     try:
         info: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
@@ -599,7 +600,6 @@ def _check_output_file(path: Path, make_parents: bool) -> None:
     if not os.path.isdir(folder):
         what = "does not exist" if not os.path.lexists(folder) else "is not a folder"
         raise UsageError(f"{path}: cannot write: its folder {folder} {what}")
-    _check_name_length(path, folder)
     real = os.path.realpath(folder)
     kind = _file_system_of(real)
     if kind in PSEUDO_FILE_SYSTEMS:
@@ -609,11 +609,11 @@ def _check_output_file(path: Path, make_parents: bool) -> None:
         raise UsageError(f"{path}: cannot write in its folder {folder}")
 
 
-def _check_name_length(path: Path, folder: Path) -> None:
+def _check_name_length(path: Path) -> None:
     """A name the file system would refuse fails now, not after the work."""
     try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
+        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):  # a missing folder: Linux's file systems allow 255
         limit = NAME_MAX
     size = len(os.fsencode(path.name))
     if size > limit:
