@@ -20,7 +20,7 @@ from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
 from ppml_image.errors import UsageError
 from ppml_image.sgx.manifest import document as mf
-from ppml_image.sgx.manifest.outputs import refuse_measured_outputs as _refuse_measured
+from ppml_image.sgx.manifest.measured import refuse_measured_outputs as _refuse_measured
 from ppml_image.sgx.manifest.policy import enforce_release
 from ppml_image.sgx.measure.elf import ElfImage, load_elf
 from ppml_image.sgx.measure.enclave import (

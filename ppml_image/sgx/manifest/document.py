@@ -24,7 +24,7 @@ import tomli_w
 from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
-from ppml_image.sgx.manifest.outputs import refuse_measured_outputs
+from ppml_image.sgx.manifest.measured import refuse_kernel_file, refuse_measured_outputs
 from ppml_image.sgx.manifest.python_helpers import PythonInfo as PythonInfo
 from ppml_image.sgx.manifest.schema import check_schema, validate_manifest
 from ppml_image.sgx.manifest.templating import (
@@ -34,15 +34,7 @@ from ppml_image.sgx.manifest.templating import (
     describe,
     error_line,
 )
-from ppml_image.sgx.measure.tree import (
-    DIR,
-    FILE,
-    OTHER,
-    NotRegularFile,
-    Tree,
-    kernel_file_root,
-    tree_for,
-)
+from ppml_image.sgx.measure.tree import DIR, FILE, OTHER, NotRegularFile, Tree, tree_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -313,20 +305,11 @@ def _resolve(tree: Tree, path: str, uri: str, name: str, what: str = "trusted fi
         raise ManifestError(f"{name}: {what} {uri!r}: {exc}") from None
 
 
-def _refuse_kernel_file(tree: Tree, path: str, real: str, uri: str, name: str,
-                        what: str) -> None:
-    root = kernel_file_root(tree, path, real)
-    if root is not None:
-        raise ManifestError(f"{name}: {what} {uri!r} is under {root} ({tree.display(real)}), "
-                            "the kernel's view of this machine, not a file of the app; "
-                            "measure the app's own files")
-
-
 def _expand(tree: Tree, uri: str, sha256: str | None, name: str,
             path: str | None = None) -> list[_Entry]:
     path = uri_to_path(uri, name) if path is None else path
     real = _resolve(tree, path, uri, name)
-    _refuse_kernel_file(tree, path, real, uri, name, "trusted file")
+    refuse_kernel_file(tree, path, real, uri, name, "trusted file")
     kind = tree.kind(real)
     if uri.endswith("/"):
         if kind != DIR:
@@ -461,7 +444,7 @@ def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifes
     uri = entrypoint["uri"]
     path = uri_to_path(uri, name)
     real = _resolve(tree, path, uri, name, "loader.entrypoint")
-    _refuse_kernel_file(tree, path, real, uri, name, "loader.entrypoint")
+    refuse_kernel_file(tree, path, real, uri, name, "loader.entrypoint")
     if uri.endswith("/"):
         raise ManifestError(f"{name}: loader.entrypoint.uri {uri!r} ends with '/' (a folder); "
                             "the entrypoint must be a file")

@@ -507,24 +507,3 @@ def check_chroot(chroot: Path) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise UsageError(f"--chroot {chroot}: is not a folder (give the root folder of the "
                          "enclave's file system)")
-
-
-# The kernel's own file systems: a "file" there is the state of this machine
-# (an environment, a key in memory, a device register), not part of an app.
-# Gramine serves its own /proc and /sys inside the enclave, so a trusted file
-# there is never what the enclave loads; hashing the host's would read it.
-KERNEL_ROOTS = ("/proc", "/sys")
-
-
-def kernel_file_root(tree: Tree, path: str, real: str) -> str | None:
-    """``/proc`` or ``/sys`` if *path* (as the manifest names it), *real* (as the
-    tree resolves it) or, on the host, the file a link leads to is under one."""
-    candidates = [path, real]
-    if not tree.chrooted:
-        candidates.append(os.path.realpath(real))
-    for candidate in candidates:
-        norm = posixpath.normpath(candidate)
-        for root in KERNEL_ROOTS:
-            if norm == root or norm.startswith(root + "/"):
-                return root
-    return None

@@ -1,16 +1,22 @@
-"""Outputs that must not be files the enclave measures.
+"""What the enclave measures, and two rules about it.
 
-Writing a ``.manifest``, ``.manifest.sgx`` or ``.sig`` over a trusted file
-(or the loader's entrypoint) would change the file after its hash was taken:
-the enclave would then refuse to start, or, worse, the manifest would name
-a hash of itself. Both ``manifest`` and ``sign`` refuse it, naming the
-user's output path and the URI it is.
+* An output is never a measured file: writing a ``.manifest``,
+  ``.manifest.sgx`` or ``.sig`` over a trusted file (or the loader's
+  entrypoint) would change the file after its hash was taken, so the enclave
+  would refuse to start, or the manifest would name a hash of itself. Both
+  ``manifest`` and ``sign`` refuse it, naming the user's output and the URI.
+* A measured file is never the kernel's: under ``/proc`` or ``/sys`` a
+  "file" is this machine's state (an environment, a key in memory, a device
+  register), not part of an app. Gramine serves its own ``/proc`` and
+  ``/sys`` inside the enclave, so such a trusted file is never what the
+  enclave loads, and hashing the host's would read it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,3 +66,30 @@ def _host_path(tree: Tree, path: str) -> str | None:
     except ManifestError:
         return None
     return shown if os.path.isabs(shown) or not tree.chrooted else None
+
+
+KERNEL_ROOTS = ("/proc", "/sys")
+
+
+def kernel_file_root(tree: Tree, path: str, real: str) -> str | None:
+    """``/proc`` or ``/sys`` if *path* (as the manifest names it), *real* (as the
+    tree resolves it) or, on the host, the file a link leads to is under one."""
+    candidates = [path, real]
+    if not tree.chrooted:
+        candidates.append(os.path.realpath(real))
+    for candidate in candidates:
+        norm = posixpath.normpath(candidate)
+        for root in KERNEL_ROOTS:
+            if norm == root or norm.startswith(root + "/"):
+                return root
+    return None
+
+
+def refuse_kernel_file(tree: Tree, path: str, real: str, uri: str, name: str,
+                       what: str) -> None:
+    """Refuse a measured *uri* under ``/proc`` or ``/sys`` (see the module's docstring)."""
+    root = kernel_file_root(tree, path, real)
+    if root is not None:
+        raise ManifestError(f"{name}: {what} {uri!r} is under {root} ({tree.display(real)}), "
+                            "the kernel's view of this machine, not a file of the app; "
+                            "measure the app's own files")
