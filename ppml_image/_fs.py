@@ -40,6 +40,85 @@ def make_private_dirs(path: Path) -> None:
         os.chmod(folder, PRIVATE_DIR_MODE)
 
 
+# --------------------------------------------------------------------------
+# Temporary files beside an output: .NAME.ppml-PID-RANDOM.tmp
+# --------------------------------------------------------------------------
+NAME_MAX = 255  # bytes in one file name, where the file system does not say
+_TEMP_MARK = ".ppml-"
+_TEMP_SUFFIX = ".tmp"
+# What we add to a name: "." + ".ppml-" + a PID (at most 7 digits, Linux's
+# pid_max 4194304) + "-" + mkstemp's 8 random characters + ".tmp".
+_TEMP_EXTRA = 1 + len(_TEMP_MARK) + 7 + 1 + 8 + len(_TEMP_SUFFIX)
+
+
+def _fitting(name: str, extra: int) -> str:
+    """*name*, cut (in bytes, as the kernel counts) so that *extra* more bytes fit NAME_MAX."""
+    raw = os.fsencode(name)
+    return name if len(raw) + extra <= NAME_MAX else os.fsdecode(raw[:NAME_MAX - extra])
+
+
+def make_temporary(folder: Path, name: str) -> tuple[int, str]:
+    """A new 0600 file for the output *name* in *folder*: (descriptor, path).
+
+    Named ``.NAME.ppml-PID-RANDOM.tmp`` (NAME cut to fit NAME_MAX) so that a
+    run killed by ``kill -9`` leaves a file the next run can recognise: on the
+    way in, every such file in *folder* whose process is gone is removed
+    (:func:`remove_stale_temporaries`).
+    """
+    remove_stale_temporaries(folder)
+    prefix = f".{_fitting(name, _TEMP_EXTRA)}{_TEMP_MARK}{os.getpid()}-"
+    return tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=folder)
+
+
+def _temporary_owner(entry: str) -> int | None:
+    """The PID in a name of ours (``.NAME.ppml-PID-RANDOM.tmp``), or None."""
+    if not (entry.startswith(".") and entry.endswith(_TEMP_SUFFIX)) or _TEMP_MARK not in entry:
+        return None
+    pid, dash, rest = entry[:-len(_TEMP_SUFFIX)].rpartition(_TEMP_MARK)[2].partition("-")
+    if not (dash and pid.isascii() and pid.isdigit() and len(pid) <= 7 and len(rest) == 8):
+        return None
+    return int(pid)
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, as another user
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: Path) -> list[str]:
+    """Remove our temporary files in *folder* left by processes that are gone; return them.
+
+    Only regular files (or links) that this user owns and whose name is ours
+    with the PID of a process that no longer exists: a run in progress, or
+    another user's file, is never touched. (A process in another PID
+    namespace writing to the same folder would look gone: such setups should
+    not share an output folder.)
+    """
+    removed: list[str] = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = _temporary_owner(entry)
+        if pid is None or pid == os.getpid() or not _process_is_gone(pid):
+            continue
+        try:
+            info = os.lstat(os.path.join(folder, entry))
+            if info.st_uid == os.geteuid() and (stat.S_ISREG(info.st_mode)
+                                                or stat.S_ISLNK(info.st_mode)):
+                os.unlink(os.path.join(folder, entry))
+                removed.append(entry)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(
     path: Path, mode: int = 0o644, *, exclusive: bool = False
@@ -53,7 +132,7 @@ def atomic_output(
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp_name = make_temporary(folder, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -171,8 +250,8 @@ def staged_folder(out: Path, ours: Collection[str], *, force: bool,
     swapped = False
     try:
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=STAGING_SUFFIX,
-                                            dir=real.parent))
+            staging = Path(tempfile.mkdtemp(prefix=f".{_fitting(real.name, 48)}.",
+                                            suffix=STAGING_SUFFIX, dir=real.parent))
         except OSError as exc:
             raise UsageError(f"{out}: cannot create a folder beside it: "
                              f"{exc.strerror}") from None
@@ -271,7 +350,8 @@ def exchange_by_renames(new: Path, real: Path) -> Path:
     Between the two renames *real* does not exist, but its content is never
     lost: it is under the returned name, and a failure moves it back.
     """
-    aside = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".old", dir=real.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{_fitting(real.name, 48)}.", suffix=".old",
+                                  dir=real.parent))
     os.rename(real, aside)  # onto an empty folder: an atomic replace
     try:
         os.rename(new, real)
@@ -500,6 +580,7 @@ def _identities(path: Path) -> list[object]:
 
 
 def _check_output_file(path: Path, make_parents: bool) -> None:
+    _check_name_length(path)  # first: stat(2) would only say "File name too long"
     try:
         info: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
@@ -526,6 +607,18 @@ def _check_output_file(path: Path, make_parents: bool) -> None:
                          "place for output files")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{path}: cannot write in its folder {folder}")
+
+
+def _check_name_length(path: Path) -> None:
+    """A name the file system would refuse fails now, not after the work."""
+    try:
+        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):  # a missing folder: Linux's file systems allow 255
+        limit = NAME_MAX
+    size = len(os.fsencode(path.name))
+    if size > limit:
+        raise UsageError(f"{path}: the file name is {size} bytes; this file system allows at "
+                         f"most {limit}")
 
 
 def write_files_in_order(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) -> None:
@@ -557,7 +650,7 @@ def write_files_in_order(files: Sequence[tuple[Path, bytes]], mode: int = 0o644)
 def _write_temporary(path: Path, data: bytes, mode: int) -> str:
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, name = make_temporary(folder, path.name)
     except OSError as exc:
         raise PpmlError(f"{path}: cannot write: {exc.strerror}") from None
     try:

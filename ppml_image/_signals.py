@@ -15,9 +15,11 @@ whether or not its exception made it through.
 
 from __future__ import annotations
 
+# Only modules that start-up has loaded anyway (and signal): the program
+# imports this first, and a Ctrl-C before the handlers are set is Python's.
+import os
 import signal
 import sys
-from typing import Any
 
 
 class Terminated(BaseException):
@@ -28,7 +30,7 @@ class Terminated(BaseException):
 _received: list[int] = []
 
 
-def _handler(signum: int, frame: Any) -> None:
+def _handler(signum: int, frame: object) -> None:
     _received.append(signum)
     raise _exception(signum)
 
@@ -37,7 +39,7 @@ def _exception(signum: int) -> BaseException:
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
-def _unraisable(unraisable: Any) -> None:
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     """Keep a swallowed signal exception quiet: it is recorded, and check() acts on it."""
     if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)) and _received:
         return
@@ -49,6 +51,58 @@ def install() -> None:
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
     sys.unraisablehook = _unraisable
+
+
+# --------------------------------------------------------------------------
+# Outside a command (start-up, parsing, printing the result): nothing to
+# clean up, so a signal ends the process at once with one line, never with a
+# traceback from whatever import or parse it interrupted.
+# --------------------------------------------------------------------------
+_program: dict[str, bool] = {}
+
+
+def exit_on_signal(*, json: bool | None = None) -> None:
+    """From now on SIGINT / SIGTERM end the process at once: exit 130 / 143 and
+    one line on stderr (and the JSON failure on stdout with *json*).
+
+    The ``ppml-image`` program calls this first thing, before importing the
+    CLI; :func:`unwinding` switches to raising while a command runs.
+    """
+    if json is not None:
+        _program["json"] = json
+    _program["on"] = True
+    signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(signal.SIGTERM, _exit_now)
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    code, word = (130, "interrupted") if signum == signal.SIGINT else (143, "terminated")
+    # os.write and os._exit: nothing here may raise, wait on a lock or run
+    # Python clean-up that the signal interrupted halfway.
+    try:
+        os.write(2, f"ppml-image: error: {word}\n".encode())
+        if _program.get("json"):
+            os.write(1, f'{{"ok": false, "error": "{word}", "exit_code": {code}}}\n'.encode())
+    except OSError:
+        pass
+    os._exit(code)
+
+
+class unwinding:
+    """While a command runs, signals raise (see :func:`install`) so that every
+    ``finally`` cleans up; before and after, they end the process at once.
+
+    Only in the ``ppml-image`` program (after :func:`exit_on_signal`): a
+    library caller or a test runner keeps its own signal handlers.
+    """
+
+    def __enter__(self) -> None:
+        if _program.get("on"):
+            install()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if _program.get("on"):
+            exit_on_signal()
 
 
 def leave_to_main_thread() -> None:

@@ -30,12 +30,16 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    # Without this, SIGTERM (docker stop, CI timeouts, kill) ends the process
-    # at once and leaves temporary files and containers behind.
-    _signals.install()
+    # Until a command runs, a signal ends the process at once with one line
+    # (there is nothing to clean up yet); while it runs, SIGINT and SIGTERM
+    # raise, so that temporary files and containers are removed (see
+    # handles_errors). `python -m ppml_image` and the console script call
+    # this even earlier, before the CLI's imports (ppml_image.__main__).
+    arguments = argv if argv is not None else sys.argv[1:]
+    _signals.exit_on_signal(json="--json" in arguments)
     _phases.install()
     _register_commands()
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="ppml-image")
+    app(args=arguments, prog_name="ppml-image")
 
 
 __all__ = ["Terminated", "app", "emit_json", "fail", "handles_errors", "main"]

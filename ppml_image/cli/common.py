@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -109,12 +110,38 @@ app = typer.Typer(
 )
 
 
+def printable(text: str) -> str:
+    """*text* on one line, every control character shown escaped.
+
+    A message may quote a file name or a manifest key, which can hold a NUL,
+    an escape sequence that repaints the terminal, a bidi override that
+    reorders what the reader sees, or a lone surrogate (an undecodable file
+    name). Ordinary blanks become single spaces; the rest is written as
+    ``\\xNN`` or ``\\uNNNN``, so the line shows exactly what was there.
+    """
+    return " ".join(_CONTROL.sub(_escape, text).split())
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in " \t\n\r":
+        return " "
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# Cc (C0, DEL, C1), Cf (format: bidi overrides, zero-width), line and paragraph
+# separators, surrogates, and the whitespace str.split() would otherwise hide.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                      "\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+
+
 def _report(message: str, code: int) -> int:
     """Print one error line (and, with --json, the failure object); return *code*."""
-    typer.echo(f"ppml-image: error: {' '.join(message.split())}", err=True)
+    line = printable(message)
+    typer.echo(f"ppml-image: error: {line}", err=True)
     if _state["json"]:
-        typer.echo(json.dumps({"ok": False, "error": " ".join(message.split()),
-                               "exit_code": code}))
+        typer.echo(json.dumps({"ok": False, "error": line, "exit_code": code}))
     return code
 
 
@@ -132,8 +159,9 @@ def handles_errors(func: F) -> F:
         if kwargs.get("as_json"):
             _state["json"] = True
         try:
-            result = func(*args, **kwargs)
-            _signals.check()  # a signal whose exception was swallowed still counts
+            with _signals.unwinding():  # raise inside, so that clean-up runs; exit outside
+                result = func(*args, **kwargs)
+                _signals.check()  # a signal whose exception was swallowed still counts
             return result
         except (typer.Exit, typer.Abort):
             raise
@@ -195,7 +223,7 @@ def _root(
 
 class _WarningFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"ppml-image: {record.levelname.lower()}: {record.getMessage()}"
+        return f"ppml-image: {record.levelname.lower()}: {printable(record.getMessage())}"
 
 
 def _setup_logging() -> None:

@@ -23,13 +23,13 @@ from ppml_image.sgx.gramine import PKGLIBDIR
 if TYPE_CHECKING:
     from ppml_image.sgx import offline, sign
     from ppml_image.sgx.manifest import document as manifest
-    from ppml_image.sgx.measure import enclave
+    from ppml_image.sgx.measure import enclave, tree
     from ppml_image.sgx.signing import keys, sigstruct
 else:  # loaded when a command runs: `--help` needs none of them
-    enclave, keys, manifest, offline, sign, sigstruct = (
+    enclave, keys, manifest, offline, sign, sigstruct, tree = (
         lazy_module(f"ppml_image.sgx.{name}")
         for name in ("measure.enclave", "signing.keys", "manifest.document", "offline", "sign",
-                     "signing.sigstruct"))
+                     "signing.sigstruct", "measure.tree"))
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
 
@@ -97,6 +97,8 @@ def manifest_cmd(
         "it may name only the interpreter ppml-image runs on."),
 ) -> None:
     """Render a manifest template like gramine-manifest (defaults, trusted files hashed)."""
+    if chroot is not None:  # before the template is read or rendered
+        tree.check_chroot(chroot)
     text = manifest.render_manifest_file(
         template, outfile, defines=manifest.parse_defines(define), chroot=chroot,
         pkglibdir=pkglibdir, check=check,
@@ -145,6 +147,8 @@ def sign_cmd(
 ) -> None:
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
     limit = parse_size_option(max_enclave_size, "--max-enclave-size")
+    if chroot is not None:  # before a PIN prompt, a key or any hashing
+        tree.check_chroot(chroot)
     inputs = [p for p in (manifest_path, libpal, passphrase_file, signature, public_key)
               if p is not None]
     if key is not None and not key.startswith("pkcs11:"):

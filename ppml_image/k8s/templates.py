@@ -162,6 +162,10 @@ def check_template_options(image: str, *, epc: str, jvm_mem: str,
     for option, value in (("--sgx-epc", epc), ("--driver-epc", driver_epc)):
         if value is not None and not _QUANTITY.fullmatch(value):
             raise UsageError(f"{option} {value!r}: not a Kubernetes quantity such as 32Gi")
+        if value is not None and not value.rstrip("KMGTPEik").strip("0."):
+            # No digit but 0: a pod asking for no EPC is never scheduled on an SGX
+            # node's EPC, and Gramine's enclave cannot start in it.
+            raise UsageError(f"{option} {value}: must be more than zero EPC, such as 32Gi")
     if not _JVM_SIZE.fullmatch(jvm_mem):
         raise UsageError(f"--jvm-mem {jvm_mem!r}: not a JVM heap size such as 12g")
 

@@ -7,10 +7,8 @@ signed with the enclave key. Nothing is written unless every step succeeds.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from ppml_image._fs import check_output_files, write_files_in_order
 from ppml_image._phases import MEASURING, READING, SIGNING, WRITING, phase
 from ppml_image.errors import PolicyError, UsageError
 from ppml_image.sgx.manifest import document as mf
+from ppml_image.sgx.manifest.measured import refuse_measured_outputs as _refuse_measured
 from ppml_image.sgx.manifest.policy import enforce_release
 from ppml_image.sgx.measure.elf import ElfImage, load_elf
 from ppml_image.sgx.measure.enclave import (
@@ -214,14 +213,15 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer
         when = parse_date(date)
         text = mf.read_text(manifest, "manifest")
         pal = load_elf(libpal)
+        tree = tree_for(chroot)
     with phase(MEASURING):
-        signed = prepare_enclave(text, pal=pal, tree=tree_for(chroot), date=when,
-                                 name=str(manifest), pkglibdir=pkglibdir, release=release,
+        signed = prepare_enclave(text, pal=pal, tree=tree, date=when, name=str(manifest),
+                                 pkglibdir=pkglibdir, release=release,
                                  max_enclave_size=max_enclave_size)
     with phase(SIGNING):
         sign_sigstruct(signed.sigstruct, signing_key)
     with phase(WRITING):
-        refuse_measured_outputs(signed.manifest, chroot, [Path(output), sig_path])
+        _refuse_measured(signed.manifest, tree, [Path(output), sig_path])
         write_outputs(signed, Path(output), sig_path)
     return signed
 
@@ -236,25 +236,7 @@ def refuse_measured_outputs(manifest: dict[str, Any], chroot: Path | None,
                             outputs: Sequence[Path]) -> None:
     """Refuse to overwrite a file the enclave measures (its entrypoint or a
     trusted file): the .manifest.sgx would name a hash it no longer has."""
-    existing = {}
-    for path in outputs:
-        with contextlib.suppress(OSError):
-            info = os.stat(path)
-            existing[(info.st_dev, info.st_ino)] = path
-    if not existing:
-        return
-    uris = [entry["uri"] for entry in manifest.get("sgx", {}).get("trusted_files", [])
-            if isinstance(entry, dict) and isinstance(entry.get("uri"), str)]
-    uris.append(manifest.get("loader", {}).get("entrypoint", {}).get("uri", ""))
-    for uri in uris:
-        if not uri.startswith("file:"):
-            continue
-        host = Path(chroot or "/") / uri[len("file:"):].lstrip("/")
-        with contextlib.suppress(OSError):
-            info = os.stat(host)
-            if (info.st_dev, info.st_ino) in existing:
-                raise UsageError(f"{existing[(info.st_dev, info.st_ino)]}: is {uri}, which the "
-                                 "enclave measures; write the outputs elsewhere")
+    _refuse_measured(manifest, tree_for(chroot), outputs)
 
 
 def write_outputs(signed: SignedEnclave, output: Path, sigfile: Path) -> None:

@@ -54,7 +54,11 @@ LAST_DATE = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
 # a PPML_IMAGE_* name, which children never receive.
 PASSWORD_VARIABLE = "PPML_KEYTOOL_PASSWORD"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_NAME = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\Z")
+# The last label (the top-level domain) starts with a letter (RFC 3696 2.:
+# no all-numeric TLD): "1.2.3.999", "127.1" or "0x7f.1" is a mistyped or
+# shortened IP address, which resolvers may read as one, never a host name.
+_TOP_LABEL = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?:\*\.)?(?:{_LABEL}\.)*{_TOP_LABEL}\Z")
 
 
 @dataclass
@@ -86,7 +90,9 @@ def name_problem(name: str) -> str | None:
         address = ipaddress.ip_address(name)
     except ValueError:
         if len(name) > 253 or not _HOST_NAME.fullmatch(name):
-            return "neither a host name (letters, digits, '-', dots) nor an IP address"
+            return ("neither a host name (labels of letters, digits and '-', the last one "
+                    "starting with a letter) nor an IP address (IPv4 is four numbers of 0 "
+                    "to 255)")
         return None
     if getattr(address, "scope_id", None):
         return "an IPv6 address with a zone cannot be a certificate name"

@@ -78,12 +78,24 @@ def plan_run(image: str, *, sgx: bool, data: Path | None = None, keys: Path | No
             continue
         if not folder.is_dir() or not os.access(folder, os.R_OK | os.X_OK):
             raise UsageError(f"{folder}: --{name} folder does not exist or cannot be read")
-        binds.append(Bind(str(folder.resolve()), MOUNTS[name]))
+        binds.append(Bind(_bind_source(folder, name), MOUNTS[name]))
     argv = tuple(command) if command else None
     if not sgx and argv is None:
         argv = native_command(engine or connect(), image)
     return ContainerSpec(image=image, command=argv, devices=SGX_DEVICES if sgx else (),
                          binds=tuple(binds), network=NETWORK, auto_remove=True)
+
+
+def _bind_source(folder: Path, name: str) -> str:
+    """The folder's real path, which a bind can name: docker's ``-v`` and the
+    engine's bind list both split HOST:CONTAINER:MODE on ':', so a path with
+    one would mount another folder (or fail) whether we run it or print it."""
+    real = str(folder.resolve())
+    if ":" in real:
+        raise UsageError(f"--{name} {folder}: its path {real} holds ':', which docker -v "
+                         "splits on; move or rename the folder (a link does not help: the "
+                         "real path is what is mounted)")
+    return real
 
 
 def native_command(engine: Engine, image: str) -> tuple[str, ...] | None:

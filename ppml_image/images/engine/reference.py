@@ -17,7 +17,9 @@ Docker engine parses with)::
 
 and Docker's own rules on top (``ParseNormalizedNamed``, go-digest): the
 repository part (everything but a registry host) is lowercase, its path
-(``library/`` included for a single name) at most 255 characters, a name of
+(``library/`` included for a single name) at most 255 characters, and the
+whole normalised name (``docker.io/library/NAME``, or the registry host and
+path) at most 255 characters too, as Docker Engine 20.10 counts it; a name of
 64 hex digits is refused (it would read as an image id), and a digest is
 sha256, sha384 or sha512 with exactly its number of lowercase hex digits.
 
@@ -34,6 +36,10 @@ from dataclasses import dataclass
 from ppml_image.errors import UsageError
 
 MAX_PATH = 255  # distribution/reference RepositoryNameTotalLengthMax
+# Docker Engine 20.10's reference.NameTotalLengthMax: the normalised name,
+# registry host included (docker.io/library/NAME for a name on Docker Hub).
+# Newer engines count only the path; the stricter rule suits both.
+MAX_NAME = 255
 MAX_TAG = 128
 MAX_REFERENCE = 1024
 
@@ -185,8 +191,13 @@ def _problem(value: object) -> str:
         if _NAME.fullmatch(name.lower()) is not None:
             return "the repository name must be lowercase"
         return f"{_shown(name)} is not a valid image name ({_EXAMPLE})"
-    if len(_docker_split(name)[1]) > MAX_PATH:
+    host, path = _docker_split(name)
+    if len(path) > MAX_PATH:
         return f"the repository name is longer than {MAX_PATH} characters"
+    full = f"{host or 'docker.io'}/{path}"
+    if len(full) > MAX_NAME:
+        return (f"the full name {_shown(full)} is {len(full)} characters; Docker refuses a "
+                f"name (registry host included) longer than {MAX_NAME}")
     if _REFERENCE.fullmatch(value) is None:  # the grammar decides; the above only explains
         return f"not a valid image reference ({_EXAMPLE})"
     return ""

@@ -24,6 +24,7 @@ import tomli_w
 from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
+from ppml_image.sgx.manifest.measured import refuse_kernel_file, refuse_measured_outputs
 from ppml_image.sgx.manifest.python_helpers import PythonInfo as PythonInfo
 from ppml_image.sgx.manifest.schema import check_schema, validate_manifest
 from ppml_image.sgx.manifest.templating import (
@@ -308,6 +309,7 @@ def _expand(tree: Tree, uri: str, sha256: str | None, name: str,
             path: str | None = None) -> list[_Entry]:
     path = uri_to_path(uri, name) if path is None else path
     real = _resolve(tree, path, uri, name)
+    refuse_kernel_file(tree, path, real, uri, name, "trusted file")
     kind = tree.kind(real)
     if uri.endswith("/"):
         if kind != DIR:
@@ -442,6 +444,7 @@ def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifes
     uri = entrypoint["uri"]
     path = uri_to_path(uri, name)
     real = _resolve(tree, path, uri, name, "loader.entrypoint")
+    refuse_kernel_file(tree, path, real, uri, name, "loader.entrypoint")
     if uri.endswith("/"):
         raise ManifestError(f"{name}: loader.entrypoint.uri {uri!r} ends with '/' (a folder); "
                             "the entrypoint must be a file")
@@ -489,8 +492,10 @@ def render_manifest_file(template: Path, outfile: Path | None = None, *,
     tree = tree_for(chroot)
     if check:
         check_schema(manifest, f"{name} (rendered)")
-    result = dumps(finalize(manifest, tree, name))
+    final = finalize(manifest, tree, name)
+    result = dumps(final)
     if outfile is not None:
+        refuse_measured_outputs(final, tree, [Path(outfile)])  # never over a hashed file
         write_atomic(Path(outfile), result.encode("utf-8"))
     return result
 

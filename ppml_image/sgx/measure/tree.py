@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ppml_image.errors import ManifestError
+from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx.measure.hashing import sha256_fd, sha256_many
 
 T = TypeVar("T")
@@ -488,9 +488,22 @@ def tree_for(chroot: Path | None) -> Tree:
     """The tree for a ``--chroot`` option: the folder, or the host itself."""
     if chroot is None:
         return HostTree()
-    if not Path(chroot).is_dir():
-        raise ManifestError(f"{chroot}: chroot folder does not exist")
+    check_chroot(chroot)
     try:
         return DiskTree(Path(chroot))
     except OSError as exc:
         raise ManifestError(f"{chroot}: cannot open chroot folder: {exc.strerror}") from None
+
+
+def check_chroot(chroot: Path) -> None:
+    """Refuse a ``--chroot`` that is not a folder, before any work, saying why."""
+    try:
+        info = os.stat(chroot)
+    except (FileNotFoundError, NotADirectoryError):
+        what = "is a symbolic link to nothing" if os.path.islink(chroot) else "does not exist"
+        raise UsageError(f"--chroot {chroot}: the folder {what}") from None
+    except OSError as exc:
+        raise UsageError(f"--chroot {chroot}: cannot use the folder: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"--chroot {chroot}: is not a folder (give the root folder of the "
+                         "enclave's file system)")

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from ppml_image.sgx.signing.signers import _Closing
 
 if TYPE_CHECKING:
     import pkcs11
+
+log = logging.getLogger("ppml_image")
 
 MODULE_ENV = "PPML_IMAGE_PKCS11_MODULE"
 PIN_ENV = "PPML_IMAGE_PKCS11_PIN"
@@ -146,8 +150,9 @@ def load_module(path: str, where: str) -> Any:
     """Load (and initialise) the module; a file that is not one gives one line."""
     import pkcs11
 
-    if not os.path.isfile(path):
-        raise TokenError(f"{where}: PKCS#11 module {path} cannot be loaded: no such file")
+    problem = _module_file_problem(path)
+    if problem:
+        raise TokenError(f"{where}: PKCS#11 module {path} cannot be loaded: {problem}")
     try:
         return pkcs11.lib(path)
     except pkcs11.PKCS11Error as exc:
@@ -157,6 +162,21 @@ def load_module(path: str, where: str) -> Any:
         else:  # python-pkcs11 says "OS exception while loading PATH: PATH: why"
             reason = text.rsplit(": ", 1)[-1] or type(exc).__name__
         raise TokenError(f"{where}: PKCS#11 module {path} cannot be loaded: {reason}") from None
+
+
+def _module_file_problem(path: str) -> str:
+    """Why *path* cannot be a module file ("" if it is a regular file), in the user's words."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "is a symbolic link to nothing" if os.path.islink(path) else "no such file"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a module file (give the path of the .so)"
+    if not stat.S_ISREG(info.st_mode):
+        return "is a device, FIFO or socket, not a module file (give the path of the .so)"
+    return ""
 
 
 def find_token(lib: Any, uri: Pkcs11Uri, where: str, module: str) -> pkcs11.Token:
@@ -298,6 +318,7 @@ def open_token_signer(uri_text: str) -> Pkcs11Signer:
         if problem:
             raise TokenError(f"{where}: {problem}")
         _check_may_sign(key, where)
+        _warn_if_exposed(key, where)
         return Pkcs11Signer(session, key, public, where)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -312,6 +333,21 @@ def _check_may_sign(key: Any, where: str) -> None:
         may_sign = key[Attribute.SIGN]
     if not may_sign:
         raise TokenError(f"{where}: the key may not sign (CKA_SIGN is false)")
+
+
+def _warn_if_exposed(key: Any, where: str) -> None:
+    """Warn when the token would hand the private key out: signing still works,
+    but whoever holds the PIN can copy the enclave key off the token."""
+    from pkcs11 import Attribute
+
+    with token_errors(where, "reading the key"):
+        sensitive, extractable = key[Attribute.SENSITIVE], key[Attribute.EXTRACTABLE]
+    exposed = [name for name, bad in (("CKA_SENSITIVE is false", not sensitive),
+                                      ("CKA_EXTRACTABLE is true", extractable)) if bad]
+    if exposed:
+        log.warning("%s: the private key can leave the token (%s): anyone with the PIN can "
+                    "copy the enclave key; make a new one with `ppml-image keygen --pkcs11` "
+                    "(sensitive, never extractable)", where, " and ".join(exposed))
 
 
 def _selector(uri: Pkcs11Uri) -> dict[Any, Any]:
