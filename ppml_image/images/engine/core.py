@@ -225,7 +225,8 @@ class Engine(ABC):
     @abstractmethod
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
-              nocache: bool = False, network_mode: str | None = None) -> str:
+              nocache: bool = False, network_mode: str | None = None,
+              extra_hosts: dict[str, str] | None = None) -> str:
         """Build from a tar context; return the image id (untagged)."""
 
     @abstractmethod
@@ -471,7 +472,8 @@ class DockerEngine(Engine):
 
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
-              nocache: bool = False, network_mode: str | None = None) -> str:
+              nocache: bool = False, network_mode: str | None = None,
+              extra_hosts: dict[str, str] | None = None) -> str:
         """Build with the classic builder, following its stream (see :func:`_follow`).
 
         The engine goes on with a build whose client stopped reading, so on
@@ -486,6 +488,9 @@ class DockerEngine(Engine):
                                   "labels": json.dumps(labels or {})}
         if network_mode:
             params["networkmode"] = network_mode
+        if extra_hosts:  # the step containers' /etc/hosts: not part of any cache key
+            params["extrahosts"] = " ".join(f"{name}:{address}"
+                                            for name, address in sorted(extra_hosts.items()))
         headers = {"Content-Type": "application/tar"}
         running: list[str] = []  # the container of the step being run, if any
         response = None

@@ -1,0 +1,195 @@
+"""Issue 17, point 5: the smaller breaks, each through public commands and functions.
+
+- the wheelhouse reaches build-base with no per-run value in a cached step;
+- a symlink loop in an image is refused (exit 3) without an engine path;
+- a registry whose config ``diff_ids`` do not match its layers is refused (exit 3);
+- an index (manifest list) digest is reported as one, with its platform checked;
+- the lock's mirror check reads ``apt-cache madison``'s columns;
+- duplicate JSON keys are refused wherever we read JSON.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+import json
+import socket
+import tarfile
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    SESSION,
+    SESSION_LABEL,
+    assert_one_line_error,
+    build_base_cli,
+    run_cli,
+    unique_tag,
+)
+
+from ppml_image.errors import BuildError
+from ppml_image.images.base import fileserver
+from ppml_image.images.base.build import render_dockerfile
+from ppml_image.images.base.config import BaseConfig
+
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+DEFAULT_PORT = BaseConfig().wheel_server_port
+
+
+# --------------------------------------------------------------------------
+# The wheelhouse: a fixed URL in the Dockerfile, a per-run address outside it
+# --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _held(address: str, port: int) -> Iterator[socket.socket | None]:
+    """A listener on *address*:*port*, as another program's (None: someone else holds it)."""
+    holder = socket.socket()
+    try:
+        holder.bind((address, port))
+    except OSError:
+        holder.close()
+        yield None
+        return
+    holder.listen()
+    try:
+        yield holder
+    finally:
+        holder.close()
+
+
+def _get(server: fileserver.FileServer, name: str) -> bytes:
+    with urllib.request.urlopen(f"http://{server.address}:{server.port}/{name}",
+                                timeout=30) as answer:
+        return bytes(answer.read())
+
+
+def test_two_servers_at_once_share_the_url_while_the_port_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a/x").write_bytes(b"first")
+    (tmp_path / "b/x").write_bytes(b"second")
+    with _held("127.0.0.1", DEFAULT_PORT), \
+            fileserver.FileServer(tmp_path / "a", DEFAULT_PORT) as first, \
+            fileserver.FileServer(tmp_path / "b", DEFAULT_PORT) as second:
+        assert first.url == second.url == f"http://{fileserver.HOST}:{DEFAULT_PORT}"
+        assert first.address != second.address
+        for server in (first, second):
+            assert server.address.startswith("127.") and server.address != "127.0.0.1"
+            assert server.extra_hosts == {fileserver.HOST: server.address}
+        assert (_get(first, "x"), _get(second, "x")) == (b"first", b"second")
+
+
+def test_a_port_taken_on_every_address_is_one_line(tmp_path: Path) -> None:
+    with _held("0.0.0.0", 0) as holder:
+        assert holder is not None
+        port = holder.getsockname()[1]
+        with pytest.raises(BuildError, match=rf"wheel_server_port {port}: taken on every"):
+            fileserver.FileServer(tmp_path, port)
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, True, "38917"])
+def test_wheel_server_port_must_be_a_port(tmp_path: Path, port: object) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"[base]\nwheel_server_port = {json.dumps(port)}\n")
+    assert_one_line_error(run_cli("build-base", "--config", config, "--gramine-source", "apt",
+                                  env=NO_ENGINE), "wheel_server_port")
+
+
+def test_dockerfile_has_no_per_run_value() -> None:
+    """Rendered for two runs (two servers at once): the same text, naming no address."""
+    texts = set()
+    with fileserver.FileServer(Path("/nonexistent"), DEFAULT_PORT) as one, \
+            fileserver.FileServer(Path("/nonexistent"), DEFAULT_PORT) as two:
+        for server in (one, two):
+            text = render_dockerfile(BaseConfig(profile="full", gramine_source="deb-dir"),
+                                     file_server=server.url, ml_digest="m" * 64,
+                                     spark_digest="s" * 64, debs=["g_1_amd64.deb"],
+                                     debs_digest="d" * 64)
+            assert server.address not in text
+            texts.add(text)
+    assert len(texts) == 1
+
+
+def _context(dockerfile: str) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+class _UnrelatedBuild:
+    """Someone else's ``docker build`` on the same engine, running until released.
+
+    Its one step (host network) waits until a port that this test holds bound
+    starts listening: no timing, the test says when it may end.
+    """
+
+    def __init__(self, client, os_image: str) -> None:
+        self.client = client
+        self.gate = socket.socket()
+        self.gate.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = self.gate.getsockname()[1]
+        self.dockerfile = (
+            f"FROM {os_image}\nLABEL {SESSION_LABEL}={SESSION}\n"
+            f"RUN echo unrelated-{SESSION}-{port} && bash -c 'until (exec 3<>/dev/tcp/"
+            f"127.0.0.1/{port}) 2>/dev/null; do sleep 0.2; done'\n")
+        self.running = threading.Event()
+        self.result: list[object] = []
+        self.thread = threading.Thread(target=self._build, daemon=True)
+
+    def _build(self) -> None:
+        try:
+            for chunk in self.client.api.build(fileobj=_context(self.dockerfile),
+                                               custom_context=True, rm=True, forcerm=True,
+                                               network_mode="host", decode=True):
+                if "Running in" in chunk.get("stream", ""):
+                    self.running.set()
+                if "error" in chunk:
+                    self.result.append(chunk["error"])
+                if "aux" in chunk:
+                    self.result.append(chunk["aux"]["ID"])
+        except BaseException as exc:  # reported by the test, never lost
+            self.result.append(exc)
+        finally:
+            self.running.set()
+
+    def __enter__(self) -> _UnrelatedBuild:
+        self.thread.start()
+        assert self.running.wait(600), "the unrelated build never started its step"
+        return self
+
+    def release(self) -> None:
+        self.gate.listen()
+        self.thread.join(600)
+        self.gate.close()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.thread.is_alive():
+            self.release()
+        self.gate.close()
+
+
+@pytest.mark.docker
+def test_rebuilds_at_once_beside_an_unrelated_build_keep_the_image_id(
+        slim_base: dict, gramine_tree: Path, janitor, docker_client, os_image: str) -> None:
+    """Two unchanged rebuilds of the slim base at the same time, with the wheel
+    server's default port taken on 127.0.0.1 and an unrelated build running on
+    the same engine: both are the session's slim base, step for step."""
+    tags = [janitor.track(unique_tag(f"base-slim-at-once-{n}")) for n in (1, 2)]
+    with _held("127.0.0.1", DEFAULT_PORT), _UnrelatedBuild(docker_client, os_image) as other:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda tag: build_base_cli(tag, gramine_tree), tags))
+        still_running = other.thread.is_alive()
+        other.release()
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["image_id"] == slim_base["image_id"]
+    assert still_running, "the unrelated build ended before the base builds did"
+    assert len(other.result) == 1 and str(other.result[0]).startswith("sha256:"), other.result
