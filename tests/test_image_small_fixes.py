@@ -193,3 +193,57 @@ def test_rebuilds_at_once_beside_an_unrelated_build_keep_the_image_id(
         assert json.loads(result.stdout)["image_id"] == slim_base["image_id"]
     assert still_running, "the unrelated build ended before the base builds did"
     assert len(other.result) == 1 and str(other.result[0]).startswith("sha256:"), other.result
+
+
+# --------------------------------------------------------------------------
+# A symbolic link loop: exit 3, in the image's terms (no engine path)
+# --------------------------------------------------------------------------
+def _build_image(client, dockerfile: str) -> str:
+    image = ""
+    for chunk in client.api.build(fileobj=_context(dockerfile), custom_context=True, rm=True,
+                                  forcerm=True, decode=True):
+        assert "error" not in chunk, chunk
+        image = chunk.get("aux", {}).get("ID", image)
+    assert image.startswith("sha256:")
+    return image
+
+
+@pytest.fixture(scope="module")
+def loop_image(docker_client, os_image: str, janitor) -> str:
+    """An image whose command names an enclave whose ``.sig`` (and folder) are link loops."""
+    return _build_image(docker_client, f"""FROM {os_image}
+RUN mkdir /ppml && ln -s app.sig /ppml/app.sig && ln -s /lb /la && ln -s /la /lb
+WORKDIR /ppml
+CMD ["gramine-sgx", "app"]
+LABEL {SESSION_LABEL}={SESSION}
+""")
+
+
+ENGINE_PATHS = ("/var/lib/docker", "overlay2", "/merged")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", [["inspect"], ["verify", "--allow-unpinned-base"],
+                                     ["verify"]])
+def test_a_link_loop_is_refused_in_the_image_terms(loop_image: str, command: list[str]) -> None:
+    result = run_cli(*command, loop_image, "--json")
+    if result.returncode == 2 and "allow-unpinned-base" in result.stderr:
+        pytest.skip("verify has no --allow-unpinned-base on this branch")
+    assert result.returncode == 3, result
+    assert not any(p in result.stdout + result.stderr for p in ENGINE_PATHS), result
+
+
+@pytest.mark.docker
+def test_a_link_loop_read_through_the_engine_is_a_refusal(loop_image: str) -> None:
+    from ppml_image.images.engine.core import LinkLoopError, connect
+
+    engine = connect()
+    with engine.open(loop_image) as files:
+        for read in (lambda: files.stat("/la"), lambda: files.stat("/la/x"),
+                     lambda: files.read_file("/ppml/app.sig", limit=4096),
+                     lambda: files.archive("/lb/")):
+            with pytest.raises(LinkLoopError) as caught:
+                read()
+            assert caught.value.exit_code == 3
+            assert not any(p in str(caught.value) for p in ENGINE_PATHS), caught.value
+        assert files.stat("/etc") is not None  # an ordinary path still reads

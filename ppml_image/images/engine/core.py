@@ -71,7 +71,7 @@ import urllib3.exceptions
 from docker.utils.json_stream import json_stream
 
 from ppml_image import _signals
-from ppml_image.errors import BuildError, EngineError, RegistryError
+from ppml_image.errors import BuildError, EngineError, RegistryError, VerificationError
 from ppml_image.images.engine.reference import check_image, check_tag
 from ppml_image.images.engine.tarstream import ByteStream, read_single_file
 from ppml_image.images.progress import Progress
@@ -171,6 +171,31 @@ class Transfer:
 
 class MissingError(EngineError):
     """The engine has no such image, container or path."""
+
+
+class LinkLoopError(VerificationError):
+    """A path in an image leads through a symbolic link loop: the image is refused.
+
+    A verification refusal (exit 3), not an engine failure: the image's own
+    content is what stops the read, and a hostile image can make one.
+    """
+
+
+# How the engine says that resolving a path in a container looped (Go's
+# evalSymlinksInScope, or the kernel's ELOOP text).
+_LOOP_RE = re.compile(r"too many links|too many levels of symbolic links", re.IGNORECASE)
+# The engine's own paths in its messages (overlay2's .../merged, vfs's dir/ID,
+# a container's rootfs): its data root is none of the user's business.
+_ENGINE_PATH_RE = re.compile(r"/[^\s\"']*?/(?:merged|diff|rootfs|vfs/dir/[0-9a-f]{64})"
+                             r"(?=[/\s\"':]|$)")
+
+
+def image_path_error(image: str, path: str, message: str) -> EngineError | LinkLoopError:
+    """The engine's error reading *path* of *image*, in the image's terms only."""
+    if _LOOP_RE.search(message):
+        return LinkLoopError(f"{image}:{path}: a symbolic link on the way loops (it leads "
+                             "back to itself): the image is refused")
+    return EngineError(_ENGINE_PATH_RE.sub("", message))
 
 
 class ImageFiles(ABC):
@@ -674,14 +699,29 @@ class _DockerFiles(ImageFiles):
         super().__init__(image)
         self.engine, self.container = engine, container
 
+    @contextlib.contextmanager
+    def _path_call(self, path: str, what: str) -> Iterator[None]:
+        """:meth:`DockerEngine._call`, with the engine's messages told in the image's terms."""
+        try:
+            with self.engine._call(what):
+                yield
+        except MissingError:
+            raise
+        except EngineError as exc:
+            raise image_path_error(self.image, path, str(exc)) from None
+
     def _get(self, url: str, what: str, params: dict[str, str] | None = None) -> ByteStream:
         api = self.engine.api
-        with self.engine._call(what):
+        with self._path_call((params or {}).get("path", "/"), what):
             # Identity: the engine would otherwise gzip the stream for requests' default
             # Accept-Encoding, costing a compression on each side for nothing.
             response = api._get(api._url(url, self.container), params=params, stream=True,
                                 headers={"Accept-Encoding": "identity"})
-            api._raise_for_status(response)
+            try:
+                api._raise_for_status(response)
+            except BaseException:
+                response.close()
+                raise
         return _ResponseStream(self.engine, response, what)
 
     def export(self) -> ByteStream:
@@ -692,11 +732,16 @@ class _DockerFiles(ImageFiles):
 
     def stat(self, path: str) -> PathStat | None:
         api = self.engine.api
-        with self.engine._call(f"{self.image}:{path}"):
+        with self._path_call(path, f"{self.image}:{path}"):
             response = api.head(api._url("/containers/{0}/archive", self.container),
                                 params={"path": path})
             if response.status_code == 404:
                 return None
+        if response.status_code >= 500:
+            # A HEAD answer has no body to say why (a link loop, say): the GET's
+            # error says it, and a GET that succeeds is closed unread.
+            self.archive(path).close()
+        with self._path_call(path, f"{self.image}:{path}"):
             api._raise_for_status(response)
         header = response.headers.get("X-Docker-Container-Path-Stat", "")
         try:
