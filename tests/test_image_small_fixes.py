@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import socket
+import subprocess
 import tarfile
 import threading
 import urllib.request
@@ -247,3 +248,59 @@ def test_a_link_loop_read_through_the_engine_is_a_refusal(loop_image: str) -> No
             assert caught.value.exit_code == 3
             assert not any(p in str(caught.value) for p in ENGINE_PATHS), caught.value
         assert files.stat("/etc") is not None  # an ordinary path still reads
+
+
+# --------------------------------------------------------------------------
+# The lock's mirror check reads apt-cache madison's columns
+# --------------------------------------------------------------------------
+# What apt-cache madison prints (apt's setw(10): short names and versions
+# right-aligned), for a mirror with these packages.
+MADISON = {
+    "libfoo": ["    libfoo |      1.0-1 | http://mirror/debian bookworm/main amd64 Packages",
+               "    libfoo |      1.0-1 | http://mirror/debian bookworm/main Sources"],
+    "bar": ["       bar |    2.3.1-1 | http://mirror/debian bookworm/main amd64 Packages"],
+    "baz": ["       baz | 10.2+dfsg-1+b1 | http://mirror/debian bookworm/main amd64 Packages"],
+    "qux": ["    qux-ng |        1.0 | http://mirror/debian bookworm/main amd64 Packages"],
+}
+
+
+def _run_mirror_check(tmp_path: Path, pins: list[str]) -> tuple[int, str]:
+    """The check build-base puts in the Dockerfile, run by sh with this mirror's apt."""
+    from ppml_image.images.base.build import _mirror_check
+
+    tools = tmp_path / "bin"
+    tools.mkdir(exist_ok=True)
+    listing = tmp_path / "madison"
+    listing.mkdir(exist_ok=True)
+    for name, lines in MADISON.items():
+        (listing / name).write_text("\n".join(lines) + "\n")
+    for name, body in {"apt-get": "exit 100",  # the dry run fails: check each pin
+                       "dpkg-query": "exit 1",  # nothing installed
+                       "apt-cache": f'[ "$1" = madison ] && cat "{listing}/$2" 2>/dev/null; '
+                                    "exit 0"}.items():
+        script = tools / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    proc = subprocess.run(["sh", "-c", _mirror_check(pins)], capture_output=True, text=True,
+                          env={"PATH": f"{tools}:/usr/bin:/bin"}, check=False, timeout=60)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("pins,missing", [
+    (["libfoo=1.0-1", "baz=10.2+dfsg-1+b1"], None),  # padded and unpadded columns
+    (["libfoo=1.0-1", "bar=2.3"], "bar=2.3"),  # a prefix of a listed version is not it
+    (["bar=2.3.1-1", "libfoo=1.0"], "libfoo=1.0"),
+    (["qux=1.0"], "qux=1.0"),  # another package's line (qux-ng) is not qux's
+    (["libfoo=1.0-1", "bar=.*"], "bar=.*"),  # a version is text, never a pattern
+    (["bar=2.3.1-1 |"], "bar=2.3.1-1 |"),
+])
+def test_mirror_check_reads_madison_columns(tmp_path: Path, pins: list[str],
+                                            missing: str | None) -> None:
+    from ppml_image.images.base.build import MIRROR_MISSING
+
+    code, output = _run_mirror_check(tmp_path, pins)
+    if missing is None:
+        assert (code, output) == (0, ""), output
+    else:
+        assert code == 100, output
+        assert output.strip() == f"{MIRROR_MISSING} {missing}"

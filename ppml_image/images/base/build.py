@@ -127,6 +127,16 @@ _GRAMINE_MISSING_RE = re.compile(re.escape(gramine_install.MISSING_MARKER)
                                  + r"((?: [^\s$\"']+)+)")
 
 
+# Reads ``apt-cache madison``'s columns (package | version | source), each
+# stripped of the padding apt adds (``setw(10)``: short names and versions are
+# right-aligned), and succeeds only if a line names exactly $name at exactly
+# $version. The values come through ENVIRON (awk -v would expand backslashes),
+# and == compares strings: no pattern, no substring.
+MADISON_HAS = ("awk -F'|' '{ for (i = 1; i <= 2; i++) gsub(/^[ \\t]+|[ \\t]+$/, \"\", $i); "
+               "if ($1 == ENVIRON[\"name\"] && $2 == ENVIRON[\"version\"]) found = 1 } "
+               "END { exit !found }'")
+
+
 def _mirror_check(pins: list[str]) -> str:
     """Shell that stops the build naming the first pin the mirror lacks.
 
@@ -143,7 +153,8 @@ def _mirror_check(pins: list[str]) -> str:
             f"2>&1 || for spec in {quoted}; do name=\"${{spec%%=*}}\"; "
             f"version=\"${{spec#*=}}\"; "
             f"[ \"$(dpkg-query -W -f='${{Version}}' \"$name\" 2>/dev/null)\" = \"$version\" ] "
-            f"|| apt-cache madison \"$name\" | grep -qF -- \" | $version | \" "
+            f"|| apt-cache madison \"$name\" | name=\"$name\" version=\"$version\" "
+            f"{MADISON_HAS} "
             f"|| {{ echo \"{MIRROR_MISSING} $spec\"; exit 100; }}; done; }}")
 
 
