@@ -31,7 +31,10 @@ from conftest import (
     run_cli,
     unique_tag,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ppml_image import _json
 from ppml_image.errors import BuildError
 from ppml_image.images.base import fileserver
 from ppml_image.images.base.build import render_dockerfile
@@ -304,3 +307,87 @@ def test_mirror_check_reads_madison_columns(tmp_path: Path, pins: list[str],
     else:
         assert code == 100, output
         assert output.strip() == f"{MIRROR_MISSING} {missing}"
+
+
+# --------------------------------------------------------------------------
+# Duplicate JSON keys are refused, naming the file and the key
+# --------------------------------------------------------------------------
+_KEYS = st.text(max_size=8)
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                       lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(_KEYS, inner, max_size=3), max_leaves=10)
+
+
+@given(_VALUES)
+@settings(max_examples=200, deadline=None)
+def test_strict_json_reads_what_json_writes(value: object) -> None:
+    assert _json.loads(json.dumps(value)) == value
+    assert _json.loads(json.dumps(value).encode()) == value
+
+
+@given(st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=4), st.data())
+@settings(max_examples=200, deadline=None)
+def test_any_duplicated_key_is_refused_at_any_depth(doc: dict, data: st.DataObject) -> None:
+    key = data.draw(st.sampled_from(sorted(doc)))
+    body = json.dumps(doc)[1:-1]
+    twice = "{" + body + ", " + json.dumps(key) + ": " + json.dumps(doc[key]) + "}"
+    nested = data.draw(st.sampled_from([twice, f'{{"a": [{twice}]}}', f"[1, {twice}]"]))
+    with pytest.raises(_json.DuplicateKeyError) as caught:
+        _json.loads(nested)
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("text", ["NaN", '{"a": Infinity}', "[-Infinity]"])
+def test_non_json_numbers_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not JSON"):
+        _json.loads(text)
+
+
+def _lock_text(tmp_path: Path) -> str:
+    """A real lock file's text, as write_lock writes it."""
+    from ppml_image.images.base.lock import BaseLock, DebPackage, Wheel, write_lock
+
+    lock = BaseLock(profile="slim", os_image="debian:bookworm", os_image_id="sha256:" + "a" * 64,
+                    packages={"bash": DebPackage("5.2.15-2+b2", "amd64", "system")},
+                    wheels={"six-1.16.0-py2.py3-none-any.whl": Wheel(
+                        "six", "1.16.0", "six-1.16.0-py2.py3-none-any.whl", "b" * 64, "ml",
+                        False)},
+                    gramine_source="apt", gramine_inputs={},
+                    gramine_files={"libsysdb.so": "c" * 64},
+                    debian_mirror="", image_id="sha256:" + "d" * 64)
+    path = tmp_path / "written.lock.json"
+    write_lock(lock, path)
+    return path.read_text()
+
+
+def test_a_lock_with_a_duplicated_key_is_refused(tmp_path: Path) -> None:
+    from ppml_image.images.base.lock import LockError, read_lock
+
+    text = _lock_text(tmp_path)
+    assert read_lock(tmp_path / "written.lock.json").profile == "slim"  # the original reads
+    doubled = tmp_path / "doubled.lock.json"
+    # The last "profile" would win in json.loads: a lock that reads two ways.
+    doubled.write_text(text.replace('"profile": "slim",', '"profile": "slim",\n'
+                                    '  "profile": "full",', 1))
+    assert doubled.read_text() != text
+    with pytest.raises(LockError, match=r"doubled.lock.json: key 'profile' appears twice"):
+        read_lock(doubled)
+    result = run_cli("build-base", "--profile", "slim", "--gramine-source", "apt",
+                     "--lock", doubled, env=NO_ENGINE)
+    assert_one_line_error(result, str(doubled), "'profile' appears twice")
+
+
+def test_base_json_with_a_duplicated_key_is_refused() -> None:
+    from ppml_image.errors import ImageContentError
+    from ppml_image.images.layout import BaseInfo
+
+    gramine = ('"pkglibdir": "/usr/lib/x86_64-linux-gnu/gramine", '
+               '"libpal": "/usr/lib/x86_64-linux-gnu/gramine/sgx/libpal.so", '
+               '"libsysdb": "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so", '
+               '"runtimedir": "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc"')
+    good = f'{{"gramine": {{{gramine}}}}}'
+    assert BaseInfo.parse(good.encode(), "img").libpal.endswith("/sgx/libpal.so")
+    evil = f'{{"gramine": {{{gramine}, "libpal": "/usr/lib/x86_64-linux-gnu/gramine/x.so"}}}}'
+    with pytest.raises(ImageContentError,
+                       match=r"^img:/etc/ppml-image/base.json: key 'libpal' appears twice"):
+        BaseInfo.parse(evil.encode(), "img")

@@ -70,7 +70,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils.json_stream import json_stream
 
-from ppml_image import _signals
+from ppml_image import _json, _signals
 from ppml_image.errors import BuildError, EngineError, RegistryError, VerificationError
 from ppml_image.images.engine.reference import check_image, check_tag
 from ppml_image.images.engine.tarstream import ByteStream, read_single_file
@@ -376,7 +376,7 @@ def owner_is_gone(label: str) -> bool:
     machine, another pid namespace, an unreadable label) is left alone.
     """
     try:
-        owner = json.loads(label)
+        owner = _json.loads(label)
         host, boot, pidns = str(owner["host"]), str(owner["boot"]), str(owner["pidns"])
         pid, start = int(owner["pid"]), str(owner["start"])
     except (ValueError, KeyError, TypeError):
@@ -745,7 +745,7 @@ class _DockerFiles(ImageFiles):
             api._raise_for_status(response)
         header = response.headers.get("X-Docker-Container-Path-Stat", "")
         try:
-            stat = json.loads(base64.b64decode(header))
+            stat = _json.loads(base64.b64decode(header))
             mode = int(stat["mode"])
         except (ValueError, KeyError, TypeError):
             raise EngineError(f"{self.image}:{path}: the engine gave no path stat") from None
