@@ -118,8 +118,7 @@ class ImageInfo:
     layers: tuple[str, ...] = ()  # RootFS diff ids, lowest first
     size: int = 0
     repo_digests: tuple[str, ...] = ()  # NAME@sha256:... this content has in registries
-
-    @property
+    platform: str = "linux/amd64"  # OS/ARCHITECTURE[/VARIANT] its (content-addressed) config says
 
     @property
     def short_id(self) -> str:
@@ -128,6 +127,36 @@ class ImageInfo:
     def derives_from(self, base: ImageInfo) -> bool:
         """Whether this image's layers begin with all of *base*'s (content hashes)."""
         return bool(base.layers) and self.layers[: len(base.layers)] == base.layers
+
+
+# The one platform an SGX enclave image is for: chosen explicitly on every
+# pull, whatever the engine's own platform, and checked on every image verified.
+PLATFORM = "linux/amd64"
+INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
+               "application/vnd.oci.image.index.v1+json")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """What a registry says a reference names (via the engine)."""
+
+    media_type: str
+    digest: str
+    platforms: tuple[str, ...]  # OS/ARCH[/VARIANT] of each image an index names
+
+    @property
+    def is_index(self) -> bool:
+        """An index (manifest list): the digest names one image per platform, not one image."""
+        return self.media_type in INDEX_TYPES
+
+
+def _platform_name(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "unknown"
+    parts = [str(value.get("os") or "?"), str(value.get("architecture") or "?")]
+    if value.get("variant"):
+        parts.append(str(value["variant"]))
+    return "/".join(parts)[:60]
 
 
 @dataclass(frozen=True)
@@ -268,7 +297,11 @@ class Engine(ABC):
 
     @abstractmethod
     def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
-        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) from its registry."""
+        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) for :data:`PLATFORM`."""
+
+    def distribution(self, ref: str) -> Distribution | None:
+        """What the registry says *ref* is (one image's manifest, or an index); None: unknown."""
+        return None
 
     @abstractmethod
     def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
@@ -462,13 +495,34 @@ class DockerEngine(Engine):
         try:
             # The engine checks every blob against its digest, and the manifest
             # against the digest of a NAME@sha256:... reference.
-            chunks = self.api.pull(repository, tag=tag, stream=True, decode=True)
+            chunks = self.api.pull(repository, tag=tag, stream=True, decode=True,
+                                   platform=PLATFORM)
             return _follow_transfer(chunks, ref, what, progress, pushing=False)
         except docker.errors.APIError as exc:
             raise registry_error(what, ref, str(exc.explanation or exc)) from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
                               f"({type(exc).__name__})") from None
+
+    def distribution(self, ref: str) -> Distribution | None:
+        what = f"asking the registry what {ref} is"
+        try:
+            # A deadline of its own: a registry that never answers costs a minute, not ten.
+            response = self.api._get(self.api._url("/distribution/{0}/json", ref), timeout=60)
+            self.api._raise_for_status(response)
+            raw = _json.loads(response.content)
+        except docker.errors.APIError as exc:
+            raise registry_error(what, ref, str(exc.explanation or exc)) from None
+        except ValueError:
+            raise RegistryError(f"{what}: the answer is not valid JSON", "other") from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise self._gone(what, exc) from None
+        descriptor = raw.get("Descriptor") if isinstance(raw, dict) else None
+        if not isinstance(descriptor, dict) or not valid_digest(descriptor.get("digest")):
+            raise RegistryError(f"{what}: the engine's answer names no digest", "other")
+        platforms = raw.get("Platforms") if isinstance(raw.get("Platforms"), list) else []
+        return Distribution(str(descriptor.get("mediaType") or ""), str(descriptor["digest"]),
+                            tuple(_platform_name(p) for p in platforms))
 
     def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         repository, tag = split_tag(ref)
@@ -771,7 +825,9 @@ def _image_info(attrs: dict[str, Any]) -> ImageInfo:
         onbuild=strings(config.get("OnBuild")) or (),
         layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
         size=int(attrs.get("Size") or 0),
-        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()))
+        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
+        platform="/".join(str(attrs.get(k) or "") for k in ("Os", "Architecture", "Variant")
+                          if attrs.get(k) or k != "Variant"))
 
 
 def split_tag(ref: str) -> tuple[str, str]:
@@ -803,6 +859,9 @@ _REGISTRY_REASONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("http", ("server gave http response to https client",)),
     ("content", ("verification failed", "digest mismatch", "did not match",
                  "digest_invalid", "digest invalid")),
+    # The image config's rootfs.diff_ids name other layers than the manifest serves.
+    ("layers", ("don't match image configuration", "do not match image configuration")),
+    ("platform", ("no matching manifest for",)),
     ("auth", ("no basic auth credentials", "unauthorized", "authentication required",
               "denied", "incorrect username or password")),
     ("name", ("name invalid", "name_invalid", "invalid reference format",
@@ -829,6 +888,10 @@ def registry_error(what: str, ref: str, message: str) -> RegistryError:
         "name": (f"{what}: name invalid ({detail})", "name"),
         "content": (f"{what}: registry {registry} served content that does not match its "
                     f"digest ({detail}): refused", "content"),
+        "platform": (f"{what}: the reference names no {PLATFORM} image ({detail}): "
+                     "refused", "platform"),
+        "layers": (f"{what}: registry {registry} served layers that are not the ones the "
+                   f"image's config names (rootfs.diff_ids) ({detail}): refused", "content"),
         "not-found": (f"{what}: not found in registry {registry} ({detail})", "not-found"),
         "unreachable": (f"{what}: registry {registry} does not answer ({detail}); is it "
                         "running? (a local one: scripts/ensure-registry.sh)", "unreachable"),
