@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gzip
+import hashlib
 import io
 import json
 import socket
@@ -391,3 +393,141 @@ def test_base_json_with_a_duplicated_key_is_refused() -> None:
     with pytest.raises(ImageContentError,
                        match=r"^img:/etc/ppml-image/base.json: key 'libpal' appears twice"):
         BaseInfo.parse(evil.encode(), "img")
+
+
+# --------------------------------------------------------------------------
+# The registry: hand-made manifests, pushed through its HTTP API
+# --------------------------------------------------------------------------
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+class _Pusher:
+    """Blobs and manifests put into one repository of the test registry, as any client could."""
+
+    def __init__(self, address: str, repository: str) -> None:
+        self.address = address
+        self.path = repository.removeprefix(f"{address}/")
+        self.repository = repository
+
+    def _request(self, method: str, url: str, body: bytes, content_type: str
+                 ) -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(url if url.startswith("http") else
+                                         f"http://{self.address}{url}", data=body,
+                                         method=method, headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, dict(answer.headers)
+
+    def blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, headers = self._request("POST", f"/v2/{self.path}/blobs/uploads/", b"",
+                                        "application/octet-stream")
+        assert status == 202, status
+        location = headers["Location"]
+        joiner = "&" if "?" in location else "?"
+        status, _ = self._request("PUT", f"{location}{joiner}digest={digest}", data,
+                                  "application/octet-stream")
+        assert status == 201, status
+        return digest
+
+    def manifest(self, tag: str, body: bytes, media_type: str) -> str:
+        status, headers = self._request("PUT", f"/v2/{self.path}/manifests/{tag}", body,
+                                        media_type)
+        assert status == 201, status
+        return headers["Docker-Content-Digest"]
+
+    def image(self, tag: str, architecture: str, content: bytes, *,
+              diff_ids: list[str] | None = None) -> tuple[str, str, bytes]:
+        """One image of one layer: (manifest digest, config digest = image id, manifest)."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("hello")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        layer = buffer.getvalue()
+        packed = gzip.compress(layer, mtime=0)
+        config = json.dumps({
+            "architecture": architecture, "os": "linux", "config": {"Cmd": ["/hello"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids or
+                       ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": MANIFEST_V2,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(config), "digest": self.blob(config)},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": len(packed), "digest": self.blob(packed)}]}).encode()
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        return self.manifest(tag, manifest, MANIFEST_V2), config_digest, manifest
+
+    def index(self, tag: str, entries: list[tuple[str, bytes, dict[str, str]]]) -> str:
+        body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_LIST, "manifests": [
+            {"mediaType": MANIFEST_V2, "size": len(manifest), "digest": digest,
+             "platform": platform} for digest, manifest, platform in entries]}).encode()
+        return self.manifest(tag, body, MANIFEST_LIST)
+
+
+@pytest.fixture
+def pusher(registry, janitor) -> _Pusher:
+    repository = registry.repository("small-fixes")
+    janitor.track(f"{repository}:pulled")  # the engine's NAME@sha256 references go at the end
+    return _Pusher(registry.address, repository)
+
+
+def _verify_json(ref: str) -> tuple[int, dict]:
+    result = run_cli("verify", ref, "--json")
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.docker
+def test_config_diff_ids_that_do_not_match_the_layers_are_refused(pusher: _Pusher) -> None:
+    digest, _, _ = pusher.image("doctored", "amd64", b"hello",
+                                diff_ids=["sha256:" + "0" * 64])
+    ref = f"{pusher.repository}@{digest}"
+    code, report = _verify_json(ref)
+    assert code == 3 and report["ok"] is False, report
+    assert "rootfs.diff_ids" in report["problems"][0], report
+    result = run_cli("verify", ref)
+    assert_one_line_error(result, "rootfs.diff_ids", "refused")
+    assert result.returncode == 3
+
+
+@pytest.mark.docker
+def test_an_index_digest_is_reported_as_one_with_its_linux_amd64_image(
+        pusher: _Pusher, docker_client) -> None:
+    amd, amd_id, amd_manifest = pusher.image("amd", "amd64", b"for x86-64")
+    arm, arm_id, arm_manifest = pusher.image("arm", "arm64", b"for arm")
+    # arm64 first: an engine that took the first entry would verify the wrong image.
+    index = pusher.index("multi", [(arm, arm_manifest, {"os": "linux", "architecture": "arm64"}),
+                                   (amd, amd_manifest, {"os": "linux", "architecture": "amd64"})])
+    code, report = _verify_json(f"{pusher.repository}@{index}")
+    assert report["image_id"] == amd_id != arm_id
+    assert (report["digest_kind"], report["platform"]) == ("index", "linux/amd64")
+    assert report["index_platforms"] == ["linux/arm64", "linux/amd64"]
+    line = next(c for c in report["checks"] if "index (manifest list)" in c)
+    assert amd_id in line and "linux/arm64, which were not" in line, line
+    assert code == 3  # not an enclave image: what matters here is what the report says
+    code, report = _verify_json(f"{pusher.repository}@{amd}")
+    assert report["digest_kind"] == "manifest" and report["index_platforms"] == []
+
+
+@pytest.mark.docker
+def test_an_index_without_linux_amd64_is_refused_naming_its_platforms(
+        pusher: _Pusher) -> None:
+    arm, _, arm_manifest = pusher.image("arm-only", "arm64", b"arm")
+    ppc, _, ppc_manifest = pusher.image("ppc-only", "ppc64le", b"ppc")
+    index = pusher.index("no-amd64", [
+        (arm, arm_manifest, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+        (ppc, ppc_manifest, {"os": "linux", "architecture": "ppc64le"})])
+    result = run_cli("verify", f"{pusher.repository}@{index}")
+    assert_one_line_error(result, "no linux/amd64 image", "linux/arm64/v8, linux/ppc64le")
+    assert result.returncode == 3
+
+
+@pytest.mark.docker
+def test_an_image_for_another_platform_is_refused(pusher: _Pusher) -> None:
+    arm, _, _ = pusher.image("single-arm", "arm64", b"arm alone")
+    code, report = _verify_json(f"{pusher.repository}@{arm}")
+    assert code == 3
+    assert report["platform"] == "linux/arm64"
+    assert any("is an image for linux/arm64" in p for p in report["problems"]), report
