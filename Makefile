@@ -58,6 +58,7 @@ demo: $(STAMP) docker registry
 bench: $(STAMP) docker softhsm registry
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_images.py
+	$(BIN)/python scripts/bench_commands.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check ppml_image tests scripts

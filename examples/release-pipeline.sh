@@ -6,7 +6,7 @@
 #   2. CI: build the customer image's unsigned stage and export the 256 bytes
 #      to sign (no key anywhere).
 #   3. Signing machine: review the signing data, sign it with `openssl` (or an
-#      HSM through pkcs11-tool: see README, "Production release ...").
+#      HSM through pkcs11-tool: see docs/signers.md, "Production release ...").
 #   4. CI: assemble the signature into the image (checked against the
 #      recomputed data and the public key), refuse anything but the reviewed
 #      MRENCLAVE, and push the signed image; the record names its digest.

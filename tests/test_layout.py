@@ -24,6 +24,7 @@ from ppml_image.sgx.measure.enclave import (
     build_layout,
     check_heap,
     check_layout,
+    enclave_params,
 )
 from ppml_image.sgx.measure.tree import HostTree
 from ppml_image.sgx.sign import measure_manifest, sign_enclave
@@ -192,3 +193,28 @@ def test_vector_mrenclaves_are_unchanged() -> None:
     manifest = parse_manifest(sgx.decode(), "m")
     value = measure_manifest(sgx, manifest, GCC_PAL, "m")
     assert value.hex() == case["expected"]["mr_enclave"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(first_page=st.integers(0, (1 << 24) - 600), count=st.integers(0, 600),
+       flags=st.sampled_from([0x201, 0x203, 0x100, 0x207]))
+def test_bulk_zero_pages_measure_as_one_page_at_a_time(first_page: int, count: int,
+                                                       flags: int) -> None:
+    """Stacks and SSA frames are measured in bulk; the log must be the page-by-page one."""
+    bulk, reference = Measurement(1 << 40), Measurement(1 << 40)
+    bulk.add_zero_run(first_page * PAGE, count, flags)
+    for page in range(first_page, first_page + count):
+        reference.add_page(page * PAGE, flags, bytes(PAGE))
+    assert bulk.value() == reference.value()
+
+
+def test_many_threads_are_measured_without_holding_their_pages() -> None:
+    """TCS and TLS pages are computed per page: the layout holds no page contents."""
+    text = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64
+            + '"\nsgx.enclave_size = "4G"\nsgx.max_threads = 4096\n')
+    params = enclave_params(parse_manifest(text, "m")["sgx"], "m")
+    areas = build_layout(params, text.encode(), GCC_PAL)
+    held = sum(len(a.content) for a in areas if a.content is not None)
+    assert held < 2 * PAGE  # only the manifest's own page
+    tcs = next(a for a in areas if a.desc == "tcs")
+    assert tcs.page_source is not None and len(tcs.page_source(4095)) == PAGE

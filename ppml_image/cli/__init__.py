@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from ppml_image import _signals
+from ppml_image import _phases, _signals
 from ppml_image._signals import Terminated
 from ppml_image.cli.common import app, emit_json, fail, handles_errors
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     # Without this, SIGTERM (docker stop, CI timeouts, kill) ends the process
     # at once and leaves temporary files and containers behind.
     _signals.install()
+    _phases.install()
     _register_commands()
     app(args=argv if argv is not None else sys.argv[1:], prog_name="ppml-image")
 

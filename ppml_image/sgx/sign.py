@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
+from ppml_image._phases import MEASURING, READING, SIGNING, WRITING, phase
 from ppml_image.errors import UsageError
 from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.manifest.policy import enforce_release
@@ -201,14 +202,20 @@ def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer
     given = [Path(manifest), Path(libpal), *inputs, *([Path(key)] if isinstance(key, Path) else [])]
     check_outputs(Path(output), sig_path, given)
     # A Signer (token, external signature) was opened and checked by the caller.
-    signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
-    when = parse_date(date)
-    text = mf.read_text(manifest, "manifest")
-    signed = sign_enclave(text, pal=load_elf(libpal), key=signing_key, tree=tree_for(chroot),
-                          date=when, name=str(manifest), pkglibdir=pkglibdir, release=release,
-                          max_enclave_size=max_enclave_size)
-    refuse_measured_outputs(signed.manifest, chroot, [Path(output), sig_path])
-    write_outputs(signed, Path(output), sig_path)
+    with phase(READING):
+        signing_key = key if isinstance(key, Signer) else load_signing_key(key, passphrase)
+        when = parse_date(date)
+        text = mf.read_text(manifest, "manifest")
+        pal = load_elf(libpal)
+    with phase(MEASURING):
+        signed = prepare_enclave(text, pal=pal, tree=tree_for(chroot), date=when,
+                                 name=str(manifest), pkglibdir=pkglibdir, release=release,
+                                 max_enclave_size=max_enclave_size)
+    with phase(SIGNING):
+        sign_sigstruct(signed.sigstruct, signing_key)
+    with phase(WRITING):
+        refuse_measured_outputs(signed.manifest, chroot, [Path(output), sig_path])
+        write_outputs(signed, Path(output), sig_path)
     return signed
 
 

@@ -45,6 +45,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image import __version__
+from ppml_image._phases import BASE, BUILDING, CHECKING, SIGNING, WRITING, phase
 from ppml_image.defaults import DEFAULT_BASE as DEFAULT_BASE
 from ppml_image.defaults import DEFAULT_TAG as DEFAULT_TAG
 from ppml_image.defaults import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
@@ -304,8 +305,9 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
     else:
         _warn_about_debug(measured)
     if match.base is not None:
-        outside = check_outside(engine, unsigned, measured.tree, measured.base_info, layout,
-                                match.base)
+        with phase(BASE):
+            outside = check_outside(engine, unsigned, measured.tree, measured.base_info,
+                                    layout, match.base)
         if outside.problems:
             raise ImageContentError(f"{ref}: what runs outside the enclave differs from the "
                                     f"base image {match.base.id}: "
@@ -362,9 +364,11 @@ def _build_final(engine: Engine, signed: SignedImage, unsigned: ImageInfo, tag: 
         f"{LABEL_PREFIX}debug": str(view["debug_enclave"]).lower(),
     }
     progress = Progress(f"sign-image {tag}", quiet=quiet)
-    image_id = engine.build(context.finish(), what=f"signing {tag}", progress=progress,
-                            labels=labels, network_mode="none")
-    final = engine.image(image_id)
+    with phase(BUILDING):
+        image_id = engine.build(context.finish(), what=f"signing {tag}", progress=progress,
+                                labels=labels, network_mode="none")
+    with phase(CHECKING):
+        final = engine.image(image_id)
     # The final image must be the measured one plus exactly the layer we added.
     if final.layers[: len(unsigned.layers)] != unsigned.layers or \
             len(final.layers) != len(unsigned.layers) + 1:
@@ -462,7 +466,8 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivat
     measuring.done(f"mr_enclave {signed.sigstruct.mr_enclave[:16]}...")
     # Before the key signs anything (a token, a signature to check): the registered value.
     check_mr_enclave(signed.sigstruct.mr_enclave, publish.expect_mr_enclave, ref)
-    sign_sigstruct(signed.sigstruct, key)
+    with phase(SIGNING):
+        sign_sigstruct(signed.sigstruct, key)
     image_id = _build_final(engine, signed, info, tag, quiet)
     result = CustomImage(image=tag, image_id=image_id, unsigned_image=unsigned_tag or ref,
                          unsigned_image_id=info.id,
@@ -471,7 +476,7 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivat
                          sigstruct=signed.sigstruct.view())
     tags = [tag] if unsigned_tag is None else [unsigned_tag, tag]
     try:
-        with tags_restored_on_failure(engine, tags):
+        with phase(WRITING), tags_restored_on_failure(engine, tags):
             if unsigned_tag is not None:
                 engine.tag(info.id, unsigned_tag)
             engine.tag(image_id, tag)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppml_image._phases import MEASURING, READING, phase
 from ppml_image.errors import ManifestError
 from ppml_image.images.engine import imagefs
 from ppml_image.images.engine.core import Engine, ImageInfo
@@ -64,7 +65,7 @@ def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, sig
     keep = {BASE_INFO_PATH: imagefs.BASE_JSON_LIMIT, gramine.libpal(): imagefs.LIBPAL_LIMIT,
             layout.manifest: imagefs.MANIFEST_LIMIT, layout.manifest_sgx: imagefs.MANIFEST_LIMIT,
             layout.sig: SIGSTRUCT_SIZE}
-    with engine.open(info.id) as files:
+    with phase(READING), engine.open(info.id) as files:
         index = imagefs.index_image(files, progress, keep)
         tree = imagefs.ImageTree(index, files, shown)
         base_info = BaseInfo.parse(tree.read(BASE_INFO_PATH, limit=imagefs.BASE_JSON_LIMIT),
@@ -95,7 +96,8 @@ def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, sig
         result.trusted_files = len(manifest["sgx"]["trusted_files"])
     if progress is not None:
         progress.step(2, 2, "measuring the enclave")
-    result.mr_enclave = measure_manifest(manifest_sgx, manifest, pal, name).hex()
+    with phase(MEASURING):
+        result.mr_enclave = measure_manifest(manifest_sgx, manifest, pal, name).hex()
     return result
 
 

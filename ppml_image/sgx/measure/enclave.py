@@ -17,7 +17,7 @@ import array
 import hashlib
 import itertools
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +93,9 @@ class Area:
     addr: int = -1
     measured: bool = True
     content: bytes | None = None
+    # Pages computed one at a time (TCS and TLS: one page per thread), so that
+    # 65,536 threads never hold their 512 MiB of page contents at once.
+    page_source: Callable[[int], bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -281,16 +284,21 @@ def _fill_tcs_tls(params: EnclaveParams, areas: list[Area], pal: ElfImage,
     stacks, sig_stacks = by_desc["stack"], by_desc["sig_stack"]
     base = DEFAULT_ENCLAVE_BASE
     pal_load_base = pal_area.addr - _pal_span(pal)[0]
-    tcs_data, tls_data = bytearray(tcs.size), bytearray(tls.size)
-    for t in range(params.max_threads):
+
+    def tcs_page(t: int) -> bytes:
+        page = bytearray(TCS_SIZE)
         ssa_addr = ssa.addr + SSA_FRAME_SIZE * SSA_FRAME_NUM * t
-        o = t * TCS_SIZE
-        struct.pack_into("<Q", tcs_data, o + TCS_OSSA, ssa_addr - base)
-        struct.pack_into("<L", tcs_data, o + TCS_NSSA, SSA_FRAME_NUM)
-        struct.pack_into("<Q", tcs_data, o + TCS_OENTRY, pal_load_base + pal.entry - base)
-        struct.pack_into("<Q", tcs_data, o + TCS_OGS_BASE, tls.addr - base + PAGE * t)
-        struct.pack_into("<L", tcs_data, o + TCS_OFS_LIMIT, 0xFFF)
-        struct.pack_into("<L", tcs_data, o + TCS_OGS_LIMIT, 0xFFF)
+        struct.pack_into("<Q", page, TCS_OSSA, ssa_addr - base)
+        struct.pack_into("<L", page, TCS_NSSA, SSA_FRAME_NUM)
+        struct.pack_into("<Q", page, TCS_OENTRY, pal_load_base + pal.entry - base)
+        struct.pack_into("<Q", page, TCS_OGS_BASE, tls.addr - base + PAGE * t)
+        struct.pack_into("<L", page, TCS_OFS_LIMIT, 0xFFF)
+        struct.pack_into("<L", page, TCS_OGS_LIMIT, 0xFFF)
+        return bytes(page)
+
+    def tls_page(t: int) -> bytes:
+        page = bytearray(PAGE)
+        ssa_addr = ssa.addr + SSA_FRAME_SIZE * SSA_FRAME_NUM * t
         values = {
             "self": tls.addr + PAGE * t,
             "stack_protector_canary": STACK_PROTECTOR_CANARY_DEFAULT,
@@ -306,8 +314,11 @@ def _fill_tcs_tls(params: EnclaveParams, areas: list[Area], pal: ElfImage,
             "heap_max": heap_max,
         }
         for key, value in values.items():
-            struct.pack_into("<Q", tls_data, t * PAGE + TLS_FIELDS[key], value)
-    tcs.content, tls.content = bytes(tcs_data), bytes(tls_data)
+            struct.pack_into("<Q", page, TLS_FIELDS[key], value)
+        return bytes(page)
+
+    assert TCS_SIZE == PAGE  # one TCS page, one TLS page per thread
+    tcs.page_source, tls.page_source = tcs_page, tls_page
 
 
 # --------------------------------------------------------------------------
@@ -319,6 +330,9 @@ _BLOCK = 1 << 16  # EADD records per bulk block (4 MiB: stays in cache)
 # Low 32 bits of page offsets in a 4 GiB window, grown as far as a run needs:
 # the whole table (a million entries) costs 30 ms, most of a 256M signing.
 _LOW_DWORDS = array.array("I")
+# A measured page's records: EADD, then 16 x (EEXTEND + 256 bytes), in 8-byte words.
+_ZERO_RECORD_WORDS = (_EADD.size + (PAGE // 256) * (_EEXTEND.size + 256)) // 8
+_ZERO_BLOCK = 256  # zero pages per bulk block (1.3 MiB)
 
 
 class Measurement:
@@ -327,6 +341,7 @@ class Measurement:
     def __init__(self, enclave_size: int) -> None:
         self.enclave_size = enclave_size
         self.digest = hashlib.sha256()
+        self._zero_blocks: dict[int, bytearray] = {}
         self.digest.update(struct.pack("<8sLQ44s", b"ECREATE", SSA_FRAME_SIZE // PAGE,
                                        enclave_size, b""))
 
@@ -366,6 +381,35 @@ class Measurement:
                 pending = hasher.submit(self.digest.update, block)
             if pending is not None:
                 pending.result()
+
+    def add_zero_run(self, offset: int, count: int, flags: int) -> None:
+        """EADD and EEXTEND *count* consecutive zero pages, in bulk.
+
+        A measured zero page's records (EADD, then 16 EEXTEND records each
+        followed by 256 zero bytes: 5,184 bytes) differ from the next page's
+        only in their offset fields, so a block of pages is one template whose
+        17 offset columns are filled by strided writes, not a Python call per
+        record. Stacks, signal stacks and SSA frames are such pages: 5.5
+        million of them for 65,536 threads.
+        """
+        buffer = self._zero_blocks.get(flags)
+        if buffer is None:
+            record = _EADD.pack(b"EADD", 0, flags, b"") + (
+                _EEXTEND.pack(b"EEXTEND", 0, b"") + bytes(256)) * (PAGE // 256)
+            buffer = self._zero_blocks[flags] = bytearray(record * _ZERO_BLOCK)
+        words = memoryview(buffer).cast("Q")
+        while count:
+            n = min(count, _ZERO_BLOCK)
+            end = n * _ZERO_RECORD_WORDS
+            words[1:end:_ZERO_RECORD_WORDS] = array.array("Q", range(offset, offset + n * PAGE,
+                                                                     PAGE))
+            for chunk in range(PAGE // 256):  # EEXTEND j's offset: word 9 + 40 j
+                first = offset + 256 * chunk
+                words[9 + 40 * chunk:end:_ZERO_RECORD_WORDS] = array.array(
+                    "Q", range(first, first + n * PAGE, PAGE))
+            self.digest.update(memoryview(buffer)[: n * _ZERO_RECORD_WORDS * 8])
+            offset += n * PAGE
+            count -= n
 
     def value(self) -> bytes:
         return self.digest.digest()
@@ -437,6 +481,14 @@ def measure(params: EnclaveParams, areas: list[Area], pal: ElfImage) -> bytes:
             continue
         if not area.measured:
             m.add_unmeasured_run(area.addr - DEFAULT_ENCLAVE_BASE, area.size // PAGE, area.flags)
+            continue
+        if area.page_source is not None:
+            for i in range(0, area.size // PAGE):
+                m.add_page(area.addr + i * PAGE - DEFAULT_ENCLAVE_BASE, area.flags,
+                           area.page_source(i))
+            continue
+        if area.content is None:  # SSA, stacks: measured zero pages
+            m.add_zero_run(area.addr - DEFAULT_ENCLAVE_BASE, area.size // PAGE, area.flags)
             continue
         for i in range(0, area.size, PAGE):
             page = zero
