@@ -365,7 +365,8 @@ class MemoryEngine(Engine):
 
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
-              nocache: bool = False, network_mode: str | None = None) -> str:
+              nocache: bool = False, network_mode: str | None = None,
+              extra_hosts: dict[str, str] | None = None) -> str:
         with tarfile.open(fileobj=context) as tar:
             source = {"/" + m.name.strip("/"): _from_member(tar, m) for m in tar}
         dockerfile = source.pop("/Dockerfile").data or b""

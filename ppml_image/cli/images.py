@@ -370,6 +370,10 @@ def verify_cmd(
     typer.echo(f"verified {image}: mr_enclave {result.sigstruct['mr_enclave']}")
     if result.digest:
         typer.echo(f"digest: {result.digest}")
+    if result.digest_kind == "index":
+        typer.echo(f"note: that digest names an index (manifest list) of "
+                   f"{', '.join(result.index_platforms)}: only its {result.platform} image "
+                   "was verified")
     typer.echo(f"signer: mr_signer {result.sigstruct['mr_signer']}")
     if result.consistency_only:
         typer.echo("note: without --mr-enclave/--mr-signer this checked internal consistency "

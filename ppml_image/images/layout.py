@@ -17,13 +17,13 @@ a decision.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from ppml_image import _json
 from ppml_image.errors import ImageContentError
 from ppml_image.images.engine.core import Engine, ImageInfo, valid_image_id
 from ppml_image.sgx.manifest.python_helpers import PythonInfo
@@ -114,10 +114,7 @@ class BaseInfo:
     def parse(cls, data: bytes, where: str) -> BaseInfo:
         """Parse and check the JSON that ``build-base`` wrote; one line if it is wrong."""
         name = f"{where}:{BASE_INFO_PATH}"
-        try:
-            raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ImageContentError(f"{name}: not valid JSON") from None
+        raw = _json.load_document(data, name, ImageContentError)
         if not isinstance(raw, dict) or not isinstance(raw.get("gramine"), dict):
             raise ImageContentError(f"{name}: no \"gramine\" object: not written by "
                                     "ppml-image build-base")

@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,7 +108,8 @@ def render_dockerfile(config: BaseConfig, *, file_server: str, ml_digest: str,
         with_spark=config.with_spark, ca_bundle=bool(config.ca_bundle),
         gramine_source=config.gramine_source, gramine_apt_suite=config.gramine_apt_suite,
         intel_sgx_apt_suite=config.intel_sgx_apt_suite, pkglibdir=gramine.PKGLIBDIR,
-        python_version=config.python_version, file_server=file_server, ml_digest=ml_digest,
+        python_version=config.python_version, file_server=file_server,
+        file_server_host=urllib.parse.urlsplit(file_server).hostname, ml_digest=ml_digest,
         spark_digest=spark_digest, debs=debs, debs_digest=debs_digest,
         debian_mirror=config.debian_mirror, apt_update=apt_update, locked=lock is not None,
         lock_digest=hashlib.sha256(lock.dumps()).hexdigest() if lock is not None else "",
@@ -123,6 +125,16 @@ _MISSING_RE = re.compile(re.escape(MIRROR_MISSING) + r" ([a-z0-9][a-z0-9+.-]*)=(
 # the step itself (which the engine may quote in its error) has a '$' there.
 _GRAMINE_MISSING_RE = re.compile(re.escape(gramine_install.MISSING_MARKER)
                                  + r"((?: [^\s$\"']+)+)")
+
+
+# Reads ``apt-cache madison``'s columns (package | version | source), each
+# stripped of the padding apt adds (``setw(10)``: short names and versions are
+# right-aligned), and succeeds only if a line names exactly $name at exactly
+# $version. The values come through ENVIRON (awk -v would expand backslashes),
+# and == compares strings: no pattern, no substring.
+MADISON_HAS = ("awk -F'|' '{ for (i = 1; i <= 2; i++) gsub(/^[ \\t]+|[ \\t]+$/, \"\", $i); "
+               "if ($1 == ENVIRON[\"name\"] && $2 == ENVIRON[\"version\"]) found = 1 } "
+               "END { exit !found }'")
 
 
 def _mirror_check(pins: list[str]) -> str:
@@ -141,7 +153,8 @@ def _mirror_check(pins: list[str]) -> str:
             f"2>&1 || for spec in {quoted}; do name=\"${{spec%%=*}}\"; "
             f"version=\"${{spec#*=}}\"; "
             f"[ \"$(dpkg-query -W -f='${{Version}}' \"$name\" 2>/dev/null)\" = \"$version\" ] "
-            f"|| apt-cache madison \"$name\" | grep -qF -- \" | $version | \" "
+            f"|| apt-cache madison \"$name\" | name=\"$name\" version=\"$version\" "
+            f"{MADISON_HAS} "
             f"|| {{ echo \"{MIRROR_MISSING} $spec\"; exit 100; }}; done; }}")
 
 
@@ -251,7 +264,7 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
             if locked is not None and config.gramine_source == "tree":
                 _check_inputs(inputs, locked, lock, config)
             image_id = _build(engine, context, config, versions, progress, nocache, lock,
-                              locked)
+                              locked, server.extra_hosts)
     if locked is not None and lock is not None:
         _check_locked_image(engine, image_id, locked, lock)
     if write_lock is not None:
@@ -267,11 +280,11 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
 
 def _build(engine: Engine, context: Any, config: BaseConfig, versions: dict[str, str],
            progress: Progress, nocache: bool, lock: Path | None,
-           locked: BaseLock | None) -> str:
+           locked: BaseLock | None, extra_hosts: dict[str, str]) -> str:
     try:
         return engine.build(context, what=f"build-base {config.tag}", progress=progress,
                             labels=image_labels(config, versions), nocache=nocache,
-                            network_mode="host")
+                            network_mode="host", extra_hosts=extra_hosts)
     except BuildError as exc:
         incomplete = _GRAMINE_MISSING_RE.search(str(exc))
         if incomplete is not None:

@@ -71,8 +71,9 @@ class BaseConfig:
     # A CA bundle (PEM) trusted inside the build, for HTTPS mirrors behind a
     # corporate proxy. Certificates are public: nothing secret goes in.
     ca_bundle: str = ""
-    # Port of the host-only wheel server used during builds; fixed so that
-    # the build cache stays valid between builds.
+    # Port of the host-only wheel server used during builds: part of the pip
+    # steps' text, so it stays fixed (each build listens on a loopback
+    # address of its own, see fileserver.py).
     wheel_server_port: int = 38917
     version: str = ""
 
@@ -96,6 +97,9 @@ class BaseConfig:
             gramine_install.check_debs(Path(self.gramine_path))
         if self.debian_mirror:
             check_mirror(self.debian_mirror, "[base] debian_mirror")
+        port = self.wheel_server_port
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise UsageError(f"[base] wheel_server_port {port!r}: a TCP port, 1 to 65535")
         if self.ca_bundle and not Path(self.ca_bundle).is_file():
             raise UsageError(f"{self.ca_bundle}: CA bundle not found")
 

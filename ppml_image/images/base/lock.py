@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ppml_image import __version__
+from ppml_image import __version__, _json
 from ppml_image._fs import read_capped, write_atomic
 from ppml_image.errors import EngineError, PpmlError, UsageError
 from ppml_image.images.engine.core import Engine, MissingError, valid_image_id
@@ -154,8 +154,11 @@ def read_lock(path: Path) -> BaseLock:
     name = str(path)
     data = read_capped(path, MAX_LOCK, "lock file", LockError)  # also no device, no FIFO hang
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        raw = _json.loads(data)
+    except _json.DuplicateKeyError as exc:
+        raise LockError(f"{name}: {exc}: refused (which one counts is up to the reader)"
+                        ) from None
+    except (ValueError, RecursionError):
         raise LockError(f"{name}: not a JSON lock file (expected \"format\": "
                         f"\"{FORMAT}\")") from None
     return parse_lock(raw, name)
@@ -305,7 +308,7 @@ def replace_ok(path: Path) -> None:
     try:
         with open(path, "rb") as handle:
             head = handle.read(MAX_LOCK + 1)
-        ours = json.loads(head.decode("utf-8")).get("format") == FORMAT
+        ours = _json.loads(head).get("format") == FORMAT
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError):
         ours = False
     if not ours:

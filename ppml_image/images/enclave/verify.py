@@ -49,6 +49,7 @@ from ppml_image.errors import (
 )
 from ppml_image.images.enclave.measure import ImageMeasurement, measure_image
 from ppml_image.images.enclave.outside import check_outside
+from ppml_image.images.enclave.platform import check_platform, platform_named
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
 from ppml_image.images.engine.reference import (
     Reference,
@@ -124,6 +125,9 @@ class Verification:
     digest: str = ""  # NAME@sha256:... verified, when the reference or the pull names one
     repo_digests: list[str] = field(default_factory=list)
     pulled: bool = False
+    platform: str = ""  # the verified image's OS/ARCH (its config says)
+    digest_kind: str = ""  # by digest: "manifest", "index" (names other platforms too), "unknown"
+    index_platforms: list[str] = field(default_factory=list)  # every platform an index names
 
     @property
     def ok(self) -> bool:
@@ -143,7 +147,8 @@ class Verification:
                 "pulled": self.pulled, "problems": self.problems, "checks": self.checks,
                 "consistency_only": self.consistency_only, "enclave": self.enclave,
                 "base_image_id": self.base_image_id, "trusted_files": self.trusted_files,
-                **self.sigstruct}
+                "platform": self.platform, "digest_kind": self.digest_kind or None,
+                "index_platforms": self.index_platforms, **self.sigstruct}
 
     def error(self) -> VerificationError:
         return VerificationError(f"verify {self.image}: {len(self.problems)} problem(s): "
@@ -172,16 +177,17 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
         try:
             engine.pull(ref, progress=progress)
         except RegistryError as exc:
-            if exc.reason != "content":
+            if exc.reason not in ("content", "platform"):
                 raise
-            # The registry served bytes that are not what the digest names: tampering.
-            return Verification(image=ref, problems=[str(exc)])
+            # Bytes that are not what the digest names (tampering), or no linux/amd64 image.
+            return Verification(image=ref, problems=[platform_named(engine, ref, exc)])
         progress.done("pulled")
         pulled = True
     info = engine.image(ref)
     result = Verification(image=ref, image_id=info.id, pulled=pulled,
                           repo_digests=list(info.repo_digests))
     _check_digest(result, info, ref, by_digest)
+    _check_platform(result, engine, info, ref, by_digest)
     match = establish_base(engine, info, explicit=base)
     result.base_image_id = match.base.id if match.base else ""
     try:
@@ -232,6 +238,15 @@ def _check_digest(result: Verification, info: ImageInfo, ref: str,
         mine = [d for d in info.repo_digests if _same_repo_digest(d.partition("@")[0], name)]
         if len(mine) == 1:
             result.digest = mine[0]
+
+
+def _check_platform(result: Verification, engine: Engine, info: ImageInfo, ref: str,
+                    by_digest: Reference | None) -> None:
+    report = check_platform(engine, info, ref, by_digest.digest if by_digest else None)
+    result.platform, result.digest_kind = report.platform, report.digest_kind
+    result.index_platforms = report.index_platforms
+    result.checks += report.checks
+    result.problems += report.problems
 
 
 def _same_repo_digest(found: str, wanted: str) -> bool:

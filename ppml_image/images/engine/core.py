@@ -70,8 +70,8 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils.json_stream import json_stream
 
-from ppml_image import _signals
-from ppml_image.errors import BuildError, EngineError, RegistryError
+from ppml_image import _json, _signals
+from ppml_image.errors import BuildError, EngineError, RegistryError, VerificationError
 from ppml_image.images.engine.reference import check_image, check_tag
 from ppml_image.images.engine.tarstream import ByteStream, read_single_file
 from ppml_image.images.progress import Progress
@@ -118,8 +118,7 @@ class ImageInfo:
     layers: tuple[str, ...] = ()  # RootFS diff ids, lowest first
     size: int = 0
     repo_digests: tuple[str, ...] = ()  # NAME@sha256:... this content has in registries
-
-    @property
+    platform: str = "linux/amd64"  # OS/ARCHITECTURE[/VARIANT] its (content-addressed) config says
 
     @property
     def short_id(self) -> str:
@@ -128,6 +127,36 @@ class ImageInfo:
     def derives_from(self, base: ImageInfo) -> bool:
         """Whether this image's layers begin with all of *base*'s (content hashes)."""
         return bool(base.layers) and self.layers[: len(base.layers)] == base.layers
+
+
+# The one platform an SGX enclave image is for: chosen explicitly on every
+# pull, whatever the engine's own platform, and checked on every image verified.
+PLATFORM = "linux/amd64"
+INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
+               "application/vnd.oci.image.index.v1+json")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """What a registry says a reference names (via the engine)."""
+
+    media_type: str
+    digest: str
+    platforms: tuple[str, ...]  # OS/ARCH[/VARIANT] of each image an index names
+
+    @property
+    def is_index(self) -> bool:
+        """An index (manifest list): the digest names one image per platform, not one image."""
+        return self.media_type in INDEX_TYPES
+
+
+def _platform_name(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "unknown"
+    parts = [str(value.get("os") or "?"), str(value.get("architecture") or "?")]
+    if value.get("variant"):
+        parts.append(str(value["variant"]))
+    return "/".join(parts)[:60]
 
 
 @dataclass(frozen=True)
@@ -171,6 +200,31 @@ class Transfer:
 
 class MissingError(EngineError):
     """The engine has no such image, container or path."""
+
+
+class LinkLoopError(VerificationError):
+    """A path in an image leads through a symbolic link loop: the image is refused.
+
+    A verification refusal (exit 3), not an engine failure: the image's own
+    content is what stops the read, and a hostile image can make one.
+    """
+
+
+# How the engine says that resolving a path in a container looped (Go's
+# evalSymlinksInScope, or the kernel's ELOOP text).
+_LOOP_RE = re.compile(r"too many links|too many levels of symbolic links", re.IGNORECASE)
+# The engine's own paths in its messages (overlay2's .../merged, vfs's dir/ID,
+# a container's rootfs): its data root is none of the user's business.
+_ENGINE_PATH_RE = re.compile(r"/[^\s\"']*?/(?:merged|diff|rootfs|vfs/dir/[0-9a-f]{64})"
+                             r"(?=[/\s\"':]|$)")
+
+
+def image_path_error(image: str, path: str, message: str) -> EngineError | LinkLoopError:
+    """The engine's error reading *path* of *image*, in the image's terms only."""
+    if _LOOP_RE.search(message):
+        return LinkLoopError(f"{image}:{path}: a symbolic link on the way loops (it leads "
+                             "back to itself): the image is refused")
+    return EngineError(_ENGINE_PATH_RE.sub("", message))
 
 
 class ImageFiles(ABC):
@@ -225,7 +279,8 @@ class Engine(ABC):
     @abstractmethod
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
-              nocache: bool = False, network_mode: str | None = None) -> str:
+              nocache: bool = False, network_mode: str | None = None,
+              extra_hosts: dict[str, str] | None = None) -> str:
         """Build from a tar context; return the image id (untagged)."""
 
     @abstractmethod
@@ -242,7 +297,11 @@ class Engine(ABC):
 
     @abstractmethod
     def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
-        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) from its registry."""
+        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) for :data:`PLATFORM`."""
+
+    def distribution(self, ref: str) -> Distribution | None:
+        """What the registry says *ref* is (one image's manifest, or an index); None: unknown."""
+        return None
 
     @abstractmethod
     def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
@@ -350,7 +409,7 @@ def owner_is_gone(label: str) -> bool:
     machine, another pid namespace, an unreadable label) is left alone.
     """
     try:
-        owner = json.loads(label)
+        owner = _json.loads(label)
         host, boot, pidns = str(owner["host"]), str(owner["boot"]), str(owner["pidns"])
         pid, start = int(owner["pid"]), str(owner["start"])
     except (ValueError, KeyError, TypeError):
@@ -436,13 +495,34 @@ class DockerEngine(Engine):
         try:
             # The engine checks every blob against its digest, and the manifest
             # against the digest of a NAME@sha256:... reference.
-            chunks = self.api.pull(repository, tag=tag, stream=True, decode=True)
+            chunks = self.api.pull(repository, tag=tag, stream=True, decode=True,
+                                   platform=PLATFORM)
             return _follow_transfer(chunks, ref, what, progress, pushing=False)
         except docker.errors.APIError as exc:
             raise registry_error(what, ref, str(exc.explanation or exc)) from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
                               f"({type(exc).__name__})") from None
+
+    def distribution(self, ref: str) -> Distribution | None:
+        what = f"asking the registry what {ref} is"
+        try:
+            # A deadline of its own: a registry that never answers costs a minute, not ten.
+            response = self.api._get(self.api._url("/distribution/{0}/json", ref), timeout=60)
+            self.api._raise_for_status(response)
+            raw = _json.loads(response.content)
+        except docker.errors.APIError as exc:
+            raise registry_error(what, ref, str(exc.explanation or exc)) from None
+        except ValueError:
+            raise RegistryError(f"{what}: the answer is not valid JSON", "other") from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise self._gone(what, exc) from None
+        descriptor = raw.get("Descriptor") if isinstance(raw, dict) else None
+        if not isinstance(descriptor, dict) or not valid_digest(descriptor.get("digest")):
+            raise RegistryError(f"{what}: the engine's answer names no digest", "other")
+        platforms = raw.get("Platforms") if isinstance(raw.get("Platforms"), list) else []
+        return Distribution(str(descriptor.get("mediaType") or ""), str(descriptor["digest"]),
+                            tuple(_platform_name(p) for p in platforms))
 
     def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
         repository, tag = split_tag(ref)
@@ -471,7 +551,8 @@ class DockerEngine(Engine):
 
     def build(self, context: IO[bytes], *, what: str, progress: Progress,
               labels: dict[str, str] | None = None, buildargs: dict[str, str] | None = None,
-              nocache: bool = False, network_mode: str | None = None) -> str:
+              nocache: bool = False, network_mode: str | None = None,
+              extra_hosts: dict[str, str] | None = None) -> str:
         """Build with the classic builder, following its stream (see :func:`_follow`).
 
         The engine goes on with a build whose client stopped reading, so on
@@ -486,6 +567,9 @@ class DockerEngine(Engine):
                                   "labels": json.dumps(labels or {})}
         if network_mode:
             params["networkmode"] = network_mode
+        if extra_hosts:  # the step containers' /etc/hosts: not part of any cache key
+            params["extrahosts"] = " ".join(f"{name}:{address}"
+                                            for name, address in sorted(extra_hosts.items()))
         headers = {"Content-Type": "application/tar"}
         running: list[str] = []  # the container of the step being run, if any
         response = None
@@ -669,14 +753,29 @@ class _DockerFiles(ImageFiles):
         super().__init__(image)
         self.engine, self.container = engine, container
 
+    @contextlib.contextmanager
+    def _path_call(self, path: str, what: str) -> Iterator[None]:
+        """:meth:`DockerEngine._call`, with the engine's messages told in the image's terms."""
+        try:
+            with self.engine._call(what):
+                yield
+        except MissingError:
+            raise
+        except EngineError as exc:
+            raise image_path_error(self.image, path, str(exc)) from None
+
     def _get(self, url: str, what: str, params: dict[str, str] | None = None) -> ByteStream:
         api = self.engine.api
-        with self.engine._call(what):
+        with self._path_call((params or {}).get("path", "/"), what):
             # Identity: the engine would otherwise gzip the stream for requests' default
             # Accept-Encoding, costing a compression on each side for nothing.
             response = api._get(api._url(url, self.container), params=params, stream=True,
                                 headers={"Accept-Encoding": "identity"})
-            api._raise_for_status(response)
+            try:
+                api._raise_for_status(response)
+            except BaseException:
+                response.close()
+                raise
         return _ResponseStream(self.engine, response, what)
 
     def export(self) -> ByteStream:
@@ -687,15 +786,20 @@ class _DockerFiles(ImageFiles):
 
     def stat(self, path: str) -> PathStat | None:
         api = self.engine.api
-        with self.engine._call(f"{self.image}:{path}"):
+        with self._path_call(path, f"{self.image}:{path}"):
             response = api.head(api._url("/containers/{0}/archive", self.container),
                                 params={"path": path})
             if response.status_code == 404:
                 return None
+        if response.status_code >= 500:
+            # A HEAD answer has no body to say why (a link loop, say): the GET's
+            # error says it, and a GET that succeeds is closed unread.
+            self.archive(path).close()
+        with self._path_call(path, f"{self.image}:{path}"):
             api._raise_for_status(response)
         header = response.headers.get("X-Docker-Container-Path-Stat", "")
         try:
-            stat = json.loads(base64.b64decode(header))
+            stat = _json.loads(base64.b64decode(header))
             mode = int(stat["mode"])
         except (ValueError, KeyError, TypeError):
             raise EngineError(f"{self.image}:{path}: the engine gave no path stat") from None
@@ -721,7 +825,9 @@ def _image_info(attrs: dict[str, Any]) -> ImageInfo:
         onbuild=strings(config.get("OnBuild")) or (),
         layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
         size=int(attrs.get("Size") or 0),
-        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()))
+        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
+        platform="/".join(str(attrs.get(k) or "") for k in ("Os", "Architecture", "Variant")
+                          if attrs.get(k) or k != "Variant"))
 
 
 def split_tag(ref: str) -> tuple[str, str]:
@@ -753,6 +859,9 @@ _REGISTRY_REASONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("http", ("server gave http response to https client",)),
     ("content", ("verification failed", "digest mismatch", "did not match",
                  "digest_invalid", "digest invalid")),
+    # The image config's rootfs.diff_ids name other layers than the manifest serves.
+    ("layers", ("don't match image configuration", "do not match image configuration")),
+    ("platform", ("no matching manifest for",)),
     ("auth", ("no basic auth credentials", "unauthorized", "authentication required",
               "denied", "incorrect username or password")),
     ("name", ("name invalid", "name_invalid", "invalid reference format",
@@ -779,6 +888,10 @@ def registry_error(what: str, ref: str, message: str) -> RegistryError:
         "name": (f"{what}: name invalid ({detail})", "name"),
         "content": (f"{what}: registry {registry} served content that does not match its "
                     f"digest ({detail}): refused", "content"),
+        "platform": (f"{what}: the reference names no {PLATFORM} image ({detail}): "
+                     "refused", "platform"),
+        "layers": (f"{what}: registry {registry} served layers that are not the ones the "
+                   f"image's config names (rootfs.diff_ids) ({detail}): refused", "content"),
         "not-found": (f"{what}: not found in registry {registry} ({detail})", "not-found"),
         "unreachable": (f"{what}: registry {registry} does not answer ({detail}); is it "
                         "running? (a local one: scripts/ensure-registry.sh)", "unreachable"),
