@@ -65,10 +65,13 @@ def test_python_option_value_is_not_the_script() -> None:
     """`python3 -X dev /app/run`: dev is -X's value; /app/run is the script."""
     text = manifest('["/usr/bin/python3", "-X", "dev", "/app/run"]',
                     allowed='["file:/etc/hosts", "file:/app/run"]')
-    [script] = [v for v in found(text, make_policy(["file:/etc/hosts", "file:/app/run"]))
-                if v.key.startswith("loader.argv")]
-    assert script.key == "loader.argv[3]" and "the script python runs" in script.reason
-    assert "sgx.allowed_files[1] covers it" in script.reason
+    refused = [v for v in found(text, make_policy(["file:/etc/hosts", "file:/app/run"]))
+               if v.key.startswith("loader.argv")]
+    assert [v.key for v in refused] == ["loader.argv[3]", "loader.argv[3]"]
+    assert "the script python runs" in refused[0].reason
+    assert "sgx.allowed_files[1] covers it" in refused[0].reason
+    # Python also imports from the script's folder, which holds the allowed file.
+    assert "imports from its script's folder" in refused[1].reason
 
 
 def test_bash_c_source_is_code() -> None:
@@ -198,6 +201,10 @@ def test_names_that_are_not_variable_names_are_refused(name: str) -> None:
     ('["python3", "-Xpycache_prefix=/tmp/c", "/app/main.py"]', "/usr/bin/python3"),
     ('["python3", "-c", "import os"]', "/usr/bin/python3"),
     ('["python3", "-i", "/app/main.py"]', "/usr/bin/python3"),
+    ('["python3", "-m", "evil"]', "/usr/bin/python3"),  # imports from / (holds /tmp)
+    ('["python3", "/app/main.py"]\nloader.env.PYTHONPATH = "lib:"', "/usr/bin/python3"),
+    ('["python3", "/app/main.py"]\nloader.env.LD_LIBRARY_PATH = ":/usr/lib"',
+     "/usr/bin/python3"),
     ('["python3"]', "/usr/bin/python3"),
     ('["python3", "-"]', "/usr/bin/python3"),
     ('["python3", "--unknown", "/app/main.py"]', "/usr/bin/python3"),
@@ -225,14 +232,15 @@ def test_names_that_are_not_variable_names_are_refused(name: str) -> None:
 def test_code_in_an_unmeasured_area_is_refused(argv: str, entry: str) -> None:
     refused = found(manifest(argv, entry=entry))
     assert refused, argv
-    assert all(v.key.startswith(("loader.argv", "libos.entrypoint", "fs.mounts"))
+    assert all(v.key.startswith(("loader.argv", "libos.entrypoint", "fs.mounts",
+                                 "loader.env"))
                for v in refused), refused
 
 
 @pytest.mark.parametrize("argv,entry", [
     ('["python3", "-B", "-X", "dev", "/app/main.py", "--in", "/data/in.csv", "/tmp/o"]',
      "/usr/bin/python3"),
-    ('["python3", "-m", "json.tool", "/tmp/x"]', "/usr/bin/python3"),
+    ('["python3", "-m", "json.tool", "/tmp/x"]\nfs.start_dir = "/app"', "/usr/bin/python3"),
     ('["java", "-Xmx1g", "-cp", "/app/a.jar:/usr/lib/jvm/*", "Main", "/tmp/x"]',
      "/usr/bin/java"),
     ('["java", "-jar", "/app/a.jar", "/data/in"]', "/usr/bin/java"),

@@ -452,6 +452,8 @@ _CODE_SUFFIXES = (".so", ".py", ".pyc", ".pyo", ".pyd", ".pyz", ".pyw", ".pth", 
                   ".sh", ".bash", ".pl", ".pm", ".rb", ".js", ".mjs", ".cjs", ".node", ".lua",
                   ".php", ".tcl", ".r", ".ko", ".a", ".o")
 _VERSIONED_SO = re.compile(r"\.so(\.\d+)+$")
+# Code or code-choosing files without a telling suffix.
+_CODE_NAMES = ("modules", "jvm.cfg", "java.security", "java.policy", "pyvenv.cfg")
 _CODE_FOLDER_NAMES = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec"}
 _CODE_ROOTS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr/bin", "/usr/sbin",
                "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/local/bin",
@@ -509,6 +511,9 @@ def _allowed_problem(view: _View, path: str) -> str | None:
     name = parts[-1].lower()
     if name.endswith(_CODE_SUFFIXES) or _VERSIONED_SO.search(name):
         return "code the enclave executes or imports must be a trusted file"
+    if name in _CODE_NAMES or name.startswith(("sitecustomize", "usercustomize")):
+        return ("it chooses or holds code the enclave runs (JDK modules or configuration, "
+                "Python site hooks or virtual env)")
     return None
 
 
@@ -619,6 +624,11 @@ _CODE_ENV = re.compile(
     r"(LD_.*|PYTHON.*|CLASSPATH|PATH|BASH_ENV|ENV|PERL.*|NODE_.*|RUBY.*|GCONV_PATH|"
     r".*_HOME|OPENSSL_.*|PYSPARK_.*|SPARK_.*|HADOOP_.*|JAVA_.*|JDK_.*|_JAVA_.*|"
     r"GLIBC_TUNABLES|MALLOC_.*|SSL_CERT_.*|CURL_CA_BUNDLE|REQUESTS_CA_BUNDLE)\Z")
+# Colon-separated folders (or jars) where code is looked up: a relative or
+# empty entry is relative to the working folder.
+_PATH_LIST_ENV = re.compile(
+    r"(LD_LIBRARY_PATH|PATH|PYTHONPATH|CLASSPATH|GCONV_PATH|PERL5LIB|PERLLIB|NODE_PATH|"
+    r"RUBYLIB|PYTHONHOME|PYTHONUSERBASE|PYTHONPYCACHEPREFIX|.*_HOME)\Z")
 _CODE_FILE_ENV = ("LD_PRELOAD", "LD_AUDIT", "BASH_ENV", "ENV", "PYTHONSTARTUP",
                   "OPENSSL_CONF", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 _JAVA_ENV = ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "JAVA_OPTS")
@@ -692,7 +702,8 @@ class _PathRules:
         if _URL.match(word) and not word.startswith("file:"):
             return []
         pieces = re.split(r"[=:,;\s]", word)
-        return [p for p in pieces if "/" in p or p in (".", "..")]
+        return [p for p in pieces if "/" in p or p in (".", "..")
+                or p.lower().endswith(_CODE_SUFFIXES)]
 
     def check_pieces(self, key: str, value: Any, word: str, role: str, what: str) -> None:
         for piece in self.path_pieces(word):
@@ -734,6 +745,11 @@ class _PathRules:
             for word in re.split(r"[\s:]+", text):
                 if word and ("/" in word or name != "LD_PRELOAD"):
                     self._check(key, text, word, CODE, f"{name} names code the enclave loads")
+        elif _PATH_LIST_ENV.match(name):
+            for word in text.split(":"):
+                self._check(key, text, word or ".", SEARCH, f"{name} chooses where code "
+                            "comes from" + ("" if word else " (an empty entry is the "
+                                            "working folder)"))
         elif _CODE_ENV.match(name):
             for word in re.split(r"[\s:;,]+", text):
                 if "/" in word or word in (".", ".."):
@@ -794,13 +810,18 @@ class _PathRules:
                 break
             index = self._python_flags(key, args, index, first)
             if index < 0:
-                return  # -m: a module from sys.path (checked); the rest is its data
+                # -m: a module from sys.path, whose first entry is the working folder.
+                self._check(key, args, self.view.start_dir, SEARCH,
+                            "python -m imports from the working folder")
+                return
             index += 1
         if index >= len(args):
             raise _Refused("python without a script reads its program from standard input, "
                            "which the host controls")
-        self._check(f"{key}[{first + index}]", args[index], args[index], CODE,
-                    "the script python runs")
+        script = args[index]
+        self._check(f"{key}[{first + index}]", script, script, CODE, "the script python runs")
+        self._check(f"{key}[{first + index}]", script, posixpath.dirname(self.absolute(script)),
+                    SEARCH, "python imports from its script's folder")
         self.data(key, args[index + 1:], first + index + 1)
 
     def _python_flags(self, key: str, args: list[str], index: int, first: int) -> int:
