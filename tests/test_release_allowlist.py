@@ -345,3 +345,63 @@ def test_enforce_release_is_one_line() -> None:
     with pytest.raises(PolicyError) as info:
         enforce_release(parse_manifest(text, "m"), "app.manifest", policy=HOSTS)
     assert "\n" not in str(info.value) and "loader.argv[2]" in str(info.value)
+
+
+# --- a command line or environment read from a trusted file ----------------------
+def test_argv_and_env_src_files_are_judged_through_the_tree(tmp_path: Path) -> None:
+    from ppml_image.sgx.measure.tree import tree_for
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "args").write_bytes(b"python3\0/tmp/x.py\0")
+    (tmp_path / "app" / "env").write_bytes(b"LD_PRELOAD=/tmp/hook.so\0LANG=C\0")
+    text = manifest(extra='loader.argv_src_file = "file:/app/args"\n'
+                    'loader.env_src_file = "file:/app/env"\n').replace(
+        'loader.argv = ["python3", "/app/main.py"]\n', "").replace(
+        '"file:/app/run.sh"]', '"file:/app/run.sh", "file:/app/args", "file:/app/env"]')
+    parsed = parse_manifest(text, "m")
+    assert release_violations(parsed, policy=HOSTS) == []  # nothing to read without a tree
+    refused = release_violations(parsed, tree_for(tmp_path), HOSTS)
+    # The script, and the folder python imports from, are both in the tmpfs.
+    assert [v.key for v in refused] == ["loader.env_src_file[0]", "loader.argv_src_file[1]",
+                                        "loader.argv_src_file[1]"]
+    (tmp_path / "app" / "args").write_bytes(b"python3\0/app/main.py\0--out\0/tmp/o\0")
+    (tmp_path / "app" / "env").write_bytes(b"LANG=C\0")
+    assert release_violations(parsed, tree_for(tmp_path), HOSTS) == []
+
+
+# --- the library behind build-custom and sign-image takes the policy --------------
+def test_build_custom_release_with_the_shipped_policy(mem, enclave_key: Path,
+                                                      mem_app: Path) -> None:
+    from ppml_image.images.enclave import custom
+
+    small = {"enclave_size": "256M", "max_threads": "4"}
+    with pytest.raises(PolicyError, match=r"sgx.allowed_files\[0\].*--allow-unmeasured"):
+        custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/rel:1",
+                            defines=small, release=True, quiet=True, engine=mem)
+    assert "mem/rel:1" not in mem.tags
+    policy = make_policy(policies=["name-service"])
+    custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/rel:1",
+                        defines=small, release=policy, quiet=True, engine=mem)
+    assert "mem/rel:1" in mem.tags
+    with pytest.raises(PolicyError, match=r"sgx.allowed_files\[0\]"):
+        custom.sign_image("mem/rel:1-unsigned", enclave_key, tag="mem/rel:2", release=True,
+                          quiet=True, engine=mem)
+    custom.sign_image("mem/rel:1-unsigned", enclave_key, tag="mem/rel:2", release=policy,
+                      quiet=True, engine=mem)
+    assert "mem/rel:2" in mem.tags
+
+
+def test_export_signing_data_takes_the_allowances(tmp_path: Path, rootfs: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    path = write_manifest(tmp_path, 'libos.entrypoint = "/app/bin/app"\n'
+                          'sgx.trusted_files = ["file:/app/bin/app"]\n'
+                          'sgx.allowed_files = ["file:/etc/hosts"]\n')
+    base = ("sign", "--manifest", path, "--output", out / "app.manifest.sgx", "--libpal", PAL,
+            "--chroot", rootfs, "--date", "2024-01-01", "--release",
+            "--export-signing-data", out / "app.tbs")
+    refused = run_cli(*base)
+    assert_one_line_error(refused, "sgx.allowed_files[0]", "--allow-unmeasured")
+    assert list(out.iterdir()) == []
+    exported = run_cli(*base, "--allow-unmeasured", "file:/etc/hosts")
+    assert exported.returncode == 0, exported.stderr

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppml_image.errors import PolicyError, UsageError
+from ppml_image.errors import PolicyError, PpmlError, UsageError
 from ppml_image.sgx.measure.tree import Tree
 
 if sys.version_info >= (3, 11):
@@ -190,18 +190,18 @@ def release_violations(manifest: dict[str, Any], tree: Tree | None = None,
                        policy: ReleasePolicy | None = None) -> list[Violation]:
     """Every release-policy violation in *manifest*, in a stable order.
 
-    *policy* names what the signer allows (default: nothing). *tree* is
-    accepted for callers that have one; the rules read the manifest only,
-    as Gramine's checks read URIs, not what they point at.
+    *policy* names what the signer allows (default: nothing). With a *tree*
+    (the enclave's file system), the command line and environment that
+    ``loader.argv_src_file`` and ``loader.env_src_file`` hold are judged too;
+    every other rule reads the manifest only, as Gramine's checks read URIs.
     """
-    del tree
     policy = policy or STRICT
     view = _View(manifest)
     found = _exact_violations(manifest)
     found += _allowed_file_violations(view, policy)
     found += _env_violations(view, policy)
     found += _mount_violations(view)
-    found += _PathRules(view).violations()
+    found += _PathRules(view, tree).violations()
     found += _src_file_violations(view)
     return found
 
@@ -641,16 +641,55 @@ class _Refused(Exception):
 class _PathRules:
     """Resolve every path the manifest's command line and environment name."""
 
-    def __init__(self, view: _View) -> None:
+    def __init__(self, view: _View, tree: Tree | None = None) -> None:
         self.view = view
+        self.tree = tree
         self.found: list[Violation] = []
 
     def violations(self) -> list[Violation]:
         self._entrypoint()
         self._start_dir()
         self._environment()
-        self._argv()
+        self._src_environment()
+        argv = self.view.loader.get("argv")
+        self._argv("loader.argv", argv)
+        if argv is None:
+            self._argv("loader.argv_src_file", self._src_file("argv_src_file"))
         return self.found
+
+    _MAX_SRC_FILE = 1 << 20
+
+    def _src_file(self, key: str) -> list[str] | None:
+        """The NUL-separated strings of a trusted ``loader.*_src_file``, read from the tree."""
+        uri = self.view.loader.get(key)
+        if self.tree is None or not isinstance(uri, str) or not uri.startswith("file:"):
+            return None  # nothing to read (without a tree, the measuring step checks it)
+        path = _host(uri[len("file:"):])
+        try:
+            real = self.tree.resolve(path) if self.tree.chrooted else path
+            data = self.tree.read_bytes(real)
+        except (OSError, PpmlError) as exc:
+            self._add(f"loader.{key}", uri, f"cannot be read to check it: {exc}")
+            return None
+        if len(data) > self._MAX_SRC_FILE:
+            self._add(f"loader.{key}", uri, "more than 1 MiB: cannot be checked")
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self._add(f"loader.{key}", uri, "not UTF-8: cannot be checked")
+            return None
+        return text.split("\0")[:-1] if text.endswith("\0") else text.split("\0")
+
+    def _src_environment(self) -> None:
+        entries = self._src_file("env_src_file")
+        for index, entry in enumerate(entries or []):
+            name, sep, value = entry.partition("=")
+            key = f"loader.env_src_file[{index}]"
+            if not sep or not _ENV_NAME.match(name) or name.startswith("BASH_FUNC_"):
+                self._add(key, entry, "not NAME=value with a plain variable name")
+                continue
+            self.env_value(key, name, value)
 
     # -- reporting ---------------------------------------------------------
     def _add(self, key: str, value: Any, reason: str) -> None:
@@ -758,22 +797,20 @@ class _PathRules:
         else:
             self.check_pieces(key, text, text, DATA, "named by the environment")
 
-    def _argv(self) -> None:
-        argv = self.view.loader.get("argv")
+    def _argv(self, key: str, argv: Any) -> None:
         entry = self.view.entrypoint
         if not isinstance(argv, list) or entry is None:
             return
         if not all(isinstance(a, str) for a in argv):
-            self._add("loader.argv", argv, "must be a list of strings")
+            self._add(key, argv, "must be a list of strings")
             return
         if argv and "/" in argv[0]:
             # Interpreters find their own files from argv[0] (Python's prefix).
-            self._check("loader.argv[0]", argv[0], argv[0], CODE,
-                        "argv[0] names the program")
+            self._check(f"{key}[0]", argv[0], argv[0], CODE, "argv[0] names the program")
         try:
-            self.program("loader.argv", entry, list(argv[1:]), 1)
+            self.program(key, entry, list(argv[1:]), 1)
         except _Refused as exc:
-            self._add("loader.argv", argv, str(exc))
+            self._add(key, argv, str(exc))
 
     # -- programs ------------------------------------------------------------
     def program(self, key: str, path: str, args: list[str], first: int) -> None:
