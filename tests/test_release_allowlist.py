@@ -7,16 +7,22 @@ allowed is refused even when named.
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from pathlib import Path
 
 import pytest
 from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ppml_image.errors import PolicyError, UsageError
 from ppml_image.sgx.manifest.document import parse_manifest
 from ppml_image.sgx.manifest.policy import (
     ReleasePolicy,
     Violation,
+    _Refused,
+    _shell_commands,
     enforce_release,
     load_policy,
     make_policy,
@@ -405,3 +411,55 @@ def test_export_signing_data_takes_the_allowances(tmp_path: Path, rootfs: Path) 
     assert list(out.iterdir()) == []
     exported = run_cli(*base, "--allow-unmeasured", "file:/etc/hosts")
     assert exported.returncode == 0, exported.stderr
+
+
+# --- more refusals found while modelling the programs ------------------------------
+@pytest.mark.parametrize("argv,entry,extra", [
+    ('["bash", "-lc", "python3 /app/main.py"]', "/usr/bin/bash", ""),  # profiles in HOME
+    ('["java", "-agentlib:jdwp=transport=dt_socket", "-cp", "/app/a.jar", "M"]',
+     "/usr/bin/java", ""),
+    ('["java", "-Xrunjdwp:server=y", "-cp", "/app/a.jar", "M"]', "/usr/bin/java", ""),
+    ('["python3", "/app/main.py"]', "/usr/bin/python3", 'loader.env.PYTHONINSPECT = "1"\n'),
+    ('["python3", "/app/main.py"]', "/usr/bin/python3",
+     'loader.env.JAVA_TOOL_OPTIONS = "-agentlib:jdwp=server=y"\n'),
+])
+def test_debuggers_and_stdin_are_refused(argv: str, entry: str, extra: str) -> None:
+    assert found(manifest(argv, entry=entry, extra=extra))
+
+
+# --- hypothesis: the shell reader and the rules on arbitrary input ------------------
+SHELL_TEXT = st.text(alphabet=st.sampled_from(list("ab/._-=:' \"\t;&|$`<>()*?[]#\\\n~!{}x1")),
+                     max_size=40)
+
+
+@given(SHELL_TEXT)
+@settings(max_examples=400, deadline=None)
+def test_the_shell_reader_agrees_with_shlex_or_refuses(text: str) -> None:
+    """Whatever it accepts, POSIX shlex splits into the same words (shlex drops an
+    empty quoted word next to an operator, where bash keeps it: empty words are
+    left out of the comparison)."""
+    try:
+        commands = _shell_commands(text)
+    except _Refused:
+        return
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    expected = [t for t in lexer if t and not set(t) <= set(";&|")]
+    assert [w for c in commands for w in c if w] == expected
+
+
+ARGS = st.lists(st.text(alphabet=st.sampled_from(list("/.-=:;&|' \"abcXWmcpjs@*$\0é")),
+                        max_size=12), max_size=6)
+
+
+@given(ARGS, st.sampled_from(["/usr/bin/python3", "/usr/bin/java", "/usr/bin/bash",
+                              "/usr/bin/tool"]), st.text(max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_the_rules_never_crash(args: list[str], entry: str, env: str) -> None:
+    """Any command line and environment value gets violations or none, never an error."""
+    parsed = parse_manifest(manifest(extra="loader.env.X = 'v'\n"), "m")
+    parsed["libos"]["entrypoint"] = entry
+    parsed["loader"]["argv"] = [posixpath.basename(entry), *args]
+    parsed["loader"]["env"].update({"X": env, "LD_LIBRARY_PATH": env, "JAVA_TOOL_OPTIONS": env})
+    result = release_violations(parsed, policy=HOSTS)
+    assert all("\n" not in str(v) for v in result)

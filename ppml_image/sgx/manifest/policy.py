@@ -775,7 +775,10 @@ class _PathRules:
             self.env_value(f"loader.env.{name}", name, text)
 
     def env_value(self, key: str, name: str, text: str) -> None:
-        if name in _JAVA_ENV:
+        if name == "PYTHONINSPECT" and text:
+            self._add(key, text, "PYTHONINSPECT makes python read code from standard input "
+                      "after the script, which the host controls")
+        elif name in _JAVA_ENV:
             try:
                 self.java_options(key, text, text.split())
             except _Refused as exc:
@@ -929,6 +932,9 @@ class _PathRules:
                 raise _Refused(f"java {arg}: an argument file, which cannot be checked")
             if re.search(r"On(OutOfMemory)?Error", arg):
                 raise _Refused(f"java {arg.split('=')[0]} runs a command: refused")
+            if arg.startswith(("-agentlib:", "-Xrun", "-Xdebug")):
+                raise _Refused(f"java {arg.split('=')[0]} loads a native agent (jdwp lets the "
+                               "host debug the JVM): refused")
             if arg in self._JAVA_WITH_VALUE:
                 index += 1
                 if index >= len(args):
@@ -977,7 +983,9 @@ class _PathRules:
                 elif letter in "is":
                     raise _Refused(f"a shell with -{letter} reads commands from standard "
                                    "input, which the host controls")
-                elif letter not in "abefhkmnptuvxBCEHPTlr":
+                elif letter == "l":
+                    raise _Refused("a login shell (-l) runs the profiles in /etc and HOME")
+                elif letter not in "abefhkmnptuvxBCEHPTr":
                     raise _Refused(f"shell option -{letter} is not modelled: refused")
             index += 1
         if command == "pending":
