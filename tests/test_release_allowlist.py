@@ -463,3 +463,16 @@ def test_the_rules_never_crash(args: list[str], entry: str, env: str) -> None:
     parsed["loader"]["env"].update({"X": env, "LD_LIBRARY_PATH": env, "JAVA_TOOL_OPTIONS": env})
     result = release_violations(parsed, policy=HOSTS)
     assert all("\n" not in str(v) for v in result)
+
+
+def test_a_search_folder_holding_a_remapped_allowed_file_is_refused() -> None:
+    """PYTHONPATH=/app shows /app/cfg, a mount of the host's /srv/cfg, which holds an
+    allowed file: python could import it."""
+    mounts = MOUNTS.replace('  { path = "/tmp"', '  { path = "/app/cfg", uri = "file:/srv/cfg" },\n'
+                            '  { path = "/tmp"')
+    text = manifest(allowed='["file:/srv/cfg/x"]', mounts=mounts,
+                    extra='loader.env.PYTHONPATH = "/app"\n')
+    refused = found(text, make_policy(["file:/srv/cfg"]))
+    # The script's folder is /app too.
+    assert [v.key for v in refused] == ["loader.env.PYTHONPATH", "loader.argv[1]"]
+    assert all("through /app/cfg" in v.reason for v in refused)

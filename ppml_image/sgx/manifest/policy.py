@@ -727,13 +727,18 @@ class _PathRules:
         return None
 
     def _holds_unmeasured(self, path: str, host: str | None) -> str | None:
+        # What the folder shows: its own host folder, and every mount below it.
+        shown = [(path, host)] if host is not None else []
         for mount in self.view.mounts:
-            if mount.kind != "chroot" and _under(mount.path, path) and mount.path != path:
+            if not _under(mount.path, path) or mount.path == path:
+                continue
+            if mount.kind != "chroot":
                 return f"{path} holds the {mount.kind} mount at {mount.path}"
-        if host is not None:
+            shown.append((mount.path, mount.host))
+        for where, top in shown:
             for allowed, key in self.view.allowed:
-                if _under(allowed, host):
-                    return f"{path} holds unmeasured files ({key})"
+                if _under(allowed, top):
+                    return f"{path} holds unmeasured files ({key}, through {where})"
         return None
 
     def path_pieces(self, word: str) -> list[str]:
