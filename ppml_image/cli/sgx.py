@@ -138,8 +138,8 @@ def sign_cmd(
         f"(or set {PASSPHRASE_ENV})."),
     release: bool = typer.Option(
         False, "--release", help="Refuse a manifest that breaks the release policy (debug, "
-        "insecure__ options, allow_all_but_log, code in allowed_files...), naming every "
-        "violation."),
+        "insecure__ options, allow_all_but_log, unmeasured files or passthrough variables "
+        "not named, code in an unmeasured place...), naming every violation."),
     allow_unmeasured: list[str] = typer.Option([], "--allow-unmeasured", metavar="URI",
                                                help=ALLOW_UNMEASURED_HELP),
     allow_passthrough: list[str] = typer.Option([], "--allow-passthrough", metavar="NAME",
