@@ -476,3 +476,14 @@ def test_a_search_folder_holding_a_remapped_allowed_file_is_refused() -> None:
     # The script's folder is /app too.
     assert [v.key for v in refused] == ["loader.env.PYTHONPATH", "loader.argv[1]"]
     assert all("through /app/cfg" in v.reason for v in refused)
+
+
+def test_a_private_mount_over_a_remapped_measured_file_is_refused() -> None:
+    """tmpfs at /srv over a mount of the host's /code, which holds a trusted file."""
+    mounts = MOUNTS.replace('  { path = "/tmp"', '  { path = "/srv/code", uri = "file:/code" },\n'
+                            '  { path = "/srv", type = "tmpfs" },\n  { path = "/tmp"')
+    text = manifest(mounts=mounts).replace('"file:/app/run.sh"]', '"file:/app/run.sh", '
+                                           '"file:/code/x"]')
+    [v] = found(text)
+    assert v.key == "fs.mounts[4].path" and "file:/code/x" in v.reason
+    assert found(manifest(mounts=mounts)) == []  # nothing measured below /srv
