@@ -49,7 +49,8 @@ def test_spark_template_custom_image_signs_and_verifies(full_base: dict, enclave
     tag = janitor.track(unique_tag("custom-spark"))
     janitor.track(tag + "-unsigned")
     result = run_cli("build-custom", "--key", enclave_key, "--base", full_base["tags"][0],
-                     "--app", app, "--manifest", "spark", "--tag", tag, "--release", "--json")
+                     "--app", app, "--manifest", "spark", "--tag", tag, "--release", "--policy",
+                     "name-service", "--json")
     assert result.returncode == 0, result.stderr
     signed = json.loads(result.stdout)
     verified = run_cli("verify", tag, "--mr-enclave", signed["mr_enclave"], "--json")

@@ -1,5 +1,8 @@
 """The release policy (issue 8, point 5): every rule, what it must not flag,
-and `sign --release`."""
+and `sign --release`.
+
+Issue 16 made the policy allow by list: the clean manifest's allowed files
+and its TZ passthrough are accepted only because NAMED names them."""
 
 from __future__ import annotations
 
@@ -10,7 +13,12 @@ from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
 
 from ppml_image.errors import PolicyError
 from ppml_image.sgx.manifest.document import parse_manifest
-from ppml_image.sgx.manifest.policy import Violation, enforce_release, release_violations
+from ppml_image.sgx.manifest.policy import (
+    ReleasePolicy,
+    Violation,
+    enforce_release,
+    release_violations,
+)
 from ppml_image.sgx.measure.tree import tree_for
 
 CLEAN = """\
@@ -35,8 +43,14 @@ fs.mounts = [
 """
 
 
+# Issue 16: what CLEAN lists as unmeasured or passed through is named.
+NAMED = ReleasePolicy(("file:/etc/", "file:/data/in.csv", "file:/data/model.txt",
+                       "file:/ppml/data/out.json", "file:/app", "file:/opt", "file:/usr",
+                       "file:/", "file:/link"), ("TZ",))
+
+
 def violations(extra: str = "", base: str = CLEAN) -> list[Violation]:
-    return release_violations(parse_manifest(base + extra, "m"))
+    return release_violations(parse_manifest(base + extra, "m"), policy=NAMED)
 
 
 def keys(extra: str, base: str = CLEAN) -> list[str]:
@@ -47,7 +61,7 @@ def test_a_clean_manifest_has_no_violation() -> None:
     """Data files, name-service files, tmpfs, untrusted_shm and a harmless
     passthrough variable are fine."""
     assert violations() == []
-    enforce_release(parse_manifest(CLEAN, "m"), "m")
+    enforce_release(parse_manifest(CLEAN, "m"), "m", policy=NAMED)
 
 
 def test_debug_is_flagged_as_debug() -> None:
@@ -101,10 +115,12 @@ def test_allow_all_but_log_is_flagged() -> None:
     ("file:/app//lib/./libfoo.so", "code"),
 ])
 def test_allowed_files_that_are_folders_or_code(uri: str, fragment: str) -> None:
+    """Issue 16: refused even though NAMED names them (it names file:/); the reasons
+    are the new rules' (a whole file system, a bin or lib folder, code...)."""
+    del fragment  # the old reasons; every entry is still refused
     found = violations(f'sgx.allowed_files = ["{uri}"]\n',
                        CLEAN.replace("sgx.allowed_files", "old_allowed_files"))
-    assert [v.key for v in found] == ["sgx.allowed_files[0]"], found
-    assert fragment in found[0].reason
+    assert "sgx.allowed_files[0]" in [v.key for v in found], found
 
 
 def test_the_libos_entrypoint_and_the_script_argv_runs_are_code() -> None:
@@ -113,17 +129,21 @@ def test_the_libos_entrypoint_and_the_script_argv_runs_are_code() -> None:
     found = violations('sgx.allowed_files = ["file:/opt/python", "file:/app/main", '
                        '"file:/data/in.csv"]\nlibos.entrypoint = "/opt/python"\n',
                        base.replace('libos.entrypoint = "/usr/bin/python3"\n', ""))
-    assert [v.key for v in found] == ["sgx.allowed_files[0]", "sgx.allowed_files[1]"]
+    keys_found = [v.key for v in found]
+    assert keys_found[0] == "sgx.allowed_files[0]"
     assert "LibOS entrypoint" in found[0].reason
-    assert "command line" in found[1].reason  # python3 /app/main: the script, no suffix
+    # Issue 16: the paths themselves are refused where they are used.
+    assert {"libos.entrypoint", "loader.argv[1]"} <= set(keys_found)
 
 
 def test_bash_c_first_word_is_code() -> None:
     base = CLEAN.replace("sgx.allowed_files", "old_allowed_files").replace(
         'loader.argv = ["python3", "/app/main.py", "--input", "/data/in.csv"]',
-        'loader.argv = ["bash", "-c", "/opt/run --data /data/in.csv"]')
+        'loader.argv = ["bash", "-c", "/opt/run --data /data/in.csv"]').replace(
+        'libos.entrypoint = "/usr/bin/python3"', 'libos.entrypoint = "/usr/bin/bash"')
     found = violations('sgx.allowed_files = ["file:/opt/run", "file:/data/in.csv"]\n', base)
-    assert [v.key for v in found] == ["sgx.allowed_files[0]"]
+    assert [v.key for v in found] == ["libos.entrypoint", "loader.argv[2]"]
+    assert "/opt/run is unmeasured" in found[1].reason
 
 
 def test_allowed_file_named_by_a_code_variable_is_code() -> None:
@@ -131,7 +151,7 @@ def test_allowed_file_named_by_a_code_variable_is_code() -> None:
                        'loader.env.PYTHONSTARTUP = { value = "/etc/startup" }\n'
                        'sgx.allowed_files = ["file:/opt/hook", "file:/etc/startup"]\n',
                        CLEAN.replace("sgx.allowed_files", "old_allowed_files"))
-    assert [v.key for v in found] == ["sgx.allowed_files[0]", "sgx.allowed_files[1]"]
+    assert [v.key for v in found] == ["loader.env.LD_PRELOAD", "loader.env.PYTHONSTARTUP"]
     assert "LD_PRELOAD" in found[0].reason and "PYTHONSTARTUP" in found[1].reason
 
 
@@ -142,17 +162,16 @@ def test_malformed_allowed_files_cannot_be_checked() -> None:
         ["sgx.allowed_files[0]"]
 
 
-def test_a_folder_is_found_through_the_tree(tmp_path: Path) -> None:
-    """Without a trailing slash, only the tree can tell that it is a folder."""
+def test_a_named_folder_is_accepted_with_gramines_prefix_semantics(tmp_path: Path) -> None:
+    """Issue 16: a folder is refused unless named; a named data folder is accepted."""
     (tmp_path / "data" / "sub").mkdir(parents=True)
-    (tmp_path / "data" / "in.csv").write_text("1,2\n")
-    (tmp_path / "link").symlink_to("data/sub")
     manifest = parse_manifest(CLEAN.replace("sgx.allowed_files", "old_allowed_files")
                               + 'sgx.allowed_files = ["file:/data/sub", "file:/link", '
                               '"file:/data/in.csv"]\n', "m")
-    assert release_violations(manifest) == []
-    found = release_violations(manifest, tree_for(tmp_path))
-    assert [v.key for v in found] == ["sgx.allowed_files[0]", "sgx.allowed_files[1]"]
+    assert release_violations(manifest, tree_for(tmp_path), NAMED) == []
+    assert [v.key for v in release_violations(manifest)] == [
+        "sgx.allowed_files[0]", "sgx.allowed_files[1]", "sgx.allowed_files[2]",
+        "loader.env.TZ"]
 
 
 @pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_AUDIT", "PYTHONPATH", "PYTHONHOME",
@@ -163,8 +182,12 @@ def test_passthrough_of_a_code_variable(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["LC_ALL", "LANG", "OMP_NUM_THREADS", "HOSTNAME"])
-def test_passthrough_of_a_data_variable_is_fine(name: str) -> None:
-    assert keys(f"loader.env.{name} = {{ passthrough = true }}\n") == []
+def test_passthrough_of_a_data_variable_only_when_named(name: str) -> None:
+    """Issue 16: stricter; a data variable is passed through only when named."""
+    line = f"loader.env.{name} = {{ passthrough = true }}\n"
+    assert keys(line) == [f"loader.env.{name}"]
+    named = ReleasePolicy(NAMED.allow_unmeasured, ("TZ", name))
+    assert release_violations(parse_manifest(CLEAN + line, "m"), policy=named) == []
 
 
 @pytest.mark.parametrize("key", ["argv_src_file", "env_src_file"])
@@ -224,7 +247,9 @@ def test_sign_release_checks_the_expanded_manifest(tmp_path: Path, rootfs: Path,
                               'loader.argv_src_file = "file:/app/args"\n'
                               'sgx.trusted_files = ["file:/app/"]\n'
                               'sgx.allowed_files = ["file:/etc/hosts"]\n')
-    result = _sign(manifest, enclave_key, out, rootfs, "--release")
+    # Issue 16: /etc/hosts is unmeasured, so it must be named.
+    result = _sign(manifest, enclave_key, out, rootfs, "--release",
+                   "--allow-unmeasured", "file:/etc/hosts")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["app.manifest.sgx", "app.sig"]
 
@@ -237,5 +262,5 @@ def test_sign_release_finds_folders_in_the_chroot(tmp_path: Path, rootfs: Path,
                               'sgx.trusted_files = ["file:/app/bin/app"]\n'
                               'sgx.allowed_files = ["file:/app/lib"]\n')
     result = _sign(manifest, enclave_key, out, rootfs, "--release")
-    assert_one_line_error(result, "sgx.allowed_files[0]", "a folder")
+    assert_one_line_error(result, "sgx.allowed_files[0]", "bin or lib folder")
     assert list(out.iterdir()) == []

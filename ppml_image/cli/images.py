@@ -20,6 +20,12 @@ from ppml_image.cli.common import (
     lazy_module,
     print_sigstruct_fields,
 )
+from ppml_image.cli.sgx import (
+    ALLOW_PASSTHROUGH_HELP,
+    ALLOW_UNMEASURED_HELP,
+    POLICY_HELP,
+    release_policy,
+)
 from ppml_image.cli.signers import DATE_HELP
 from ppml_image.errors import UsageError
 
@@ -213,6 +219,11 @@ def build_custom_cmd(
     date: str | None = typer.Option(None, "--date", help=DATE_HELP),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
+    allow_unmeasured: list[str] = typer.Option([], "--allow-unmeasured", metavar="URI",
+                                               help=ALLOW_UNMEASURED_HELP),
+    allow_passthrough: list[str] = typer.Option([], "--allow-passthrough", metavar="NAME",
+                                                help=ALLOW_PASSTHROUGH_HELP),
+    policies: list[str] = typer.Option([], "--policy", metavar="FILE", help=POLICY_HELP),
     allow_debug: bool = typer.Option(False, "--allow-debug",
                                      help="Accept a debug enclave (with a warning)."),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file",
@@ -231,6 +242,7 @@ def build_custom_cmd(
     """Build a customer image, measure and sign it on the host, print mr_enclave/mr_signer."""
     if release and allow_debug:
         fail("--release and --allow-debug exclude each other", 2)
+    checked = release_policy(release, allow_unmeasured, allow_passthrough, policies)
     expected = custom.expected_mr_enclave(expect_mr_enclave)
     _check_output(output, export_data, key, passphrase_file)
     if export_data is not None:
@@ -240,7 +252,7 @@ def build_custom_cmd(
                              "yet: push with sign-image --push")
         _print_exported(custom.build_custom_export(
             export_data, base=base_image, app=app_dir, template=manifest,
-            defines=parse_defines(define), tag=tag, date=date, release=release,
+            defines=parse_defines(define), tag=tag, date=date, release=checked,
             expect_mr_enclave=expected, quiet=as_json), as_json)
         return
     publish = custom.Publish(expected, push, push_unsigned)
@@ -248,7 +260,7 @@ def build_custom_cmd(
     with _signer(key, passphrase_file) as signer, _push_failure_reported(as_json):
         result = custom.build_custom(
             signer, base=base_image, app=app_dir, template=manifest,
-            defines=parse_defines(define), tag=tag, date=date, release=release,
+            defines=parse_defines(define), tag=tag, date=date, release=checked,
             quiet=as_json, publish=publish)
     _report(result, output, as_json)
 
@@ -272,6 +284,11 @@ def sign_image_cmd(
     date: str | None = typer.Option(None, "--date", help=DATE_HELP),
     release: bool = typer.Option(False, "--release", help="Refuse a manifest that breaks the "
                                  "release policy (debug, insecure__ options, ...)."),
+    allow_unmeasured: list[str] = typer.Option([], "--allow-unmeasured", metavar="URI",
+                                               help=ALLOW_UNMEASURED_HELP),
+    allow_passthrough: list[str] = typer.Option([], "--allow-passthrough", metavar="NAME",
+                                                help=ALLOW_PASSTHROUGH_HELP),
+    policies: list[str] = typer.Option([], "--policy", metavar="FILE", help=POLICY_HELP),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file",
                                                 help="File with the key's passphrase."),
     export_data: Path | None = typer.Option(None, "--export-signing-data", metavar="DATA",
@@ -289,6 +306,7 @@ def sign_image_cmd(
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
 ) -> None:
     """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
+    checked = release_policy(release, allow_unmeasured, allow_passthrough, policies)
     expected = custom.expected_mr_enclave(expect_mr_enclave)
     _check_output(output, export_data, key, passphrase_file, signature,
                   public_key)
@@ -301,14 +319,14 @@ def sign_image_cmd(
                                  ("--tag", tag is not None), ("--push", push),
                                  ("--push-unsigned", push_unsigned)) if given))
         _print_exported(custom.export_signing_data(
-            unsigned, export_data, date=date, release=release, expect_mr_enclave=expected,
+            unsigned, export_data, date=date, release=checked, expect_mr_enclave=expected,
             quiet=as_json), as_json)
         return
     publish = custom.Publish(expected, push, push_unsigned)
     publish.check(tag or unsigned.removesuffix("-unsigned"), unsigned)
     with _signer(key, passphrase_file, signature, public_key) as signer, \
             _push_failure_reported(as_json):
-        result = custom.sign_image(unsigned, signer, tag=tag, date=date, release=release,
+        result = custom.sign_image(unsigned, signer, tag=tag, date=date, release=checked,
                                    quiet=as_json, publish=publish)
     _report(result, output, as_json)
 

@@ -23,15 +23,34 @@ from ppml_image.sgx.gramine import PKGLIBDIR
 if TYPE_CHECKING:
     from ppml_image.sgx import offline, sign
     from ppml_image.sgx.manifest import document as manifest
+    from ppml_image.sgx.manifest import policy
     from ppml_image.sgx.measure import enclave, tree
     from ppml_image.sgx.signing import keys, sigstruct
 else:  # loaded when a command runs: `--help` needs none of them
-    enclave, keys, manifest, offline, sign, sigstruct, tree = (
+    enclave, keys, manifest, offline, policy, sign, sigstruct, tree = (
         lazy_module(f"ppml_image.sgx.{name}")
-        for name in ("measure.enclave", "signing.keys", "manifest.document", "offline", "sign",
-                     "signing.sigstruct", "measure.tree"))
+        for name in ("measure.enclave", "signing.keys", "manifest.document", "offline",
+                     "manifest.policy", "sign", "signing.sigstruct", "measure.tree"))
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
+ALLOW_UNMEASURED_HELP = ("With --release: accept this sgx.allowed_files URI and any entry below "
+                         "it (repeatable; e.g. file:/etc/hosts).")
+ALLOW_PASSTHROUGH_HELP = ("With --release: let the host set this loader.env variable "
+                          "(passthrough; repeatable; never LD_*, PYTHON*, *_HOME, ...).")
+POLICY_HELP = ("With --release: a policy file ([release] allow_unmeasured, allow_passthrough) "
+               "or a shipped one by name (name-service); repeatable.")
+
+
+def release_policy(release: bool, allow_unmeasured: list[str], allow_passthrough: list[str],
+                   policies: list[str]) -> bool | policy.ReleasePolicy:
+    """``--release`` and its allowances as the library takes them."""
+    named = allow_unmeasured or allow_passthrough or policies
+    if not release:
+        if named:
+            raise UsageError("--allow-unmeasured, --allow-passthrough and --policy name what "
+                             "the release policy accepts: add --release")
+        return False
+    return policy.make_policy(allow_unmeasured, allow_passthrough, policies)
 
 
 @app.command(epilog=(
@@ -133,8 +152,13 @@ def sign_cmd(
         f"(or set {PASSPHRASE_ENV})."),
     release: bool = typer.Option(
         False, "--release", help="Refuse a manifest that breaks the release policy (debug, "
-        "insecure__ options, allow_all_but_log, code in allowed_files...), naming every "
-        "violation."),
+        "insecure__ options, allow_all_but_log, unmeasured files or passthrough variables "
+        "not named, code in an unmeasured place...), naming every violation."),
+    allow_unmeasured: list[str] = typer.Option([], "--allow-unmeasured", metavar="URI",
+                                               help=ALLOW_UNMEASURED_HELP),
+    allow_passthrough: list[str] = typer.Option([], "--allow-passthrough", metavar="NAME",
+                                                help=ALLOW_PASSTHROUGH_HELP),
+    policies: list[str] = typer.Option([], "--policy", metavar="FILE", help=POLICY_HELP),
     max_enclave_size: str = typer.Option(
         "1024G", "--max-enclave-size", metavar="SIZE",
         help="Refuse to measure a non-EDMM enclave larger than this (e.g. 2048G)."),
@@ -147,6 +171,7 @@ def sign_cmd(
 ) -> None:
     """Hash trusted files, measure and sign an enclave like gramine-sgx-sign."""
     limit = parse_size_option(max_enclave_size, "--max-enclave-size")
+    checked = release_policy(release, allow_unmeasured, allow_passthrough, policies)
     if chroot is not None:  # before a PIN prompt, a key or any hashing
         tree.check_chroot(chroot)
     inputs = [p for p in (manifest_path, libpal, passphrase_file, signature, public_key)
@@ -161,7 +186,7 @@ def sign_cmd(
                                           sigfile=sigfile)
         exported = offline.export_manifest_signing_data(
             manifest_path, output, libpal, export_data, date=date, chroot=chroot,
-            pkglibdir=pkglibdir, release=release, max_enclave_size=limit)
+            pkglibdir=pkglibdir, release=checked, max_enclave_size=limit)
         _print_export(exported, output, as_json)
         return
     with contextlib.closing(_cli_signers.choose_signer(
@@ -169,7 +194,7 @@ def sign_cmd(
             public_key=public_key)) as signer:
         signed = sign.sign_manifest(manifest_path, output, libpal, signer, date=date,
                                     sigfile=sigfile, chroot=chroot, pkglibdir=pkglibdir,
-                                    release=release, max_enclave_size=limit, inputs=inputs)
+                                    release=checked, max_enclave_size=limit, inputs=inputs)
     if as_json:
         emit_json(signed.sigstruct.view())
         return

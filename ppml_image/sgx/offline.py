@@ -33,6 +33,7 @@ from typing import Any
 from ppml_image._fs import check_output_files, read_capped, write_files_in_order
 from ppml_image.errors import SigstructError, VerificationError
 from ppml_image.sgx.manifest import document as mf
+from ppml_image.sgx.manifest.policy import Release
 from ppml_image.sgx.measure.elf import load_elf
 from ppml_image.sgx.measure.tree import tree_for
 from ppml_image.sgx.sign import SignedEnclave, parse_date, prepare_enclave
@@ -204,7 +205,7 @@ def check_outputs(paths: Sequence[Path], inputs: Sequence[Path] = ()) -> None:
 def export_manifest_signing_data(manifest: Path, output: Path, libpal: Path, data: Path, *,
                                  date: str | dt.date | SigstructDate | None = None,
                                  chroot: Path | None = None,
-                                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
+                                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: Release = False,
                                  max_enclave_size: int | None = None) -> ExportedSigningData:
     """``sign --export-signing-data``: write the ``.manifest.sgx``, DATA and DATA.json.
 

@@ -22,7 +22,7 @@ from ppml_image._phases import MEASURING, READING, SIGNING, WRITING, phase
 from ppml_image.errors import PolicyError, UsageError
 from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.manifest.measured import refuse_measured_outputs as _refuse_measured
-from ppml_image.sgx.manifest.policy import enforce_release
+from ppml_image.sgx.manifest.policy import Release, as_policy, enforce_release
 from ppml_image.sgx.measure.elf import ElfImage, load_elf
 from ppml_image.sgx.measure.enclave import (
     DEFAULT_MAX_ENCLAVE_SIZE,
@@ -125,7 +125,7 @@ def measure_manifest(manifest_sgx: bytes, manifest: dict[str, Any], pal: ElfImag
 
 def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPrivateKey,
                  tree: Tree, date: SigstructDate | dt.date, name: str = "<manifest>",
-                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: bool = False,
+                 pkglibdir: str = mf.DEFAULT_PKGLIBDIR, release: Release = False,
                  max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
     """Hash, measure and sign a manifest; nothing touches the disk.
 
@@ -143,7 +143,7 @@ def sign_enclave(manifest_text: str, *, pal: ElfImage, key: Signer | rsa.RSAPriv
 def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
                     date: SigstructDate | dt.date,
                     name: str = "<manifest>", pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
-                    release: bool = False,
+                    release: Release = False,
                     max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE) -> SignedEnclave:
     """Hash and measure a manifest: its sigstruct is still to be signed
     (by ``sign_sigstruct(sigstruct, signer)``, or offline from ``signed_bytes()``).
@@ -155,8 +155,9 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
     # Sizes and the PAL first: refuse an impossible enclave before hashing.
     check_enclave_fits(enclave_params(manifest["sgx"], name), pal, name, max_enclave_size)
     final = mf.finalize(manifest, tree, name)
-    if release:
-        enforce_release(final, name, tree)
+    policy = as_policy(release)
+    if policy is not None:
+        enforce_release(final, name, tree, policy)
     manifest_sgx = mf.dumps(final).encode("utf-8")
     tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name,
                         max_enclave_size=max_enclave_size)
@@ -192,7 +193,7 @@ def default_sigfile(output: Path) -> Path:
 def sign_manifest(manifest: Path, output: Path, libpal: Path, key: Path | Signer, *,
                   date: str | dt.date | SigstructDate | None = None, sigfile: Path | None = None,
                   chroot: Path | None = None, pkglibdir: str = mf.DEFAULT_PKGLIBDIR,
-                  passphrase: bytes | None = None, release: bool = False,
+                  passphrase: bytes | None = None, release: Release = False,
                   max_enclave_size: int = DEFAULT_MAX_ENCLAVE_SIZE,
                   inputs: Sequence[Path] = ()) -> SignedEnclave:
     """Sign the manifest file like ``gramine-sgx-sign`` and write both outputs.

@@ -83,7 +83,12 @@ from ppml_image.images.progress import Progress
 from ppml_image.resources import data_dir
 from ppml_image.sgx import offline
 from ppml_image.sgx.manifest import document as mf
-from ppml_image.sgx.manifest.policy import enforce_release, release_violations
+from ppml_image.sgx.manifest.policy import (
+    Release,
+    as_policy,
+    enforce_release,
+    release_violations,
+)
 from ppml_image.sgx.measure.tree import Tree
 from ppml_image.sgx.sign import enclave_attributes, parse_date
 from ppml_image.sgx.signing.identity import identity_fields
@@ -235,7 +240,7 @@ def unsigned_tag(tag: str) -> str:
 def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None = None,
                    template: str | Path = DEFAULT_TEMPLATE,
                    defines: dict[str, Any] | None = None, tag: str = DEFAULT_TAG,
-                   release: bool = False, quiet: bool = False) -> str:
+                   release: Release = False, quiet: bool = False) -> str:
     """Stage 1: build the unsigned image (untagged); returns its id."""
     template_path = find_template(template)
     if app is not None and not Path(app).is_dir():
@@ -247,7 +252,7 @@ def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None
     rendered = f"{template_path} (rendered)"
     parsed = mf.parse_manifest(text, rendered, pkglibdir=info.pkglibdir)
     if release:  # fail before building; the finalised manifest is checked again
-        _enforce_release(parsed, rendered)
+        _enforce_release(parsed, rendered, release)
 
     context = BuildContext()
     lines = [f"FROM {base_image.id}"]
@@ -283,7 +288,7 @@ class SignedImage:
 
 def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
                      key: Signer | rsa.RSAPrivateKey, *,
-                     date: SigstructDate, release: bool,
+                     date: SigstructDate, release: Release,
                      progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
     prepared = measure_for_signing(engine, unsigned, ref, date=date, release=release,
@@ -293,7 +298,7 @@ def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
 
 
 def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: SigstructDate,
-                        release: bool, progress: Progress | None = None) -> SignedImage:
+                        release: Release, progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image; its SIGSTRUCT has every field but the signature."""
     if unsigned.onbuild:
         raise ImageContentError(
@@ -304,7 +309,7 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
     measured = measure_image(engine, unsigned, layout, signed=False, ref=ref,
                              progress=progress)
     if release:
-        _enforce_release(measured.manifest, measured.name, measured.tree)
+        _enforce_release(measured.manifest, measured.name, release, measured.tree)
     else:
         _warn_about_debug(measured)
     if match.base is not None:
@@ -327,9 +332,10 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
     return SignedImage(measured, sigstruct, match.base)
 
 
-def _enforce_release(manifest: dict[str, Any], name: str, tree: Tree | None = None) -> None:
+def _enforce_release(manifest: dict[str, Any], name: str, release: Release,
+                     tree: Tree | None = None) -> None:
     try:
-        enforce_release(manifest, name, tree)
+        enforce_release(manifest, name, tree, as_policy(release))
     except PolicyError as exc:
         raise PolicyError(f"{exc} (refused because of --release)") from None
 
@@ -401,7 +407,7 @@ class Publish:
 
 def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                date: str | dt.date | SigstructDate | None = None,
-               passphrase: bytes | None = None, release: bool = False, quiet: bool = False,
+               passphrase: bytes | None = None, release: Release = False, quiet: bool = False,
                engine: Engine | None = None, publish: Publish | None = None) -> CustomImage:
     """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
     check_image(unsigned)
@@ -423,7 +429,7 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
 
 def export_signing_data(unsigned: str, data: Path, *,
                         date: str | dt.date | SigstructDate | None = None,
-                        release: bool = False, expect_mr_enclave: str | None = None,
+                        release: Release = False, expect_mr_enclave: str | None = None,
                         quiet: bool = False, engine: Engine | None = None) -> ExportedImage:
     """``sign-image --export-signing-data``: measure *unsigned*, write DATA and DATA.json.
 
@@ -440,7 +446,7 @@ def export_signing_data(unsigned: str, data: Path, *,
 
 
 def _export(engine: Engine, info: ImageInfo, ref: str, data: Path, *, date: SigstructDate,
-            release: bool, expect: str | None, quiet: bool) -> ExportedImage:
+            release: Release, expect: str | None, quiet: bool) -> ExportedImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
     prepared = measure_for_signing(engine, info, ref, date=date, release=release,
                                    progress=measuring)
@@ -460,7 +466,7 @@ def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPri
 
 
 def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
-          tag: str, date: SigstructDate, release: bool, quiet: bool, publish: Publish,
+          tag: str, date: SigstructDate, release: Release, quiet: bool, publish: Publish,
           unsigned_tag: str | None = None, push_unsigned_ref: str | None = None
           ) -> CustomImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
@@ -496,7 +502,7 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivat
 def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | None = None,
                  template: str | Path = DEFAULT_TEMPLATE, defines: dict[str, Any] | None = None,
                  tag: str = DEFAULT_TAG, date: str | dt.date | SigstructDate | None = None,
-                 release: bool = False, passphrase: bytes | None = None,
+                 release: Release = False, passphrase: bytes | None = None,
                  quiet: bool = False, engine: Engine | None = None,
                  publish: Publish | None = None) -> CustomImage:
     """Build, measure and sign a customer image (see the module docstring)."""
@@ -518,7 +524,7 @@ def build_custom_export(data: Path, *, base: str = DEFAULT_BASE, app: Path | Non
                         template: str | Path = DEFAULT_TEMPLATE,
                         defines: dict[str, Any] | None = None, tag: str = DEFAULT_TAG,
                         date: str | dt.date | SigstructDate | None = None,
-                        release: bool = False, expect_mr_enclave: str | None = None,
+                        release: Release = False, expect_mr_enclave: str | None = None,
                         quiet: bool = False,
                         engine: Engine | None = None) -> ExportedImage:
     """``build-custom --export-signing-data``: the unsigned stage only, no key anywhere.

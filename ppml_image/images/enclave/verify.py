@@ -64,7 +64,7 @@ from ppml_image.images.layout import (
     establish_base,
 )
 from ppml_image.images.progress import Progress
-from ppml_image.sgx.manifest.policy import release_violations
+from ppml_image.sgx.manifest.policy import load_policy, release_violations
 from ppml_image.sgx.sign import enclave_attributes
 from ppml_image.sgx.signing.identity import identity_fields
 from ppml_image.sgx.signing.sigstruct import SIGSTRUCT_SIZE, Sigstruct
@@ -333,7 +333,10 @@ def _check_policy(result: Verification, measured: ImageMeasurement, *, allow_deb
     if allow_insecure:
         result.checks.append("release policy not applied (--allow-insecure)")
         return
-    violations = release_violations(measured.manifest, measured.tree)
+    # The signer's allowances are not in the image: the shipped name-service
+    # files (what the shipped templates list) are accepted, nothing else.
+    violations = release_violations(measured.manifest, measured.tree,
+                                    load_policy("name-service"))
     refused = [v for v in violations if not (allow_debug and v.debug)]
     for violation in refused:
         if violation.debug:

@@ -2,5 +2,6 @@
 
 May import :mod:`ppml_image.sgx.measure` (trees, for trusted files),
 :mod:`ppml_image.sgx.gramine` and the shared modules (``errors``, ``_fs``,
-``_proc``). Never ``signing``, ``images`` or ``docker``.
+``_proc``, and ``resources`` for the shipped ``*.policy.toml`` files).
+Never ``signing``, ``images`` or ``docker``.
 """
