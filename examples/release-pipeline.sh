@@ -14,6 +14,12 @@
 #   6. Verify by digest, as a security team would: pulled, re-hashed and
 #      re-measured from its own content.
 #   7. The measurement record: what to register with the attestation service.
+#   8. Register it with eHSM (EHSM_URL; without it, the local protocol
+#      stand-in of tests/attest_services.py, which checks what eHSM checks but
+#      is NOT a real eHSM): the record gains the policy id.
+#   9. Export the policies for the services a security team runs.
+#  10. Check a quote against a record, at a stated time: by default the public
+#      SGX vector quote (tests/attestation/) against a record of its values.
 #
 # Settings (environment):
 #   PROD_KEY         the production key (PEM), on the signing machine (required;
@@ -30,6 +36,12 @@
 #   EXPECT_MR_ENCLAVE  the registered MRENCLAVE when re-building a release
 #   OUT              where the files go (default release-out)
 #   PPML             the ppml-image command (default: ppml-image)
+#   EHSM_URL, EHSM_APP_ID, EHSM_API_KEY_FILE, EHSM_CA_BUNDLE
+#                    a real eHSM to register with (default: the local stand-in)
+#   QUOTE, COLLATERAL, QUOTE_RECORD, QUOTE_AT, QUOTE_NONCE, QUOTE_ALLOW_TCB
+#                    the quote to check (default: the vector quote, its values,
+#                    2025-06-20T00:00:00Z, "Hello, world!", the TCB status
+#                    Intel gave its platform then)
 set -euo pipefail
 
 PPML=${PPML:-ppml-image}
@@ -84,12 +96,13 @@ say "2. CI: build the unsigned image and export what to sign (no key here)"
 
 # ---------------------------------------------------------------------------
 say "3. signing machine: review the bytes to sign, then sign them offline"
-"$PPML" sigstruct --signing-data "$OUT/app.tbs" --json >"$OUT/review.json"
-reviewed=$(field "$OUT/review.json" mr_enclave)
-if [ "$(field "$OUT/review.json" debug_enclave)" != False ]; then
-    echo "release-pipeline: the signing data is for a DEBUG enclave: not signing it" >&2
+# --release refuses (exit 3) signing data the host could launch as debug: the
+# DEBUG flag, a mask that leaves it out, or any mask Gramine would not write.
+if ! "$PPML" sigstruct --signing-data "$OUT/app.tbs" --release --json >"$OUT/review.json"; then
+    echo "release-pipeline: the signing data could be launched as debug: not signing it" >&2
     exit 3
 fi
+reviewed=$(field "$OUT/review.json" mr_enclave)
 echo "reviewed: mr_enclave $reviewed, isv_prod_id $(field "$OUT/review.json" isv_prod_id), isv_svn $(field "$OUT/review.json" isv_svn)" >&2
 if [ -n "${PROD_KEY:-}" ]; then
     openssl dgst -sha256 -sign "$PROD_KEY" -out "$OUT/app.tbs.sig" "$OUT/app.tbs"
@@ -123,3 +136,70 @@ echo "digest:     $digest"
 echo "mr_enclave: $(field "$OUT/measurements.json" mr_enclave)"
 echo "mr_signer:  $mr_signer"
 echo "isv_prod_id $(field "$OUT/measurements.json" isv_prod_id), isv_svn $(field "$OUT/measurements.json" isv_svn)"
+
+# ---------------------------------------------------------------------------
+say "8. register the measurement with eHSM"
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "${EHSM_URL:-}" ]; then
+    stand_in=$here/tests/attest_services.py
+    if [ ! -f "$stand_in" ]; then
+        echo "release-pipeline: set EHSM_URL, EHSM_APP_ID and EHSM_API_KEY_FILE" >&2
+        exit 2
+    fi
+    echo "no EHSM_URL: registering with the LOCAL PROTOCOL STAND-IN, not a real eHSM" >&2
+    rm -rf "$OUT/ehsm-stand-in"
+    mkdir -m 700 "$OUT/ehsm-stand-in"
+    "$PYTHON" "$stand_in" ehsm "$OUT/ehsm-stand-in" &
+    stand_in_pid=$!
+    trap 'kill "$stand_in_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 300); do
+        [ -f "$OUT/ehsm-stand-in/url" ] && break
+        kill -0 "$stand_in_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    EHSM_URL=$(cat "$OUT/ehsm-stand-in/url")
+    EHSM_APP_ID=$(cat "$OUT/ehsm-stand-in/app-id")
+    EHSM_API_KEY_FILE=$OUT/ehsm-stand-in/api-key
+    EHSM_CA_BUNDLE=$OUT/ehsm-stand-in/ca.pem
+fi
+ca_args=()
+[ -n "${EHSM_CA_BUNDLE:-}" ] && ca_args=(--ca-bundle "$EHSM_CA_BUNDLE")
+"$PPML" attest register "$OUT/measurements.json" --service ehsm --url "$EHSM_URL" \
+    --app-id "$EHSM_APP_ID" --api-key-file "$EHSM_API_KEY_FILE" "${ca_args[@]}" \
+    --output "$OUT/registered.json" --json >"$OUT/register.json"
+echo "policy_id:  $(field "$OUT/registered.json" policy_id)"
+
+# ---------------------------------------------------------------------------
+say "9. the policies, for the services a security team runs: $OUT/policies/"
+mkdir -p "$OUT/policies"
+for format in ra-tls ita maa trustee marblerun intel-appraisal ehsm bigdl-as; do
+    "$PPML" attest policy "$OUT/registered.json" --format "$format" \
+        --output "$OUT/policies/$format.policy" --json >/dev/null
+done
+
+# ---------------------------------------------------------------------------
+say "10. a quote checked against a record, at a stated time"
+QUOTE_AT=${QUOTE_AT:-2025-06-20T00:00:00Z}
+if [ -z "${QUOTE:-}" ]; then
+    # The public SGX vector quote and the values its report holds (see its README).
+    QUOTE=$here/tests/attestation/sgx_quote
+    COLLATERAL=$here/tests/attestation/sgx_quote_collateral.json
+    QUOTE_NONCE=${QUOTE_NONCE:-Hello, world!}
+    QUOTE_ALLOW_TCB=${QUOTE_ALLOW_TCB:-ConfigurationAndSWHardeningNeeded}
+    QUOTE_RECORD=$OUT/vector-record.json
+    cat >"$QUOTE_RECORD" <<'RECORD'
+{"tee": "sgx",
+ "mr_enclave": "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb",
+ "mr_signer": "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6",
+ "isv_prod_id": 0, "isv_svn": 0,
+ "attributes": "0500000000000000e700000000000000",
+ "attribute_mask": "ffffffffffffffff1bfff9ffffffffff",
+ "misc_select": "00000000", "misc_mask": "ffffffff", "debug": false}
+RECORD
+fi
+quote_args=(--collateral "$COLLATERAL" --record "${QUOTE_RECORD:-$OUT/registered.json}"
+            --at "$QUOTE_AT")
+[ -n "${QUOTE_NONCE:-}" ] && quote_args+=(--nonce "$QUOTE_NONCE")
+[ -n "${QUOTE_ALLOW_TCB:-}" ] && quote_args+=(--allow-tcb "$QUOTE_ALLOW_TCB")
+"$PPML" attest verify "$QUOTE" "${quote_args[@]}" --json >"$OUT/quote-verdict.json"
+echo "quote:      accepted at $QUOTE_AT ($(field "$OUT/quote-verdict.json" tcb_status))"

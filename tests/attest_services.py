@@ -331,3 +331,38 @@ class BigdlStandIn(StandIn):
         policy_id = str(uuid.uuid4())
         self.policies[policy_id] = {k: request[k] for k in ("appID", "policyType", *fields)}
         return 200, _json({"policyID": policy_id})
+
+
+# --------------------------------------------------------------------------
+# Standalone: `python tests/attest_services.py ehsm FOLDER` for the release
+# pipeline example. It makes a CA, a server certificate, an enrolled app id
+# and API key (FOLDER/app-id, FOLDER/api-key, 0600), serves eHSM's protocol
+# over TLS on a free loopback port, writes FOLDER/url last, and runs until
+# SIGTERM or SIGINT.
+# --------------------------------------------------------------------------
+def _serve(folder: Path) -> None:
+    import os
+    import secrets
+    import signal
+
+    ca = LocalCA(folder)
+    app_id, api_key = str(uuid.uuid4()), secrets.token_urlsafe(24)
+    (folder / "app-id").write_text(app_id + "\n")
+    fd = os.open(folder / "api-key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(api_key + "\n")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    with EhsmStandIn(tls=ca.server_files(), accounts={app_id: api_key}) as server:
+        (folder / "url.tmp").write_text(server.url + "\n")
+        os.replace(folder / "url.tmp", folder / "url")
+        stopped.wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "ehsm":
+        raise SystemExit("usage: attest_services.py ehsm FOLDER")
+    _serve(Path(sys.argv[2]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,17 @@ def test_release_pipeline_end_to_end(slim_base: dict, gramine_tree: Path, app_di
     lock = json.loads((out / "base.lock").read_text())  # the base is locked, always
     assert lock["format"] == "ppml-image/base-lock/1"
     assert lock["image_id"] == record["base_image_id"]
+    # 8-10: registered with the eHSM stand-in, policies exported, a quote checked.
+    registered = json.loads((out / "registered.json").read_text())
+    assert registered["service"] == "ehsm"
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", registered["policy_id"])
+    assert registered["mr_enclave"] == record["mr_enclave"]
+    assert f"policy_id:  {registered['policy_id']}" in result.stdout
+    assert "LOCAL PROTOCOL STAND-IN" in result.stderr
+    policies = sorted(p.name for p in (out / "policies").iterdir())
+    assert len(policies) == 8
+    assert record["mr_enclave"] in (out / "policies" / "ra-tls.policy").read_text()
+    verdict = json.loads((out / "quote-verdict.json").read_text())
+    assert verdict["ok"] is True and verdict["evaluated_at"] == "2025-06-20T00:00:00Z"
+    api_key = (out / "ehsm-stand-in" / "api-key").read_text().strip()
+    assert api_key not in result.stdout + result.stderr  # never printed
