@@ -712,3 +712,67 @@ def test_record_reads_are_bounded(tmp_path: Path, key_file: Path) -> None:
                          "https://kms.example", "--app-id", APP_ID, "--api-key-file", key_file)
         assert result.returncode == 2
         assert_one_line_error(result, fragment)
+
+
+VECTORS = Path(__file__).resolve().parent / "attestation"
+VECTOR_MR_ENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+VECTOR_MR_SIGNER = "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
+
+
+def _vector_verify(*extra: Any) -> Any:
+    return run_cli("attest", "verify", VECTORS / "sgx_quote", "--collateral",
+                   VECTORS / "sgx_quote_collateral.json", "--mr-enclave", VECTOR_MR_ENCLAVE,
+                   "--at", "2025-06-20T00:00:00Z", "--allow-tcb",
+                   "ConfigurationAndSWHardeningNeeded", *extra)
+
+
+def test_attest_verify_reports_ehsms_verdict_next_to_its_own(
+        tmp_path: Path, ehsm: EhsmStandIn, ca: LocalCA, key_file: Path) -> None:
+    """Both accept: exit 0 and both verdicts shown; eHSM refusing makes it a refusal."""
+    record = _record(tmp_path, mr_enclave=VECTOR_MR_ENCLAVE, mr_signer=VECTOR_MR_SIGNER)
+    out = tmp_path / "registered.json"
+    assert register(record, "ehsm", ehsm.url, key_file, "--output", out,
+                    ca_bundle=ca.pem).returncode == 0
+    policy_id = json.loads(out.read_text())["policy_id"]
+    service = ["--service", "ehsm", "--url", ehsm.url, "--app-id", APP_ID,
+               "--api-key-file", key_file, "--ca-bundle", ca.pem]
+    both = _vector_verify(*service, "--policy-id", policy_id, "--json")
+    assert both.returncode == 0, both.stderr
+    report = json.loads(both.stdout)
+    assert report["ok"] is True and report["service_verdict"]["accepted"] is True
+    assert report["service_verdict"]["policy_id"] == policy_id
+    assert API_KEY not in both.stdout + both.stderr
+
+    other = _record(tmp_path, mr_enclave="ab" * 32, mr_signer=VECTOR_MR_SIGNER)
+    registered_other = tmp_path / "other.json"
+    assert register(other, "ehsm", ehsm.url, key_file, "--output", registered_other,
+                    ca_bundle=ca.pem).returncode == 0
+    refused = _vector_verify(*service, "--policy-id",
+                             json.loads(registered_other.read_text())["policy_id"])
+    assert_one_line_error(refused, "eHSM", "refuses the quote", "our own verification")
+    assert refused.returncode == 3
+
+
+def test_attest_verify_service_options_are_checked_first() -> None:
+    for extra, words in [(["--url", "https://x"], "add --service ehsm"),
+                         (["--service", "bigdl-as", "--url", "https://x", "--app-id", "a"],
+                          "only ehsm"),
+                         (["--service", "ehsm"], "needs --url")]:
+        result = _vector_verify(*extra)
+        assert_one_line_error(result, words)
+        assert result.returncode == 2
+
+
+def test_duplicate_keys_in_a_record_or_collateral_are_refused(tmp_path: Path) -> None:
+    """Two readers of one JSON file may keep different copies of a key: refused."""
+    record = tmp_path / "dup.json"
+    record.write_text('{"mr_enclave": "%s", "mr_enclave": "%s"}' % ("ab" * 32, "cd" * 32))
+    result = run_cli("attest", "policy", record, "--format", "ra-tls")
+    assert_one_line_error(result, "mr_enclave", "twice")
+    collateral = tmp_path / "collateral.json"
+    text = (VECTORS / "sgx_quote_collateral.json").read_text()
+    collateral.write_text(text.replace("{", '{"pck_crl": "x", ', 1))
+    result = run_cli("attest", "verify", VECTORS / "sgx_quote", "--collateral", collateral,
+                     "--mr-enclave", VECTOR_MR_ENCLAVE, "--at", "2025-06-20T00:00:00Z")
+    assert_one_line_error(result, "pck_crl", "twice")
+    assert result.returncode == 2

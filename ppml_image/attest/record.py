@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ppml_image import _json
 from ppml_image._fs import read_capped, write_atomic
 from ppml_image.errors import UsageError
 from ppml_image.sgx.signing.identity import identity_fields
@@ -147,7 +148,7 @@ def load_record(path: Path) -> MeasurementRecord:
     """Read a record file (at most 1 MiB); a malformed one is a usage error (exit 2)."""
     data = read_capped(path, RECORD_LIMIT, "measurement record (JSON)", UsageError)
     try:
-        parsed = json.loads(data)
+        parsed = _json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"{path}: not a JSON measurement record: {exc}") from None
     return MeasurementRecord.from_json(parsed, str(path))

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ppml_image import _json
 from ppml_image._fs import KiB, MiB, read_capped, write_atomic
 from ppml_image.errors import PpmlError, UsageError
 
@@ -103,7 +104,7 @@ def load_record(path: Path) -> Record:
     ``debug_enclave``). Anything else in it is kept as it is."""
     raw = read_capped(path, MAX_RECORD, "measurement record", UsageError)
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = _json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: not a JSON measurement record ({exc})") from None
     if not isinstance(data, dict):
@@ -485,7 +486,7 @@ def _said(answer: bytes | str, secret: str) -> str:
 
 def _json_object(shown: str, answer: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(answer.lstrip(b"\xef\xbb\xbf").decode("utf-8"))
+        data = _json.loads(answer.lstrip(b"\xef\xbb\xbf").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ServiceError(f"{shown}: malformed response: not JSON", "malformed") from None
     if not isinstance(data, dict):

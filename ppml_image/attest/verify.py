@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppml_image import _json
 from ppml_image.attest.quote import SgxReportBody, parse_quote_layout
 from ppml_image.attest.record import MeasurementRecord
 from ppml_image.errors import UsageError
@@ -217,7 +218,7 @@ def _collateral(text: bytes, name: str) -> Any:
     dcap_qvl = _dcap_qvl()
 
     try:
-        parsed = json.loads(text)
+        parsed = _json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"{name}: collateral is not JSON: {exc}") from None
     if not isinstance(parsed, dict):
@@ -234,10 +235,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _expired_detail(collateral_text: bytes, at: dt.datetime) -> str:
     """Which collateral piece is outside its validity at *at*, for the one-line message."""
-    parsed = json.loads(collateral_text)
+    parsed = _json.loads(collateral_text)
     for key in ("tcb_info", "qe_identity"):
         try:
-            info = json.loads(parsed[key])
+            info = _json.loads(parsed[key])
             issued = parse_time(info["issueDate"])
             next_update = parse_time(info["nextUpdate"])
         except (KeyError, ValueError, TypeError, UsageError):

@@ -136,9 +136,23 @@ def verify_cmd(
                                         "(DER) instead of Intel's; named in the verdict."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON, "
                                  "accepted or refused."),
+    service: str | None = typer.Option(None, "--service", help="Also ask this service "
+                                       "(ehsm: VerifyQuote); reported next to our own "
+                                       "verdict, never instead of it."),
+    url: str | None = typer.Option(None, "--url", help="The service's address (https)."),
+    app_id: str | None = typer.Option(None, "--app-id", help="The service's app id."),
+    api_key_file: Path | None = typer.Option(None, "--api-key-file", help="File whose "
+                                             "first line is the API key (else a prompt)."),
+    policy_id: str | None = typer.Option(None, "--policy-id", help="The policy the "
+                                         "service registered (attest register)."),
+    ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="Trust only these CA "
+                                          "certificates for the service."),
+    insecure_http: bool = typer.Option(False, "--insecure-http", help="Allow http:// to a "
+                                       "loopback address (tests)."),
 ) -> None:
     """Check an SGX quote: the DCAP chain to Intel's root, then the report against the record."""
     expected = _expectation(record_file, mr_enclave, mr_signer, isv_prod_id, min_isv_svn)
+    asked = _service_request(service, url, app_id, policy_id)
     import datetime as dt
 
     moment = verify.parse_time(at) if at is not None else dt.datetime.now(dt.timezone.utc)
@@ -157,16 +171,55 @@ def verify_cmd(
             quote_bytes, collateral_bytes, expected, at=moment, allow_tcb=allowed,
             allow_debug=allow_debug, report_data=wanted_data, root_ca_der=root_der,
             names=(str(quote), str(collateral)))
+    second = None
+    if asked is not None:
+        from ppml_image.attest import services
+
+        second = services.verify_quote_with_ehsm(
+            quote_bytes, url=asked[0], app_id=asked[1], policy_id=asked[2],
+            api_key=services.read_api_key(api_key_file), ca_bundle=ca_bundle,
+            insecure_http=insecure_http)
+    # Accepted only when our own verification accepts and the service, if asked, agrees.
+    accepted = verdict.accepted and (second is None or second.accepted)
+    line = verdict.line()
+    if second is not None:
+        policy = f" (policy {second.policy_id})" if second.policy_id else ""
+        if verdict.accepted and not second.accepted:
+            line = (f"refused: eHSM at {second.url} refuses the quote{policy}; our own "
+                    f"verification {line}")
+        else:
+            line += (f"; eHSM at {second.url} {'accepts' if second.accepted else 'refuses'} "
+                     f"it{policy}")
     if as_json:
-        emit_json(verdict.to_json())
-        if not verdict.accepted:
+        report = verdict.to_json()
+        if second is not None:
+            report["service_verdict"] = second.to_json()
+            report["ok"] = accepted
+            report["verdict"] = "accepted" if accepted else "refused"
+        emit_json(report)
+        if not accepted:
             raise typer.Exit(3)
         return
-    if not verdict.accepted:
+    if not accepted:
         from ppml_image.errors import VerificationError
 
-        raise VerificationError(verdict.line())
-    typer.echo(verdict.line())
+        raise VerificationError(line)
+    typer.echo(line)
+
+
+def _service_request(service: str | None, url: str | None, app_id: str | None,
+                     policy_id: str | None) -> tuple[str, str, str | None] | None:
+    """--service and its options, checked before any work: (url, app id, policy id)."""
+    if service is None:
+        if url or app_id or policy_id:
+            raise UsageError("--url, --app-id and --policy-id name a service to ask: add "
+                             "--service ehsm")
+        return None
+    if service != "ehsm":
+        raise UsageError(f"--service {service[:40]!r}: only ehsm answers quotes (VerifyQuote)")
+    if not url or not app_id:
+        raise UsageError("--service ehsm needs --url and --app-id (and --api-key-file)")
+    return url, app_id, policy_id
 
 
 def _expectation(record_file: Path | None, mr_enclave: str | None, mr_signer: str | None,
