@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from ppml_image.cli import _register_commands, app
 
 PAL = COMMON / "fake_libpal.so"
-HEADER = ('libos.entrypoint = "/app/bin/app"\n'
+HEADER = ('libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
           'sgx.trusted_files = ["file:/app/bin/app"]\n')
 
 
@@ -133,7 +133,7 @@ BAD_INPUTS = [
         ("dotted key",)),
     Bad("deep-table-header", "sign", HEADER + "[x" + ".a" * 200_000 + "]\n", ("dotted key",)),
     Bad("deep-manifest-from-template", "manifest",
-        'libos.entrypoint = "/app/bin/app"\nx = {{ "[" * 100 }}{{ "]" * 100 }}\n',
+        'libos.entrypoint = "/app/bin/app"\nfs.mounts = []\nx = {{ "[" * 100 }}{{ "]" * 100 }}\n',
         ("nested more than 64",)),
     Bad("integer-2-64", "sign", HEADER + "sgx.max_threads = 18446744073709551616\n",
         ("64 bits",)),
@@ -239,7 +239,8 @@ def _encrypted_key(work: Path) -> None:
         serialization.BestAvailableEncryption(b"correct horse")))
 
 
-_ENTRY = 'libos.entrypoint = "/app/bin/app"\nsgx.enclave_size = "64M"\nsgx.max_threads = 2\n'
+_ENTRY = ('libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
+          'sgx.enclave_size = "64M"\nsgx.max_threads = 2\n')
 _TLS = ("secrets", "tls", "--out", "{w}/out/keys", "--password-file", "{w}/pw")
 _PASSWORD = ("secrets", "password", "--out", "{w}/out/password", "--password-file", "{w}/pw")
 

@@ -122,6 +122,7 @@ def rootfs(tmp_path: Path) -> Path:
 
 BASIC_MANIFEST = """\
 libos.entrypoint = "/app/bin/app"
+fs.mounts = []
 loader.log_level = "error"
 sgx.debug = false
 sgx.enclave_size = "{size}"

@@ -297,7 +297,7 @@ def test_release_names_every_violation(mem: MemoryEngine, enclave_key: Path, mem
                                        tmp_path: Path) -> None:
     template = tmp_path / "loose.manifest.j2"
     template.write_text(
-        'libos.entrypoint = "{{ python.executable }}"\n'
+        'libos.entrypoint = "{{ python.executable }}"\nfs.mounts = []\n'
         'loader.entrypoint.uri = "file:{{ gramine.libos }}"\n'
         'loader.insecure__use_host_env = true\n'
         'sgx.enclave_size = "256M"\nsgx.max_threads = 4\n'

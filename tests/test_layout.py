@@ -104,7 +104,8 @@ def test_non_edmm_size_limit_is_settable() -> None:
 
 def test_sign_enclave_checks_limits_before_hashing(tmp_path: object) -> None:
     """A trusted file that does not exist would be the error if hashing came first."""
-    text = manifest_text("2048G") + 'sgx.trusted_files = ["file:/nonexistent/file"]\n'
+    text = (manifest_text("2048G") + 'libos.entrypoint = "/x"\nfs.mounts = []\n'
+            'sgx.trusted_files = ["file:/nonexistent/file"]\n')
     with pytest.raises(ManifestError, match="--max-enclave-size"):
         sign_enclave(text, pal=FAKE_PAL, key=KEY, tree=HostTree(), date=dt.date(2024, 1, 1))
     with pytest.raises(ManifestError, match="/nonexistent/file"):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import COMMON
 
-MANIFEST = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64
+MANIFEST = ('libos.entrypoint = "/x"\nfs.mounts = []\n'  # the schema signing checks
+            'loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64
             + '"\nsgx.enclave_size = "256M"\nsgx.max_threads = 4\n')
 
 

@@ -16,7 +16,7 @@ from conftest import COMMON, assert_one_line_error, run_cli, write_manifest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppml_image.errors import PolicyError, UsageError
+from ppml_image.errors import ManifestError, PolicyError, UsageError
 from ppml_image.sgx.manifest.document import parse_manifest
 from ppml_image.sgx.manifest.policy import (
     ReleasePolicy,
@@ -103,13 +103,15 @@ def test_bash_func_is_never_allowed() -> None:
     assert keys(text) == ["loader.env.BASH_FUNC_x"]
 
 
-@pytest.mark.parametrize("mask", ["0x0", "0xfffffffffffffffd", "0x1", "all", "0x"])
+@pytest.mark.parametrize("mask", ["0x0000000000000000", "0xfffffffffffffffd",
+                                  "0x0000000000000001"])  # malformed: test_gramine_reading
 def test_seal_key_flags_mask_must_cover_debug(mask: str) -> None:
     [v] = found(manifest(extra=f'sgx.seal_key.flags_mask = "{mask}"\n'))
     assert v.key == "sgx.seal_key.flags_mask" and "DEBUG" in v.reason
 
 
-@pytest.mark.parametrize("mask", ["0x2", "0xffffffffffffffff", "0x3"])
+@pytest.mark.parametrize("mask", ["0x0000000000000002", "0xffffffffffffffff",
+                                  "0x0000000000000003"])
 def test_seal_key_flags_mask_with_debug_passes(mask: str) -> None:
     assert found(manifest(extra=f'sgx.seal_key.flags_mask = "{mask}"\n')) == []
 
@@ -134,7 +136,7 @@ def test_log_level_must_be_error_or_none(level: str) -> None:
         assert found(manifest(extra=f'loader.log_level = "{quiet}"\n')) == []
 
 
-@pytest.mark.parametrize("path", ["/usr/bin", "/usr", "/", "/app", "/opt/lib"])
+@pytest.mark.parametrize("path", ["/usr/bin", "/usr", "/app", "/opt/lib"])  # "/": reading
 def test_untrusted_shm_over_code_is_refused(path: str) -> None:
     mounts = MOUNTS.replace('{ path = "/shm"', f'{{ path = "{path}"')
     assert "fs.mounts[5].path" in keys(manifest(mounts=mounts))
@@ -160,13 +162,14 @@ def test_named_prefix_has_gramines_semantics() -> None:
     assert keys(text, make_policy(["file:/etc/ppml/"])) == ["sgx.allowed_files[2]"]
 
 
-@pytest.mark.parametrize("uri", ["dev:/usr/lib", "file:/usr/lib/x", "file:/usr", "file:/",
-                                 "file:", "file:.", "file:/app/main.py", "file:/app",
+# dev:, "file:", "file:.", "//", "." and "..": refused by Gramine's reading
+# before the policy (test_gramine_reading).
+@pytest.mark.parametrize("uri", ["file:/usr/lib/x", "file:/usr", "file:/",
+                                 "file:/app/main.py", "file:/app",
                                  "file:/opt/bin/tool", "file:/etc/ld.so.preload",
                                  "file:/etc/ld.so.conf.d/x.conf",
                                  "file:/opt/venv/lib/python3.11/x",
-                                 "file:/srv/site-packages/m", "file:/srv/hook.so",
-                                 "file:/usr//lib/./x", "file:/etc/../usr/lib"])
+                                 "file:/srv/site-packages/m", "file:/srv/hook.so"])
 def test_code_areas_are_refused_even_when_named(uri: str) -> None:
     text = manifest(allowed=f'["{uri}"]')
     # Where the area is also used as code (the entrypoint, the script), that
@@ -192,7 +195,10 @@ def test_passthrough_only_when_named() -> None:
 @pytest.mark.parametrize("name", ["A%B", "A=B", "1A", "A B", "-x", ""])
 def test_names_that_are_not_variable_names_are_refused(name: str) -> None:
     text = manifest(extra=f'loader.env."{name}" = "x"\n')
-    assert len(found(text)) == 1
+    try:
+        assert len(found(text)) == 1
+    except ManifestError as exc:  # Gramine's reading refuses it first ("", "A B", "A=B")
+        assert "loader.env." in str(exc)
     with pytest.raises(UsageError):
         make_policy(allow_passthrough=[name])
 
@@ -323,7 +329,8 @@ def test_sign_release_names_the_allowances(tmp_path: Path, rootfs: Path,
                                            enclave_key: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    text = ('libos.entrypoint = "/app/bin/app"\nsgx.trusted_files = ["file:/app/bin/app"]\n'
+    text = ('libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
+            'sgx.trusted_files = ["file:/app/bin/app"]\n'
             'sgx.allowed_files = ["file:/etc/hosts"]\nloader.env.TZ = { passthrough = true }\n')
     path = write_manifest(tmp_path, text)
     refused = _sign(path, enclave_key, out, rootfs, "--release")
@@ -400,7 +407,7 @@ def test_build_custom_release_with_the_shipped_policy(mem, enclave_key: Path,
 def test_export_signing_data_takes_the_allowances(tmp_path: Path, rootfs: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    path = write_manifest(tmp_path, 'libos.entrypoint = "/app/bin/app"\n'
+    path = write_manifest(tmp_path, 'libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
                           'sgx.trusted_files = ["file:/app/bin/app"]\n'
                           'sgx.allowed_files = ["file:/etc/hosts"]\n')
     base = ("sign", "--manifest", path, "--output", out / "app.manifest.sgx", "--libpal", PAL,

@@ -126,7 +126,8 @@ MANIFEST_ERRORS = [
                          ids=[i for i, _, _ in MANIFEST_ERRORS])
 def test_manifest_errors(text: str, fragment: str, tmp_path: Path, rootfs: Path,
                          enclave_key: Path, out: Path) -> None:
-    manifest = write_manifest(tmp_path, 'libos.entrypoint = "/app/bin/app"\n' + text)
+    manifest = write_manifest(tmp_path, 'libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
+                              + text)
     result = _sign(manifest, enclave_key, out, "--chroot", rootfs)
     assert_one_line_error(result, fragment)
     assert str(manifest) in result.stderr

@@ -151,7 +151,7 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
     Sizes and the PAL are checked before any hashing; with *release*, the
     release policy is enforced on the expanded manifest before measuring.
     """
-    manifest = mf.parse_manifest(manifest_text, name, pkglibdir=pkglibdir)
+    manifest = mf.read_manifest(manifest_text, name, pkglibdir=pkglibdir)  # schema too
     # Sizes and the PAL first: refuse an impossible enclave before hashing.
     check_enclave_fits(enclave_params(manifest["sgx"], name), pal, name, max_enclave_size)
     final = mf.finalize(manifest, tree, name)

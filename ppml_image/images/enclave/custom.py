@@ -250,7 +250,7 @@ def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None
     name = enclave_name(template_path)
     text = render_for_base(template_path, defines or {}, info, base)
     rendered = f"{template_path} (rendered)"
-    parsed = mf.parse_manifest(text, rendered, pkglibdir=info.pkglibdir)
+    parsed = mf.read_manifest(text, rendered, pkglibdir=info.pkglibdir)  # schema too
     if release:  # fail before building; the finalised manifest is checked again
         _enforce_release(parsed, rendered, release)
 

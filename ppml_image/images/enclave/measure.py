@@ -107,7 +107,7 @@ def _parse(data: bytes, name: str, base_info: BaseInfo) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ManifestError(f"{name}: manifest is not UTF-8 text") from None
     try:
-        return mf.parse_manifest(text, name, pkglibdir=base_info.pkglibdir)
+        return mf.read_manifest(text, name, pkglibdir=base_info.pkglibdir)  # schema too
     except RecursionError:
         raise ManifestError(f"{name}: manifest nests tables or arrays too deeply") from None
 

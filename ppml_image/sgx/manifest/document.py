@@ -26,6 +26,7 @@ from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.manifest.measured import refuse_kernel_file, refuse_measured_outputs
 from ppml_image.sgx.manifest.python_helpers import PythonInfo as PythonInfo
+from ppml_image.sgx.manifest.reading import check_gramine_reading
 from ppml_image.sgx.manifest.schema import check_schema, validate_manifest
 from ppml_image.sgx.manifest.templating import (
     ManifestSandbox,
@@ -174,10 +175,23 @@ def _has_deep_dotted_key(text: str) -> bool:
 
 def parse_manifest(text: str, name: str = "<manifest>", *,
                    pkglibdir: str = DEFAULT_PKGLIBDIR) -> Manifest:
-    """Parse TOML, check it against the schema, and fill in Gramine's defaults."""
+    """Parse TOML as Gramine reads it (anything Gramine would read differently
+    is refused: :mod:`ppml_image.sgx.manifest.reading`), fill in Gramine's
+    defaults and check what signing depends on."""
     manifest = loads_toml(text, name)
     apply_defaults(manifest, pkglibdir=pkglibdir, name=name)
+    check_gramine_reading(manifest, name)
     validate_manifest(manifest, name)
+    return manifest
+
+
+def read_manifest(text: str, name: str = "<manifest>", *,
+                  pkglibdir: str = DEFAULT_PKGLIBDIR) -> Manifest:
+    """The one reading that signing uses (``sign``, ``--export-signing-data``,
+    ``build-custom``, ``sign-image``): :func:`parse_manifest` and Gramine's
+    full schema. Only ``manifest --no-check`` skips the schema."""
+    manifest = parse_manifest(text, name, pkglibdir=pkglibdir)
+    check_schema(manifest, name)
     return manifest
 
 
