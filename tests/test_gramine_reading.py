@@ -378,3 +378,58 @@ def test_key_paths_are_shown_escaped() -> None:
     assert key_path(("fs", "mounts", 2, "uri")) == "fs.mounts[2].uri"
     assert key_path(("loader", "env", "A\u202eB")) == 'loader.env."A\\u202eB"'
     assert key_path(()) == "the manifest"
+
+
+# --- build-custom and sign-image read the same way (in-memory engine) ------
+SMALL = {"enclave_size": "256M", "max_threads": "4"}
+UNSIGNED_MANIFEST = "/ppml/python-ml.manifest"
+
+
+@pytest.mark.parametrize("old,new,fragments", [
+    ("", "sgx.debugg = true\n", ("Gramine's schema", "unknown key sgx.debugg")),
+    ("", 'sgx."file_check_policy\\u0000x" = "allow_all_but_log"\n',
+     ('sgx."file_check_policy\\u0000x"', "U+0000")),
+    ('"file:/etc/hosts"', '"dev:/usr/lib"', ("sgx.allowed_files[0]", "only file:")),
+], ids=["schema", "nul-key", "dev-uri"])
+def test_build_custom_reads_as_gramine(old: str, new: str, fragments: tuple[str, ...],
+                                       mem: Any, enclave_key: Path, mem_app: Path,
+                                       tmp_path: Path) -> None:
+    from ppml_image.images.enclave import custom
+
+    shipped = (Path(__file__).parent.parent / "manifests" / "python-ml.manifest.j2").read_text()
+    template = tmp_path / "hostile.manifest.j2"
+    assert old in shipped
+    template.write_text(shipped.replace(old, new) if old else shipped + new)
+    for release in (False, True):
+        with pytest.raises(ManifestError) as refused:
+            custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/h:1",
+                                template=template, defines=dict(SMALL), release=release,
+                                quiet=True, engine=mem)
+        for fragment in fragments:
+            assert fragment in str(refused.value)
+        assert "mem/h:1" not in mem.tags and "mem/h:1-unsigned" not in mem.tags
+
+
+@pytest.mark.parametrize("line,fragments", [
+    ("sgx.debugg = true\n", ("Gramine's schema", "unknown key sgx.debugg")),
+    ('loader."env\\u0000".LD_PRELOAD = { passthrough = true }\n',
+     ('loader."env\\u0000"', "U+0000")),
+], ids=["schema", "nul-key"])
+def test_sign_image_reads_as_gramine(line: str, fragments: tuple[str, ...], mem: Any,
+                                     enclave_key: Path, mem_app: Path) -> None:
+    """An unsigned image whose manifest was changed after build-custom checked it."""
+    from ppml_image.images.enclave import custom
+    from ppml_image.testing import mem_file
+
+    custom.build_custom(enclave_key, base="mem/base:1", app=mem_app, tag="mem/app:1",
+                        defines=dict(SMALL), quiet=True, engine=mem)
+    original = mem.images[mem.tags["mem/app:1-unsigned"]].files[UNSIGNED_MANIFEST].data
+    mem.derive("mem/app:1-unsigned", {UNSIGNED_MANIFEST: mem_file(original + line.encode())},
+               tag="mem/h:1-unsigned")
+    for release in (False, True):
+        with pytest.raises(ManifestError) as refused:
+            custom.sign_image("mem/h:1-unsigned", enclave_key, release=release, quiet=True,
+                              engine=mem)
+        for fragment in fragments:
+            assert fragment in str(refused.value)
+        assert "mem/h:1" not in mem.tags
