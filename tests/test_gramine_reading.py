@@ -154,6 +154,10 @@ CASES: list[tuple[str, dict[str, str | None], tuple[str, ...]]] = [
     ("hex-stack-size", {"_extra": 'sys.stack.size = "0x100000"\n'}, ("sys.stack.size", "decimal")),
     ("underscore-brk-size", {"_extra": 'sys.brk.max_size = "1_000M"\n'},
      ("sys.brk.max_size", "decimal")),
+    ("short-seal-mask", {"_extra": 'sgx.seal_key.flags_mask = "0x0"\n'},
+     ("sgx.seal_key.flags_mask", "exactly 16 hex digits")),
+    ("misc-mask-too-long", {"_extra": 'sgx.seal_key.misc_mask = "0xffffffffff"\n'},
+     ("sgx.seal_key.misc_mask", "exactly 8 hex digits")),
     ("huge-stack-size", {"_extra": 'sys.stack.size = "99999999999999999999G"\n'},
      ("sys.stack.size", "64 bits")),
 ]
@@ -268,7 +272,9 @@ def test_only_manifest_no_check_skips_the_schema(tmp_path: Path, rootfs: Path) -
                    '{ path = "/data", uri = "file:data", type = "encrypted" }, '
                    '{ path = "/dev/x", uri = "dev:/dev/x" }]'},
     {"_extra": 'loader.env.JAVA_OPTS = "-Xmx1g é ✓"\nloader.env."odd-NAME%" = "x"\n'},
-    {"_extra": 'sys.stack.size = "8M"\nsys.brk.max_size = "1024"\n'},
+    {"_extra": 'sys.stack.size = "8M"\nsys.brk.max_size = "1024"\n'
+               'sgx.seal_key.flags_mask = "0xFFFFFFFFFFFFFFFF"\n'
+               'sgx.seal_key.misc_mask = "0x00000000"\n'},
     {"_extra": "sys." + ".".join("t" * i for i in range(1, MAX_TABLE_PARTS + 1)) + " = 1\n"},
 ], ids=["allowed", "trusted-folder", "root-dot", "root-slash", "mounts", "env-text", "sizes",
         "ten-deep"])

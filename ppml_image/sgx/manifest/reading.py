@@ -35,7 +35,8 @@ all three judge what the enclave will see:
   something: a trusted folder, which we expand.
 * **Sizes** that only the LibOS parses (``sys.stack.size``,
   ``sys.brk.max_size``) must be what Gramine's ``parse_size_str`` reads:
-  decimal digits with an optional K, M or G.
+  decimal digits with an optional K, M or G; ``sgx.seal_key.*_mask`` must
+  be ``0x`` and exactly two hex digits per byte, as the PAL reads them.
 
 Every refusal is one line naming the manifest, the key path (escaped) and
 the rule. May import only :mod:`ppml_image.errors`.
@@ -64,6 +65,9 @@ _FREE_TABLES = {("loader", "env"), ("fs", "insecure__keys"), ("sys", "ioctl_stru
 # U+2066-9) and the line and paragraph separators (U+2028/9).
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _SIZE = re.compile(r"[0-9]+[KkMmGg]?\Z")
+# sgx.seal_key masks as the PAL reads them (update_seal_key_mask): "0x" and
+# exactly two hex digits per byte of the mask.
+_SEAL_MASK_BYTES = {"flags_mask": 8, "xfrm_mask": 8, "misc_mask": 4}
 _SIZE_SCALE = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 Path = tuple[str | int, ...]
@@ -209,6 +213,7 @@ def check_gramine_reading(manifest: dict[str, Any], name: str) -> None:
             _fail(name, path, f"has a value of an unknown type ({type(value).__name__})")
     check_uris(manifest, name)
     _check_sizes(manifest, name)
+    _check_seal_masks(manifest, name)
 
 
 def _check_key(path: Path, name: str) -> None:
@@ -358,3 +363,16 @@ def _check_sizes(manifest: dict[str, Any], name: str) -> None:
         number = value[:-1] if scale > 1 else value
         if len(number) > 20 or int(number) * scale >= 1 << 64:
             _fail(name, keys, f"= {shown(value)} does not fit in 64 bits")
+
+
+def _check_seal_masks(manifest: dict[str, Any], name: str) -> None:
+    """``sgx.seal_key.*_mask``: Gramine's PAL reads exactly ``0x`` and two hex
+    digits per byte; anything else stops the enclave at start."""
+    for key, size in _SEAL_MASK_BYTES.items():
+        value = _get(manifest, "sgx", "seal_key", key)
+        if value is None or not isinstance(value, str):
+            continue
+        if not re.fullmatch(rf"0[xX][0-9a-fA-F]{{{2 * size}}}", value):
+            _fail(name, ("sgx", "seal_key", key), f"= {shown(value)} is not a mask Gramine "
+                  f"reads: '0x' and exactly {2 * size} hex digits (e.g. "
+                  f"\"0x{'f' * 2 * size}\")")
