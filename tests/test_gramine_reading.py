@@ -439,3 +439,17 @@ def test_sign_image_reads_as_gramine(line: str, fragments: tuple[str, ...], mem:
         for fragment in fragments:
             assert fragment in str(refused.value)
         assert "mem/h:1" not in mem.tags
+
+
+@pytest.mark.parametrize("file_name,code", [("a\x1fb", "U+001F"), ("a\x7fb", "U+007F"),
+                                            ("evil\u202etxt.so", "U+202E")])
+def test_names_found_in_trusted_folders_are_read_too(file_name: str, code: str,
+                                                     tmp_path: Path, rootfs: Path,
+                                                     enclave_key: Path) -> None:
+    """A trusted folder's files join the manifest only after parsing: a name
+    tomli-w would write as an escape tomlc99 refuses is refused when signing."""
+    (rootfs / "app" / "lib" / file_name).write_bytes(b"x")
+    text = manifest_text(sgx__trusted_files='["file:/app/bin/app", "file:/app/lib/"]')
+    result, out = _sign(tmp_path, rootfs, enclave_key, text)
+    assert_one_line_error(result, "sgx.trusted_files[", code)
+    assert list(out.iterdir()) == []

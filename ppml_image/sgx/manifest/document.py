@@ -476,6 +476,9 @@ def finalize(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> Manife
     result = copy.deepcopy(manifest)
     hash_loader_entrypoint(result, tree, name)
     expand_trusted_files(result, tree, name)
+    # File names found in trusted folders join the manifest here: a name with
+    # a control character would be written as an escape Gramine cannot read.
+    check_gramine_reading(result, name)
     return result
 
 
