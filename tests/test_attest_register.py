@@ -766,7 +766,7 @@ def test_attest_verify_service_options_are_checked_first() -> None:
 def test_duplicate_keys_in_a_record_or_collateral_are_refused(tmp_path: Path) -> None:
     """Two readers of one JSON file may keep different copies of a key: refused."""
     record = tmp_path / "dup.json"
-    record.write_text('{"mr_enclave": "%s", "mr_enclave": "%s"}' % ("ab" * 32, "cd" * 32))
+    record.write_text(f'{{"mr_enclave": "{"ab" * 32}", "mr_enclave": "{"cd" * 32}"}}')
     result = run_cli("attest", "policy", record, "--format", "ra-tls")
     assert_one_line_error(result, "mr_enclave", "twice")
     collateral = tmp_path / "collateral.json"
