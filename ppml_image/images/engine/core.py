@@ -118,6 +118,9 @@ class ImageInfo:
     layers: tuple[str, ...] = ()  # RootFS diff ids, lowest first
     size: int = 0
     repo_digests: tuple[str, ...] = ()  # NAME@sha256:... this content has in registries
+    # The whole Config object as the engine gives it (Volumes, Shell, StopSignal,
+    # ExposedPorts...): verify's closed world compares every key of it.
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
 
@@ -721,7 +724,8 @@ def _image_info(attrs: dict[str, Any]) -> ImageInfo:
         onbuild=strings(config.get("OnBuild")) or (),
         layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
         size=int(attrs.get("Size") or 0),
-        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()))
+        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
+        config=dict(config) if isinstance(config, dict) else {})
 
 
 def split_tag(ref: str) -> tuple[str, str]:
