@@ -23,7 +23,8 @@ the measurement record; never a label):
   offender, named.
 * **configuration**: every key of the image's Config must equal the base's
   (Env, User, Entrypoint, Volumes, Shell, Healthcheck, StopSignal, OnBuild,
-  ExposedPorts, and any key a future engine adds), except CMD, which must
+  ExposedPorts, and any key a future engine adds), except OnBuild (the
+  base's triggers were consumed by the build; the image may have none), CMD, which must
   be exactly ``gramine-sgx NAME`` (checked by :func:`.layout.enclave_layout`
   and here), WORKDIR, labels, and ``Image`` (the builder's note of the
   parent image, which nothing runs). Missing, null and empty are the same.
@@ -52,7 +53,7 @@ from ppml_image.sgx.manifest import document as mf
 from ppml_image.sgx.measure.tree import DIR
 
 # Config keys an image may set differently from its base (everything else must match).
-EXEMPT_CONFIG = frozenset({"Cmd", "WorkingDir", "Labels", "Image"})
+EXEMPT_CONFIG = frozenset({"Cmd", "WorkingDir", "Labels", "Image", "OnBuild"})
 SHOWN = 5
 
 
@@ -119,7 +120,10 @@ def config_view(info: ImageInfo) -> dict[str, Any]:
 def config_differences(info: ImageInfo, base: ImageInfo) -> list[str]:
     """One problem per Config key (not exempt) that differs from the base's."""
     mine, theirs = config_view(info), config_view(base)
-    problems = []
+    # A base's ONBUILD triggers ran when the image was built (their effect is in
+    # the content, compared below); the image must carry none of its own.
+    problems = [f"config OnBuild is {_short(mine['OnBuild'])}: triggers that would run in "
+                "an image built FROM this one"] if mine["OnBuild"] else []
     for key in sorted((set(mine) | set(theirs)) - EXEMPT_CONFIG):
         a, b = _empty_is_none(mine.get(key)), _empty_is_none(theirs.get(key))
         if a != b:
