@@ -420,8 +420,6 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
     record: a reviewed signature is assembled onto the reviewed image only.
     """
     check_image(unsigned)
-    pinned, measured_id = _pinned_for_signing(base, record, external=isinstance(
-        key, ExternalSignature))
     if tag is None and is_image_id(unsigned):
         raise UsageError(f"{unsigned[:19]}...: an image id gives no name to tag the signed "
                          "image with; give --tag")
@@ -429,6 +427,8 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
     check_tag(final, "--tag" if tag else f"the signed image's tag (from {unsigned}; give --tag)")
     publish = publish or Publish()
     publish.check(final, unsigned)
+    pinned, measured_id = _pinned_for_signing(base, record, external=isinstance(
+        key, ExternalSignature))
     signing_key = _signer(key, passphrase)
     when = parse_date(date)
     engine = engine or connect()
@@ -451,11 +451,17 @@ def _pinned_for_signing(base: str | None, record: Path | None, *, external: bool
         raise UsageError("--signature needs --record DATA.json (written with the signing "
                          "data): it names the image whose data was signed")
     if loaded is None:
+        if base is None:
+            raise UsageError("sign-image needs the pinned base: --base REF (a digest is best) "
+                             "or --record R.json; a label is never trusted")
         return base, None
     if base is not None and loaded.base_image_id is not None and base != loaded.base_image_id:
         raise UsageError(f"--base {base} and {record}'s base_image_id "
                          f"{loaded.base_image_id} differ: give one")
-    return base or loaded.base_image_id, loaded.unsigned_image_id
+    pinned = base or loaded.base_image_id
+    if pinned is None:
+        raise UsageError(f"{record} names no base_image_id: give --base REF")
+    return pinned, loaded.unsigned_image_id
 
 
 def export_signing_data(unsigned: str, data: Path, *,
