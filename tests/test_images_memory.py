@@ -664,7 +664,7 @@ def test_run_with_keys_verifies_first_and_refuses_symlinked_targets(
                  expected=Expected(base="mem/base:1"))
     # /ppml/data symlinked to a folder on PATH: --data is refused.
     mem.derive("mem/app:1", {"/ppml/data": mem_link("/usr/local/bin")}, tag="mem/bad:datalink")
-    with pytest.raises(ImageContentError, match="/ppml/data is a symlink"):
+    with pytest.raises(VerificationError, match="/ppml/data is a symlink"):
         plan_run("mem/bad:datalink", sgx=False, data=keys, engine=mem)
 
 

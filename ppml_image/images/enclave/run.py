@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ppml_image.errors import ImageContentError, UsageError
+from ppml_image.errors import ImageContentError, UsageError, VerificationError
 from ppml_image.images.enclave.verify import verify_image
 from ppml_image.images.engine.core import Bind, ContainerSpec, Engine, ImageInfo, connect
 from ppml_image.images.engine.imagefs import MANIFEST_LIMIT
@@ -166,7 +166,7 @@ def _refuse_linked_targets(engine: Engine, info: ImageInfo, targets: list[str]) 
                 if stat is None:
                     break  # missing: the engine creates the folder, where it says
                 if stat.kind == "link":
-                    raise ImageContentError(
+                    raise VerificationError(
                         f"{info.id[:19]}: {current} is a symlink in the image (to "
                         f"{stat.target or '?'}): mounting {target} would land elsewhere; "
                         "refused")
