@@ -194,3 +194,17 @@ def test_run_refuses_a_data_folder_that_lands_on_path(custom_image: dict, tmp_pa
     result = run_cli("run", image, "--no-sgx", "--data", data)
     assert result.returncode == 3
     assert_one_line_error(result, "/ppml/data is a symlink", "/usr/local/bin")
+
+
+def test_run_with_keys_runs_the_verified_image(custom_image: dict, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    result = run_cli("run", custom_image["image"], "--no-sgx", "--keys", keys,
+                     "--base", custom_image["base_image_id"],
+                     "--mr-enclave", custom_image["mr_enclave"])
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout  # loader.argv of the measured .manifest.sgx
+    mine = run_cli("run", custom_image["image"], "--no-sgx", "--keys", keys,
+                   "--base", custom_image["base_image_id"], "--", "sh", "-c", "cat /ppml/keys/*")
+    assert mine.returncode == 2
+    assert_one_line_error(mine, "nobody measured")
