@@ -92,8 +92,8 @@ def test_a_label_naming_an_attacker_base(custom_image: dict, slim_base: dict,
     assert pinned.returncode == 3
     assert_one_line_error(pinned, "/usr/bin/gramine-sgx changed", "launcher")
     # sign-image, pinned to the genuine base, refuses the image derived from the other one.
-    tag = unique_tag("never")
-    refused = run_cli("sign-image", image, "--key", enclave_key, "--tag", tag,
+    tag = janitor.track(unique_tag("never"))
+    refused = run_cli("sign-image", "--json", image, "--key", enclave_key, "--tag", tag,
                       "--base", custom_image["base_image_id"])
     assert refused.returncode == 3, refused
     assert_one_line_error(refused, "/usr/bin/gramine-sgx changed", "nothing signed")
@@ -103,15 +103,14 @@ def test_a_label_naming_an_attacker_base(custom_image: dict, slim_base: dict,
 def test_sign_image_refuses_a_non_derived_image(custom_image: dict, slim_base: dict,
                                                 enclave_key: Path, docker_client,
                                                 janitor) -> None:
-    other = build_from(docker_client, janitor, slim_base["tags"][0], ["LABEL other=1"],
-                       name="other-base")
-    other = build_from(docker_client, janitor, other, ["RUN true"], name="other-base")
-    tag = unique_tag("never")
-    result = run_cli("sign-image", custom_image["unsigned_image"], "--key", enclave_key,
+    other = build_from(docker_client, janitor, slim_base["tags"][0],
+                       ["RUN echo other > /etc/other-base"], name="other-base")
+    tag = janitor.track(unique_tag("never"))
+    result = run_cli("sign-image", "--json", custom_image["unsigned_image"], "--key", enclave_key,
                      "--tag", tag, "--base", other)
     assert result.returncode == 3, result
     assert_one_line_error(result, "does not derive from the pinned base", "nothing signed")
-    unpinned = run_cli("sign-image", custom_image["unsigned_image"], "--key", enclave_key,
+    unpinned = run_cli("sign-image", "--json", custom_image["unsigned_image"], "--key", enclave_key,
                        "--tag", tag)
     assert unpinned.returncode == 2
     assert_one_line_error(unpinned, "--base", "never trusted")
@@ -122,8 +121,8 @@ def test_sign_image_refuses_the_unsigned_variant_with_an_nss_module(
     steps, files = _nss_steps()
     unsigned = build_from(docker_client, janitor, custom_image["unsigned_image"], steps, files,
                           name="nss-unsigned")
-    tag = unique_tag("never")
-    result = run_cli("sign-image", unsigned, "--key", enclave_key, "--tag", tag,
+    tag = janitor.track(unique_tag("never"))
+    result = run_cli("sign-image", "--json", unsigned, "--key", enclave_key, "--tag", tag,
                      "--base", custom_image["base_image_id"])
     assert result.returncode == 3, result
     assert_one_line_error(result, "/usr/lib/libnss_evil.so.2 added",
@@ -153,12 +152,12 @@ def test_the_offline_signature_onto_another_image_is_refused(
     other = build_from(docker_client, janitor, unsigned, ["LABEL reviewed=no"], name="other")
     signature = ("--signature", tmp_path / "app.sig", "--public-key", tmp_path / "pub.pem",
                  "--date", "2025-01-31")
-    tag = unique_tag("never")
-    refused = run_cli("sign-image", other, *signature, "--record", record, "--tag", tag)
+    tag = janitor.track(unique_tag("never"))
+    refused = run_cli("sign-image", "--json", other, *signature, "--record", record, "--tag", tag)
     assert refused.returncode == 3, refused
     assert_one_line_error(refused, "records the measured image",
                           custom_image["unsigned_image_id"])
-    no_record = run_cli("sign-image", unsigned, *signature, "--base",
+    no_record = run_cli("sign-image", "--json", unsigned, *signature, "--base",
                         custom_image["base_image_id"], "--tag", tag)
     assert no_record.returncode == 2
     assert_one_line_error(no_record, "--signature needs --record")
