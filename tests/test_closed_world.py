@@ -207,3 +207,26 @@ def test_run_with_keys_runs_the_verified_image(custom_image: dict, tmp_path: Pat
                    "--base", custom_image["base_image_id"], "--", "sh", "-c", "cat /ppml/keys/*")
     assert mine.returncode == 2
     assert_one_line_error(mine, "nobody measured")
+
+
+def test_reading_an_image_copies_nothing_into_its_volumes(custom_image: dict, os_image: str,
+                                                          docker_client, janitor) -> None:
+    """A VOLUME over a big sparse file: the temporary container's volume stays empty
+    (NoCopy), so reading the image writes nothing of it to the verifier's disk."""
+    from conftest import docker_run
+
+    from ppml_image.images.engine.core import connect
+
+    image = build_from(docker_client, janitor, custom_image["image"], [
+        "RUN mkdir -p /opt/vol && truncate -s 1G /opt/vol/sparse && echo m > /opt/vol/marker",
+        "VOLUME /opt/vol"], name="volume")
+    with connect().open(image) as files:
+        container = files.container  # type: ignore[attr-defined]
+        mounts = docker_client.api.inspect_container(container)["Mounts"]
+        names = [m["Name"] for m in mounts if m["Destination"] == "/opt/vol"]
+        assert len(names) == 1, mounts
+        assert docker_run(docker_client, os_image, ["ls", "-A", "/v"],
+                          binds={names[0]: "/v"}) == ""
+    result = run_cli("verify", image, "--base", custom_image["base_image_id"])
+    assert result.returncode == 3
+    assert_one_line_error(result, "config Volumes is {'/opt/vol': {}}")

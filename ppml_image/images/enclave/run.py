@@ -157,6 +157,14 @@ def _refuse_linked_targets(engine: Engine, info: ImageInfo, targets: list[str]) 
     """Refuse a mount target that is, or lies under, a symlink in the image."""
     if not targets:
         return
+    # A VOLUME over (or under) a target: the engine fills it from the image at run
+    # time, where a symlink may wait that reading files (volumes empty) cannot see.
+    for volume in sorted(info.config.get("Volumes") or {}):
+        for target in targets:
+            if f"{target}/".startswith(f"{volume.rstrip('/')}/") or \
+                    f"{volume}/".startswith(f"{target}/"):
+                raise VerificationError(f"{info.id[:19]}: the image declares VOLUME {volume} "
+                                        f"over the mount target {target}: refused")
     with engine.open(info.id) as files:
         for target in targets:
             current = ""
