@@ -172,7 +172,7 @@ def test_run_with_keys_verifies_first(custom_image: dict, slim_base: dict, tmp_p
                                       docker_client, janitor) -> None:
     keys = tmp_path / "keys"
     keys.mkdir()
-    (keys / "k").write_text("secret\n")
+    (keys / "k").write_text("TOPSECRET-4711\n")
     _, image = _attacker_based(custom_image, slim_base, docker_client, janitor)
     unpinned = run_cli("run", image, "--no-sgx", "--keys", keys)
     assert unpinned.returncode == 3
@@ -180,7 +180,7 @@ def test_run_with_keys_verifies_first(custom_image: dict, slim_base: dict, tmp_p
     trojan = run_cli("run", image, "--no-sgx", "--keys", keys, "--base",
                      custom_image["base_image_id"])
     assert trojan.returncode == 3
-    assert "secret" not in trojan.stdout + trojan.stderr
+    assert "TOPSECRET-4711" not in trojan.stdout + trojan.stderr
     assert_one_line_error(trojan, "/usr/bin/gramine-sgx changed")
 
 
