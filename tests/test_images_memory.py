@@ -678,3 +678,14 @@ def test_no_sgx_runs_the_argv_of_the_measured_manifest(
                tag="mem/bad:argv")
     plan = plan_run("mem/bad:argv", sgx=False, engine=mem)
     assert plan.command is not None and "cat /ppml/keys/*" not in plan.command
+
+
+def test_run_refuses_a_volume_over_a_mount_target(mem: MemoryEngine,
+                                                  signed: custom.CustomImage,
+                                                  tmp_path: Path) -> None:
+    """Reading files sees a VOLUME empty; at run time the engine fills it from the image."""
+    from ppml_image.errors import VerificationError
+
+    mem.derive("mem/app:1", config={"Volumes": {"/ppml": {}}}, tag="mem/bad:volume")
+    with pytest.raises(VerificationError, match="VOLUME /ppml over the mount target /ppml/data"):
+        plan_run("mem/bad:volume", sgx=False, data=tmp_path, engine=mem)
