@@ -131,8 +131,8 @@ def test_replaced_launcher(mem: MemoryEngine, signed: custom.CustomImage) -> Non
     ("loader", "/usr/lib/x86_64-linux-gnu/gramine/sgx/loader added"),
     ("libc", "/usr/lib/x86_64-linux-gnu/libc.so.6 changed"),
     ("ld.so.preload", "/etc/ld.so.preload added"),
-    ("LD_PRELOAD", "config Env is"),
-    ("PATH", "config Env is"),
+    ("LD_PRELOAD", "config Env differs: +'LD_PRELOAD=/tmp/evil.so'"),
+    ("PATH", "config Env differs: +'PATH=/tmp/evil:"),
     ("healthcheck", "config Healthcheck is"),
     ("/lib re-pointed", "/lib changed"),
     ("interpreter", "/usr/bin/sh changed"),
@@ -144,7 +144,7 @@ def test_replaced_launcher(mem: MemoryEngine, signed: custom.CustomImage) -> Non
     ("user", "config User is 'nobody'"),
     ("volume", "config Volumes is {'/opt/vol': {}}"),
     ("stop signal", "config StopSignal is 'SIGKILL'"),
-    ("shell", "config Shell is"),
+    ("shell", "config Shell differs: +'/tmp/evil'"),
     ("ports", "config ExposedPorts is"),
     ("future key", "config SomethingNew is"),
 ])
@@ -571,7 +571,7 @@ def test_a_record_with_a_duplicated_key_is_refused(mem: MemoryEngine,
 def test_sign_image_refuses_without_a_pinned_base_or_a_non_derived_image(
         mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path,
         gramine_tree: Path) -> None:
-    with pytest.raises(UsageError, match="no pinned base"):
+    with pytest.raises(UsageError, match="needs the pinned base"):
         custom.sign_image("mem/app:1-unsigned", enclave_key, tag="mem/x:1", quiet=True,
                           engine=mem)
     memory_base(mem, gramine_tree, tag="mem/otherbase:1")

@@ -127,9 +127,22 @@ def config_differences(info: ImageInfo, base: ImageInfo) -> list[str]:
     for key in sorted((set(mine) | set(theirs)) - EXEMPT_CONFIG):
         a, b = _empty_is_none(mine.get(key)), _empty_is_none(theirs.get(key))
         if a != b:
-            problems.append(f"config {key} is {_short(a)} in the image but {_short(b)} in the "
-                            "base image (only CMD, WORKDIR and labels may differ)")
+            problems.append(f"config {key} {_difference(a, b)} (only CMD, WORKDIR and labels "
+                            "may differ from the base image)")
     return problems
+
+
+def _difference(mine: Any, theirs: Any) -> str:
+    """How a Config value differs: the items added and removed for lists (Env)."""
+    if isinstance(mine, list | type(None)) and isinstance(theirs, list | type(None)) \
+            and all(isinstance(v, str) for v in (mine or []) + (theirs or [])):
+        added = [v for v in mine or [] if v not in (theirs or [])]
+        removed = [v for v in theirs or [] if v not in (mine or [])]
+        if added or removed:
+            return "differs: " + ", ".join([f"+{_short(v)}" for v in added[:SHOWN]]
+                                           + [f"-{_short(v)}" for v in removed[:SHOWN]])
+        return "differs in order"
+    return f"is {_short(mine)} in the image but {_short(theirs)} in the base image"
 
 
 def _empty_is_none(value: Any) -> Any:
