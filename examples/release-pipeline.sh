@@ -113,8 +113,10 @@ fi
 
 # ---------------------------------------------------------------------------
 say "4. CI: assemble the signature, check the MRENCLAVE, push $IMAGE"
+# --record: the signature goes onto the very image whose data was exported, and the
+# image must differ from the pinned base (named in app.tbs.json) only in the enclave.
 "$PPML" sign-image "$IMAGE-unsigned" --date "$DATE" --signature "$SIGNATURE" \
-    --public-key "$PROD_PUB" --tag "$IMAGE" --release \
+    --public-key "$PROD_PUB" --record "$OUT/app.tbs.json" --tag "$IMAGE" --release \
     --expect-mr-enclave "${EXPECT_MR_ENCLAVE:-$reviewed}" --push \
     --output "$OUT/measurements.json" --json >/dev/null
 digest=$(field "$OUT/measurements.json" repo_digest)
@@ -127,8 +129,9 @@ docker image rm "$IMAGE" "$IMAGE-unsigned" >/dev/null
 
 # ---------------------------------------------------------------------------
 say "6. verify by digest: pulled, re-hashed and re-measured from its own content"
+# --record pins the base (never a label): outside the enclave nothing may differ from it.
 "$PPML" verify "$digest" --mr-enclave "$reviewed" --mr-signer "$mr_signer" \
-    --json >"$OUT/verify.json"
+    --record "$OUT/measurements.json" --json >"$OUT/verify.json"
 
 # ---------------------------------------------------------------------------
 say "7. the measurement record: $OUT/measurements.json"

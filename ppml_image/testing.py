@@ -74,7 +74,10 @@ def make_gramine_tree(root: Path) -> Path:
     bindir.mkdir(parents=True, exist_ok=True)
     for tool in ("gramine-sgx", "gramine-direct"):
         script = bindir / tool
-        script.write_text("#!/bin/sh\necho 'this is a stand-in for Gramine, not Gramine' >&2\n"
+        # A bash script, like Gramine's own: bash looks users up (NSS) and
+        # loads modules before any enclave starts, which the tests must see.
+        script.write_text("#!/usr/bin/env bash\n"
+                          "echo 'this is a stand-in for Gramine, not Gramine' >&2\n"
                           "exit 78\n")
         script.chmod(0o755)
     return root
@@ -526,6 +529,7 @@ def memory_base(engine: MemoryEngine, gramine_tree: Path, tag: str = "mem/base:1
         "/bin": mem_link("usr/bin"), "/lib": mem_link("usr/lib"),
         "/lib64": mem_link("usr/lib64"), "/sbin": mem_link("usr/sbin"),
         "/usr/bin/sh": mem_file(b"\x7fELF stand-in shell\n", 0o755),
+        "/usr/bin/bash": mem_file(b"\x7fELF stand-in bash\n", 0o755),
         "/usr/bin/env": mem_file(b"\x7fELF stand-in env\n", 0o755),
         "/usr/bin/python3.11": mem_file(b"\x7fELF stand-in python\n", 0o755),
         "/usr/bin/python3": mem_link("python3.11"),

@@ -56,7 +56,7 @@ $PPML inspect "$APP_TAG"
 
 say "verify by digest (pulled if not local; re-reads and re-measures the image; trusts no label)"
 $PPML verify "$(record repo_digest)" --mr-enclave "$(record mr_enclave)" \
-    --mr-signer "$(record mr_signer)"
+    --mr-signer "$(record mr_signer)" --record "$OUT/measurements.json"
 
 say "the application, run natively in the signed image (no SGX on this machine)"
 docker run --rm --network none "$APP_TAG" python3 /ppml/app/main.py

@@ -91,10 +91,12 @@ def test_image_measurement_equals_signing_the_exported_rootfs(
 
 def test_verify_passes_and_checks_expected_values(custom_image: dict) -> None:
     result = run_cli("verify", custom_image["image"], "--mr-enclave", custom_image["mr_enclave"],
-                     "--mr-signer", custom_image["mr_signer"])
+                     "--mr-signer", custom_image["mr_signer"], "--base",
+                     custom_image["base_image_id"])
     assert result.returncode == 0, result.stderr
     assert "trusted files re-hashed" in result.stdout
-    wrong = run_cli("verify", custom_image["image"], "--mr-enclave", "0" * 64)
+    wrong = run_cli("verify", custom_image["image"], "--mr-enclave", "0" * 64, "--base",
+                    custom_image["base_image_id"])
     assert wrong.returncode == 3
     assert_one_line_error(wrong, "mr_enclave is", "expected " + "0" * 64)
 
@@ -103,13 +105,15 @@ def test_resign_with_second_key_keeps_mrenclave(custom_image: dict, second_key: 
                                                 janitor) -> None:
     tag = janitor.track(unique_tag("custom-prod"))
     result = run_cli("sign-image", custom_image["unsigned_image"], "--key", second_key,
-                     "--tag", tag, "--date", "2025-01-31", "--json")
+                     "--tag", tag, "--date", "2025-01-31", "--json", "--base",
+                     custom_image["base_image_id"])
     assert result.returncode == 0, result.stderr
     resigned = json.loads(result.stdout)
     assert resigned["mr_enclave"] == custom_image["mr_enclave"]
     assert resigned["mr_signer"] == mr_signer_of(load_signing_key(second_key).public_key())
     assert resigned["mr_signer"] != custom_image["mr_signer"]
-    verified = run_cli("verify", tag, "--mr-signer", resigned["mr_signer"])
+    verified = run_cli("verify", tag, "--mr-signer", resigned["mr_signer"], "--base",
+                       custom_image["base_image_id"])
     assert verified.returncode == 0, verified.stderr
 
 
@@ -118,7 +122,7 @@ def test_verify_catches_a_changed_trusted_file(custom_image: dict, docker_client
     tampered = _build_from(docker_client, janitor, custom_image["image"],
                            {"main.py": b"print('exfiltrate the data')\n"},
                            ["COPY main.py /ppml/app/main.py"])
-    result = run_cli("verify", tampered)
+    result = run_cli("verify", tampered, "--base", custom_image["base_image_id"])
     assert result.returncode == 3
     assert_one_line_error(result, "file:/ppml/app/main.py changed")
 
@@ -135,7 +139,7 @@ def test_verify_catches_a_swapped_sig(custom_image: dict, slim_base: dict, encla
     other_sig = read_file_from_image(docker_client, other_tag, "/ppml/python-ml.sig")
     swapped = _build_from(docker_client, janitor, custom_image["image"],
                           {"python-ml.sig": other_sig}, ["COPY python-ml.sig /ppml/python-ml.sig"])
-    result = run_cli("verify", swapped)
+    result = run_cli("verify", swapped, "--base", custom_image["base_image_id"])
     assert result.returncode == 3
     assert_one_line_error(result, "MRENCLAVE recomputed from the image is "
                           + custom_image["mr_enclave"])
@@ -155,8 +159,9 @@ def test_debug_enclave_refused_for_release_and_flagged(slim_base: dict, enclave_
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stderr.count("DEBUG enclave") == 1, allowed.stderr  # once, not per stage
     assert json.loads(allowed.stdout)["sigstruct"]["debug_enclave"] is True
-    assert run_cli("verify", tag).returncode == 3
-    assert run_cli("verify", tag, "--allow-debug").returncode == 0
+    base = ("--base", slim_base["tags"][0])
+    assert run_cli("verify", tag, *base).returncode == 3
+    assert run_cli("verify", tag, "--allow-debug", *base).returncode == 0
 
 
 def test_measurements_output_file(slim_base: dict, enclave_key: Path, app_dir: Path,

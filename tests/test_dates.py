@@ -233,7 +233,7 @@ def test_build_custom_and_sign_image_take_source_date_epoch_and_zero_dates(
                                 defines=dict(small), quiet=True, engine=mem)
     assert built.sigstruct["date"] == "2023-11-14"
     resigned = custom.sign_image("mem/d:1-unsigned", enclave_key, tag="mem/d:2",
-                                 date="0000-00-00", quiet=True, engine=mem)
+                                 date="0000-00-00", quiet=True, engine=mem, base="mem/base:1")
     assert resigned.sigstruct["date"] == "0000-00-00"
     assert resigned.mr_enclave == built.mr_enclave
     sig = mem.read_file(resigned.image_id, "/ppml/python-ml.sig", limit=4096)
@@ -241,5 +241,5 @@ def test_build_custom_and_sign_image_take_source_date_epoch_and_zero_dates(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
         custom.sign_image("mem/d:1-unsigned", enclave_key, tag="mem/d:3", quiet=True,
-                          engine=mem)
+                          engine=mem, base="mem/base:1")
     assert mem.find_image("mem/d:3") is None

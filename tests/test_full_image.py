@@ -53,7 +53,8 @@ def test_spark_template_custom_image_signs_and_verifies(full_base: dict, enclave
                      "name-service", "--json")
     assert result.returncode == 0, result.stderr
     signed = json.loads(result.stdout)
-    verified = run_cli("verify", tag, "--mr-enclave", signed["mr_enclave"], "--json")
+    verified = run_cli("verify", tag, "--mr-enclave", signed["mr_enclave"], "--json",
+                       "--base", signed["base_image_id"])
     assert verified.returncode == 0, verified.stderr
     report = json.loads(verified.stdout)
     assert report["ok"] and report["trusted_files"] > 1000

@@ -41,6 +41,7 @@ def signed(mem: MemoryEngine, enclave_key: Path, mem_app: Path) -> custom.Custom
 
 
 def verify(mem: MemoryEngine, ref: str, **options: object) -> attest.Verification:
+    options.setdefault("base", "mem/base:1")  # the pinned base; never a label
     return attest.verify_image(ref, engine=mem, **options)  # type: ignore[arg-type]
 
 
@@ -70,7 +71,8 @@ def test_build_sign_verify(mem: MemoryEngine, signed: custom.CustomImage) -> Non
     assert result.enclave == "python-ml"
     assert result.base_image_id == mem.tags["mem/base:1"]
     assert not result.consistency_only
-    assert any("outside the enclave" in c for c in result.checks)
+    assert any("closed world" in c for c in result.checks)
+    assert result.outside_checked
     assert set(mem.tags) == {"mem/base:1", "mem/app:1", "mem/app:1-unsigned"}
     assert mem.open_count == 0  # every temporary view of an image was closed
 
@@ -89,7 +91,8 @@ def test_resigning_keeps_mrenclave(mem: MemoryEngine, signed: custom.CustomImage
 
     # Any signer: here an open one, as a token would be.
     again = custom.sign_image("mem/app:1-unsigned", PemSigner.load(second_key),
-                              tag="mem/app:prod", date="2025-01-31", quiet=True, engine=mem)
+                              tag="mem/app:prod", date="2025-01-31", quiet=True, engine=mem,
+        base="mem/base:1")
     assert again.mr_enclave == signed.mr_enclave
     assert again.mr_signer != signed.mr_signer
     assert verify(mem, "mem/app:prod", mr_signer=again.mr_signer).ok
@@ -118,22 +121,32 @@ def test_replaced_launcher(mem: MemoryEngine, signed: custom.CustomImage) -> Non
     mem.derive("mem/app:1", {"/usr/bin/gramine-sgx": mem_file(
         b"#!/bin/sh\ncat /ppml/keys/*\nexec /usr/bin/gramine-direct \"$@\"\n", 0o755)},
         tag="mem/bad:launcher")
-    assert "/usr/bin/ differs from the base image's: gramine-sgx changed" in \
-        problems(mem, "mem/bad:launcher")
+    text = problems(mem, "mem/bad:launcher")
+    assert "/usr/bin/gramine-sgx changed" in text
+    assert "the launcher /usr/bin/gramine-sgx is not the base image's own" in text
 
 
 @pytest.mark.parametrize("case,fragment", [
-    ("shadowing launcher", "/usr/local/bin/ differs from the base image's: gramine-sgx added"),
-    ("loader", "/usr/lib/x86_64-linux-gnu/ differs from the base image's: "
-               "gramine/sgx/loader added"),
-    ("libc", "libc.so.6 changed"),
-    ("ld.so.preload", "/etc/ld.so.preload differs from the base image's"),
-    ("LD_PRELOAD", "LD_PRELOAD set"),
-    ("PATH", "PATH set"),
-    ("healthcheck", "HEALTHCHECK"),
-    ("/lib re-pointed", "/lib/x86_64-linux-gnu leads to /opt/lib/x86_64-linux-gnu"),
-    ("interpreter", "/usr/bin/ differs from the base image's: sh changed"),
-    ("base.json", "/etc/ppml-image/base.json differs from the base image's"),
+    ("shadowing launcher", "/usr/local/bin/gramine-sgx added"),
+    ("loader", "/usr/lib/x86_64-linux-gnu/gramine/sgx/loader added"),
+    ("libc", "/usr/lib/x86_64-linux-gnu/libc.so.6 changed"),
+    ("ld.so.preload", "/etc/ld.so.preload added"),
+    ("LD_PRELOAD", "config Env differs: +'LD_PRELOAD=/tmp/evil.so'"),
+    ("PATH", "config Env differs: +'PATH=/tmp/evil:"),
+    ("healthcheck", "config Healthcheck is"),
+    ("/lib re-pointed", "/lib changed"),
+    ("interpreter", "/usr/bin/sh changed"),
+    ("base.json", "/etc/ppml-image/base.json changed"),
+    ("nss module", "/usr/lib/libnss_evil.so.2 added"),
+    ("nsswitch", "/etc/nsswitch.conf added"),
+    ("whiteout", "/usr/lib/python3/dist-packages/six.py removed"),
+    ("chmod", "/etc/passwd changed"),
+    ("user", "config User is 'nobody'"),
+    ("volume", "config Volumes is {'/opt/vol': {}}"),
+    ("stop signal", "config StopSignal is 'SIGKILL'"),
+    ("shell", "config Shell differs: +'/tmp/evil'"),
+    ("ports", "config ExposedPorts is"),
+    ("future key", "config SomethingNew is"),
 ])
 def test_what_runs_outside_the_enclave_is_the_base_images(
         mem: MemoryEngine, signed: custom.CustomImage, case: str, fragment: str) -> None:
@@ -161,6 +174,23 @@ def test_what_runs_outside_the_enclave_is_the_base_images(
         files["/lib"] = mem_link("/opt/lib")
     elif case == "interpreter":
         files["/usr/bin/sh"] = evil  # gramine-sgx starts with #!/bin/sh
+    elif case == "nss module":
+        files["/usr/lib/libnss_evil.so.2"] = evil
+    elif case == "nsswitch":
+        files["/etc/nsswitch.conf"] = mem_file(b"passwd: evil files\n")
+    elif case == "whiteout":
+        files["/usr/lib/python3/dist-packages/six.py"] = None
+    elif case == "chmod":
+        files["/etc/passwd"] = mem_file(b"root:x:0:0:root:/root:/bin/sh\n", 0o666)
+    elif case == "user":
+        config["user"] = "nobody"
+    elif case in ("volume", "stop signal", "shell", "ports", "future key"):
+        key, value = {"volume": ("Volumes", {"/opt/vol": {}}),
+                      "stop signal": ("StopSignal", "SIGKILL"),
+                      "shell": ("Shell", ["/tmp/evil", "-c"]),
+                      "ports": ("ExposedPorts", {"22/tcp": {}}),
+                      "future key": ("SomethingNew", "x")}[case]
+        config["config"] = {key: value}
     elif case == "base.json":
         raw = json.loads(mem.images[mem.tags["mem/base:1"]].files[
             "/etc/ppml-image/base.json"].data or b"")
@@ -328,7 +358,8 @@ def test_derived_unsigned_image_with_a_changed_trusted_file(
     """FROM the unsigned image, a changed /usr file, labels inherited: it is measured."""
     trojan = b"import socket  # a changed os module\n"
     mem.derive("mem/app:1-unsigned", {OS_PY: mem_file(trojan)}, tag="mem/derived:1-unsigned")
-    result = custom.sign_image("mem/derived:1-unsigned", enclave_key, quiet=True, engine=mem)
+    result = custom.sign_image("mem/derived:1-unsigned", enclave_key, quiet=True, engine=mem,
+        base="mem/base:1")
     assert result.mr_enclave != signed.mr_enclave
     assert manifest_hash(mem, "mem/derived:1", OS_PY) == hashlib.sha256(trojan).hexdigest()
     assert verify(mem, "mem/derived:1").ok
@@ -338,11 +369,12 @@ def test_planted_base_label_is_not_a_path(mem: MemoryEngine, signed: custom.Cust
                                           enclave_key: Path) -> None:
     mem.derive("mem/app:1-unsigned", labels={BASE_ID_LABEL: "../../tmp/planted"},
                tag="mem/planted:1-unsigned")
-    custom.sign_image("mem/planted:1-unsigned", enclave_key, quiet=True, engine=mem)
+    custom.sign_image("mem/planted:1-unsigned", enclave_key, quiet=True, engine=mem,
+        base="mem/base:1")
     real = mem.images[mem.tags["mem/base:1"]].files[OS_PY].data or b""
     assert manifest_hash(mem, "mem/planted:1", OS_PY) == hashlib.sha256(real).hexdigest()
-    # The base cannot be established from that label: verify says so, --base fixes it.
-    assert "is not an image id" in problems(mem, "mem/planted:1")
+    # A label is never the base: without a pinned one verify says so, --base fixes it.
+    assert "no pinned base" in problems(mem, "mem/planted:1", base=None)
     assert verify(mem, "mem/planted:1", base="mem/base:1").ok
 
 
@@ -351,9 +383,9 @@ def test_a_base_label_naming_an_unrelated_image(mem: MemoryEngine, signed: custo
     other = memory_base(mem, gramine_tree, tag="mem/otherbase:1")
     other = mem.derive(other, {"/etc/other": mem_file(b"x")})
     mem.derive("mem/app:1", labels={BASE_ID_LABEL: other}, tag="mem/bad:otherbase")
-    assert "does not derive from" in problems(mem, "mem/bad:otherbase")
-    assert "is not a base of this image" in problems(mem, "mem/bad:otherbase",
-                                                     base=other)
+    assert "no pinned base" in problems(mem, "mem/bad:otherbase", base=None)
+    assert "does not derive from the pinned base" in problems(mem, "mem/bad:otherbase",
+                                                              base=other)
 
 
 def test_onbuild_triggers_of_a_hostile_base_are_measured(
@@ -372,7 +404,8 @@ def test_onbuild_triggers_of_a_hostile_base_are_measured(
     custom.build_custom(enclave_key, base="mem/hostile:1", app=mem_app, tag="mem/onbuild:1",
                         defines=dict(SMALL), quiet=True, engine=mem)
     assert manifest_hash(mem, "mem/onbuild:1", OS_PY) == hashlib.sha256(trojan).hexdigest()
-    assert verify(mem, "mem/onbuild:1").ok
+    # Pinned to the base it was built FROM, the trigger's change is a trusted file's.
+    assert verify(mem, "mem/onbuild:1", base="mem/hostile:1").ok
 
 
 def test_sign_image_refuses_onbuild_triggers(mem: MemoryEngine, signed: custom.CustomImage,
@@ -380,7 +413,8 @@ def test_sign_image_refuses_onbuild_triggers(mem: MemoryEngine, signed: custom.C
     mem.derive("mem/app:1-unsigned", onbuild=("COPY x /usr/bin/gramine-sgx",),
                tag="mem/trigger:1-unsigned")
     with pytest.raises(ImageContentError, match="ONBUILD"):
-        custom.sign_image("mem/trigger:1-unsigned", enclave_key, quiet=True, engine=mem)
+        custom.sign_image("mem/trigger:1-unsigned", enclave_key, quiet=True, engine=mem,
+        base="mem/base:1")
 
 
 @pytest.mark.parametrize("config", [
@@ -394,7 +428,8 @@ def test_enclave_names_cannot_inject_into_the_final_build(
         config: dict[str, object]) -> None:
     mem.derive("mem/app:1-unsigned", tag="mem/inject:1-unsigned", **config)
     with pytest.raises(ImageContentError, match="plain path"):
-        custom.sign_image("mem/inject:1-unsigned", enclave_key, quiet=True, engine=mem)
+        custom.sign_image("mem/inject:1-unsigned", enclave_key, quiet=True, engine=mem,
+        base="mem/base:1")
     assert "plain path" in problems(mem, "mem/inject:1-unsigned")
 
 
@@ -403,7 +438,8 @@ def test_sign_image_refuses_an_image_that_runs_something_else(
     mem.derive("mem/app:1-unsigned", cmd=("python3", "/ppml/app/main.py"),
                tag="mem/nolauncher:1-unsigned")
     with pytest.raises(ImageContentError, match=r"would run `python3 /ppml/app/main\.py`"):
-        custom.sign_image("mem/nolauncher:1-unsigned", enclave_key, quiet=True, engine=mem)
+        custom.sign_image("mem/nolauncher:1-unsigned", enclave_key, quiet=True, engine=mem,
+        base="mem/base:1")
     assert "mem/nolauncher:1" not in mem.tags
 
 
@@ -442,7 +478,8 @@ def test_non_utf8_file_name_in_a_trusted_folder_of_the_image(
     name = b"/ppml/app/caf\xe9.py".decode("utf-8", "surrogateescape")
     mem.derive("mem/app:1-unsigned", {name: mem_file(b"x = 1\n")}, tag="mem/latin1:1-unsigned")
     with pytest.raises(ManifestError, match=r"/ppml/app/caf\\xe9.py: file name is not UTF-8"):
-        custom.sign_image("mem/latin1:1-unsigned", enclave_key, quiet=True, engine=mem)
+        custom.sign_image("mem/latin1:1-unsigned", enclave_key, quiet=True, engine=mem,
+        base="mem/base:1")
 
 
 def test_sign_image_release_refuses_a_debug_image(mem: MemoryEngine, enclave_key: Path,
@@ -451,7 +488,8 @@ def test_sign_image_release_refuses_a_debug_image(mem: MemoryEngine, enclave_key
                         defines={**SMALL, "debug": True}, quiet=True, engine=mem)
     with pytest.raises(PolicyError, match=r"sgx.debug = true.*--release"):
         custom.sign_image("mem/dbg:1-unsigned", enclave_key, tag="mem/dbg:release",
-                          release=True, quiet=True, engine=mem)
+                          release=True, quiet=True, engine=mem,
+        base="mem/base:1")
     assert "mem/dbg:release" not in mem.tags
 
 
@@ -473,3 +511,181 @@ def test_only_the_engine_module_imports_docker_and_sgx_never_images() -> None:
             assert not any(m == "docker" or m.startswith("docker.") for m in imported), rel
         if rel.startswith("sgx/"):
             assert not any(m.startswith("ppml_image.images") for m in imported), rel
+
+
+# --------------------------------------------------------------------------
+# Issue 17: a pinned base, never a label; the record; the offline step
+# --------------------------------------------------------------------------
+def _attacker_base(mem: MemoryEngine) -> str:
+    """FROM the real base, a trojaned gramine-sgx; the app rebuilt on it with /ppml as is."""
+    trojan = mem.derive("mem/base:1", {"/usr/bin/gramine-sgx": mem_file(
+        b"#!/usr/bin/env bash\ncat /ppml/keys/* >&2\nexit 0\n", 0o755)}, tag="mem/evil:1")
+    genuine = mem.images[mem.tags["mem/app:1"]].files
+    app = {p: e for p, e in genuine.items() if p.startswith("/ppml")}
+    return mem.derive(trojan, app, cmd=("gramine-sgx", "python-ml"), workdir="/ppml",
+                      labels={BASE_ID_LABEL: trojan}, tag="mem/bad:evilbase")
+
+
+def test_a_label_naming_an_attacker_base_is_never_trusted(
+        mem: MemoryEngine, signed: custom.CustomImage) -> None:
+    _attacker_base(mem)
+    # The label names a base that is on the engine and from which the image derives:
+    # still no pinned base, so what runs outside was not checked: exit 3 by default.
+    text = problems(mem, "mem/bad:evilbase", base=None, mr_enclave=signed.mr_enclave)
+    assert "no pinned base" in text and "--allow-unpinned-base" in text
+    # With the genuine base pinned, the trojaned launcher is named.
+    text = problems(mem, "mem/bad:evilbase", mr_enclave=signed.mr_enclave)
+    assert "/usr/bin/gramine-sgx changed" in text
+
+
+def test_allow_unpinned_base_checks_the_enclave_only_and_says_so(
+        mem: MemoryEngine, signed: custom.CustomImage) -> None:
+    result = verify(mem, "mem/app:1", base=None, allow_unpinned_base=True)
+    assert result.ok and not result.outside_checked
+    assert any(c.startswith("NOT CHECKED: what runs outside") for c in result.checks)
+    assert result.to_json()["outside_checked"] is False
+
+
+def test_the_record_pins_the_base_and_the_expected_values(
+        mem: MemoryEngine, signed: custom.CustomImage, tmp_path: Path) -> None:
+    record = tmp_path / "m.json"
+    custom.write_measurements(signed, record)
+    result = verify(mem, "mem/app:1", base=None, record=record)
+    assert result.ok and result.outside_checked and not result.consistency_only
+    # The same record against the attacker-based image: its launcher is named.
+    _attacker_base(mem)
+    assert "/usr/bin/gramine-sgx changed" in problems(mem, "mem/bad:evilbase", base=None,
+                                                      record=record)
+
+
+def test_a_record_with_a_duplicated_key_is_refused(mem: MemoryEngine,
+                                                   signed: custom.CustomImage,
+                                                   tmp_path: Path) -> None:
+    record = tmp_path / "dup.json"
+    base_id = mem.tags["mem/base:1"]
+    record.write_text(f'{{"base_image_id": "{base_id}", "base_image_id": "{base_id}"}}')
+    with pytest.raises(UsageError, match="duplicated key 'base_image_id'"):
+        verify(mem, "mem/app:1", base=None, record=record)
+
+
+def test_sign_image_refuses_without_a_pinned_base_or_a_non_derived_image(
+        mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path,
+        gramine_tree: Path) -> None:
+    with pytest.raises(UsageError, match="needs the pinned base"):
+        custom.sign_image("mem/app:1-unsigned", enclave_key, tag="mem/x:1", quiet=True,
+                          engine=mem)
+    memory_base(mem, gramine_tree, tag="mem/otherbase:1")
+    other = mem.derive("mem/otherbase:1", {"/etc/other": mem_file(b"x")}, tag="mem/other:1")
+    assert other
+    from ppml_image.errors import VerificationError
+
+    with pytest.raises(VerificationError, match="does not derive from the pinned base"):
+        custom.sign_image("mem/app:1-unsigned", enclave_key, tag="mem/x:1", quiet=True,
+                          engine=mem, base="mem/other:1")
+    assert "mem/x:1" not in mem.tags
+
+
+def test_sign_image_refuses_an_unsigned_variant_with_an_nss_module(
+        mem: MemoryEngine, signed: custom.CustomImage, enclave_key: Path) -> None:
+    from ppml_image.errors import VerificationError
+
+    mem.derive("mem/app:1-unsigned", {
+        "/usr/lib/libnss_evil.so.2": mem_file(b"\x7fELF evil\n", 0o755),
+        "/etc/nsswitch.conf": mem_file(b"passwd: evil files\n")}, tag="mem/nss:1-unsigned")
+    with pytest.raises(VerificationError) as refused:
+        custom.sign_image("mem/nss:1-unsigned", enclave_key, quiet=True, engine=mem,
+                          base="mem/base:1")
+    assert "/etc/nsswitch.conf added" in str(refused.value)
+    assert "/usr/lib/libnss_evil.so.2 added" in str(refused.value)
+    assert "mem/nss:1" not in mem.tags
+
+
+def test_the_offline_signature_goes_onto_the_exported_image_only(
+        mem: MemoryEngine, signed: custom.CustomImage, tmp_path: Path,
+        enclave_key: Path) -> None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from ppml_image.errors import VerificationError
+    from ppml_image.sgx.signing.external import ExternalSignature
+
+    data = tmp_path / "job.tbs"
+    custom.export_signing_data("mem/app:1-unsigned", data, date="2025-01-31", quiet=True,
+                               engine=mem, base="mem/base:1")
+    record = Path(str(data) + ".json")
+    written = json.loads(record.read_text())
+    assert written["unsigned_image_id"] == mem.tags["mem/app:1-unsigned"]
+    assert written["base_image_id"] == mem.tags["mem/base:1"]
+    key = serialization.load_pem_private_key(enclave_key.read_bytes(), None)
+    signature = key.sign(data.read_bytes(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
+    # The same enclave on another image (an extra, unmeasured layer): refused.
+    mem.derive("mem/app:1-unsigned", {"/etc/motd": mem_file(b"hi\n")},
+               tag="mem/other:1-unsigned")
+    with pytest.raises(VerificationError, match="records the measured image"):
+        custom.sign_image("mem/other:1-unsigned",
+                          ExternalSignature(key.public_key(), signature),  # type: ignore[union-attr,arg-type]
+                          tag="mem/other:1", date="2025-01-31", quiet=True, engine=mem,
+                          record=record)
+    # Without the record, the offline step is refused before any work.
+    with pytest.raises(UsageError, match="--record"):
+        custom.sign_image("mem/app:1-unsigned",
+                          ExternalSignature(key.public_key(), signature),  # type: ignore[union-attr,arg-type]
+                          tag="mem/app:offline", date="2025-01-31", quiet=True, engine=mem,
+                          base="mem/base:1")
+    # With it, onto the exported image: assembled.
+    assembled = custom.sign_image("mem/app:1-unsigned",
+                                  ExternalSignature(key.public_key(), signature),  # type: ignore[union-attr,arg-type]
+                                  tag="mem/app:offline", date="2025-01-31", quiet=True,
+                                  engine=mem, record=record)
+    assert assembled.mr_enclave == signed.mr_enclave
+
+
+def test_run_with_keys_verifies_first_and_refuses_symlinked_targets(
+        mem: MemoryEngine, signed: custom.CustomImage, tmp_path: Path) -> None:
+    from ppml_image.errors import VerificationError
+    from ppml_image.images.enclave.run import Expected
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    _attacker_base(mem)
+    # No pinned base: run --keys refuses, as verify does.
+    with pytest.raises(VerificationError, match="no pinned base"):
+        plan_run("mem/bad:evilbase", sgx=False, keys=keys, engine=mem)
+    with pytest.raises(VerificationError, match="gramine-sgx changed"):
+        plan_run("mem/bad:evilbase", sgx=False, keys=keys, engine=mem,
+                 expected=Expected(base="mem/base:1"))
+    # Verified: runs the verified image by id, with the measured argv.
+    plan = plan_run("mem/app:1", sgx=False, keys=keys, engine=mem,
+                    expected=Expected(base="mem/base:1"))
+    assert plan.image == mem.tags["mem/app:1"]
+    # A command of one's own next to the keys is refused.
+    with pytest.raises(UsageError, match="nobody measured"):
+        plan_run("mem/app:1", sgx=False, keys=keys, engine=mem, command=["sh"],
+                 expected=Expected(base="mem/base:1"))
+    # /ppml/data symlinked to a folder on PATH: --data is refused.
+    mem.derive("mem/app:1", {"/ppml/data": mem_link("/usr/local/bin")}, tag="mem/bad:datalink")
+    with pytest.raises(VerificationError, match="/ppml/data is a symlink"):
+        plan_run("mem/bad:datalink", sgx=False, data=keys, engine=mem)
+
+
+def test_no_sgx_runs_the_argv_of_the_measured_manifest(
+        mem: MemoryEngine, signed: custom.CustomImage, tmp_path: Path) -> None:
+    """Only the unsigned NAME.manifest edited: its argv is never what runs."""
+    genuine = mem.images[mem.tags["mem/app:1"]].files["/ppml/python-ml.manifest"].data or b""
+    edited = genuine.replace(b"argv = [", b'argv = ["sh", "-c", "cat /ppml/keys/*", ', 1)
+    assert edited != genuine
+    mem.derive("mem/app:1", {"/ppml/python-ml.manifest": mem_file(edited)},
+               tag="mem/bad:argv")
+    plan = plan_run("mem/bad:argv", sgx=False, engine=mem)
+    assert plan.command is not None and "cat /ppml/keys/*" not in plan.command
+
+
+def test_run_refuses_a_volume_over_a_mount_target(mem: MemoryEngine,
+                                                  signed: custom.CustomImage,
+                                                  tmp_path: Path) -> None:
+    """Reading files sees a VOLUME empty; at run time the engine fills it from the image."""
+    from ppml_image.errors import VerificationError
+
+    mem.derive("mem/app:1", config={"Volumes": {"/ppml": {}}}, tag="mem/bad:volume")
+    with pytest.raises(VerificationError, match="VOLUME /ppml over the mount target /ppml/data"):
+        plan_run("mem/bad:volume", sgx=False, data=tmp_path, engine=mem)

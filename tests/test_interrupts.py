@@ -213,7 +213,8 @@ def test_signal_while_sign_image_measures(signum: int, big_images: tuple[str, st
                                           second_key: Path, docker_client) -> None:
     unsigned = big_images[1]
     tag = unique_tag("signed-int")
-    proc = cli("sign-image", unsigned, "--key", second_key, "--tag", tag)
+    proc = cli("sign-image", unsigned, "--key", second_key, "--tag", tag, "--base",
+               big_images[0])
     wait_until(proc, streaming(docker_client, proc), "streaming the unsigned image")
     code, err, _ = interrupt(proc, signum)
     assert code == EXIT[signum], err
@@ -249,7 +250,8 @@ def test_signals_at_any_point_of_build_custom_and_sign_image(
                 tags = [tag, tag + "-unsigned"]
             else:
                 proc = cli("sign-image", expected["unsigned_image"], "--key", second_key,
-                           "--tag", tag, "--date", "2025-01-31", "--json")
+                           "--tag", tag, "--date", "2025-01-31", "--json", "--base",
+                           expected["base_image_id"])
                 tags = [tag]
             time.sleep(whole * fraction)
             proc.send_signal(signum)

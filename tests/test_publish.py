@@ -92,13 +92,15 @@ def test_push_then_verify_by_digest_and_a_tampered_tag(
     # Every local copy of the signed image gone: verify pulls it by digest.
     _remove(docker_client, tag)
     assert _gone(docker_client, digest)
-    verified = run_cli("verify", digest, "--mr-enclave", data["mr_enclave"], "--mr-signer",
+    verified = run_cli("verify", digest, "--base", data["base_image_id"], "--mr-enclave",
+                       data["mr_enclave"], "--mr-signer",
                        data["mr_signer"], "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = json.loads(verified.stdout)
     assert report["ok"] and report["pulled"] and report["digest"] == digest
     assert report["image_id"] == data["image_id"]  # the content that was measured and signed
-    plain = run_cli("verify", digest, "--mr-enclave", data["mr_enclave"])
+    plain = run_cli("verify", digest, "--base", data["base_image_id"], "--mr-enclave",
+                    data["mr_enclave"])
     assert plain.returncode == 0, plain.stderr
     assert f"digest: {digest}" in plain.stdout
 
@@ -107,15 +109,18 @@ def test_push_then_verify_by_digest_and_a_tampered_tag(
     _tampered(docker_client, janitor, digest, tag)
     assert registry.digest_of(repo, "1") != digest.partition("@")[2]
     for extra in ([], ["--pull"]):
-        by_digest = run_cli("verify", digest, "--mr-enclave", data["mr_enclave"], *extra)
+        by_digest = run_cli("verify", digest, "--base", data["base_image_id"], "--mr-enclave",
+                            data["mr_enclave"], *extra)
         assert by_digest.returncode == 0, (extra, by_digest.stderr)
-        by_tag = run_cli("verify", tag, "--mr-enclave", data["mr_enclave"], *extra)
+        by_tag = run_cli("verify", tag, "--base", data["base_image_id"], "--mr-enclave",
+                         data["mr_enclave"], *extra)
         assert by_tag.returncode == 3, (extra, by_tag.stderr)
         assert_one_line_error(by_tag, "file:/ppml/app/main.py changed")
     # And from a cold store again: the registry still serves the measured content by digest.
     _remove(docker_client, tag)
     _remove(docker_client, digest)
-    cold = run_cli("verify", digest, "--mr-enclave", data["mr_enclave"], "--json")
+    cold = run_cli("verify", digest, "--base", data["base_image_id"], "--mr-enclave",
+                   data["mr_enclave"], "--json")
     assert cold.returncode == 0, cold.stdout
     assert json.loads(cold.stdout)["pulled"] is True
 
@@ -126,7 +131,8 @@ def test_push_unsigned_only_when_asked(custom_image: dict, registry, docker_clie
     unsigned = janitor.track(f"{repo}:2-unsigned")
     docker_client.api.tag(custom_image["unsigned_image_id"], repo, "2-unsigned")
     tag = janitor.track(f"{repo}:2")
-    result = run_cli("sign-image", unsigned, "--key", COMMON_KEY, "--date", "2025-01-31",
+    result = run_cli("sign-image", unsigned, "--base", custom_image["base_image_id"], "--key",
+                     COMMON_KEY, "--date", "2025-01-31",
                      "--push", "--push-unsigned", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -148,7 +154,8 @@ def locked_registry(tmp_path_factory: pytest.TempPathFactory):
 
 def _sign_and_push(custom_image: dict, tag: str, record: Path, *extra: str,
                    env: dict[str, str] | None = None):
-    return run_cli("sign-image", custom_image["unsigned_image"], "--key", COMMON_KEY,
+    return run_cli("sign-image", custom_image["unsigned_image"], "--base",
+                   custom_image["base_image_id"], "--key", COMMON_KEY,
                    "--date", "2025-01-31", "--tag", tag, "--push", "--output", record, *extra,
                    env=env)
 
@@ -235,17 +242,20 @@ def test_expect_mr_enclave(custom_image: dict, slim_base: dict, enclave_key: Pat
                           f"expected {wrong}")
     assert _gone(docker_client, tag) and _gone(docker_client, f"{tag}-unsigned")
     assert registry.tags(repo) == []
-    resigned = run_cli("sign-image", custom_image["unsigned_image"], "--key", enclave_key,
+    resigned = run_cli("sign-image", custom_image["unsigned_image"], "--base",
+                       custom_image["base_image_id"], "--key", enclave_key,
                        "--tag", tag, "--expect-mr-enclave", wrong, "--json")
     assert resigned.returncode == 3
     assert_one_line_error(resigned, f"expected {wrong}")
     assert _gone(docker_client, tag)
-    matching = run_cli("sign-image", custom_image["unsigned_image"], "--key", enclave_key,
+    matching = run_cli("sign-image", custom_image["unsigned_image"], "--base",
+                       custom_image["base_image_id"], "--key", enclave_key,
                        "--tag", tag, "--expect-mr-enclave", custom_image["mr_enclave"].upper(),
                        "--json")
     assert matching.returncode == 0, matching.stderr
     assert json.loads(matching.stdout)["mr_enclave"] == custom_image["mr_enclave"]
-    bad = run_cli("sign-image", custom_image["unsigned_image"], "--key", enclave_key,
+    bad = run_cli("sign-image", custom_image["unsigned_image"], "--base",
+                  custom_image["base_image_id"], "--key", enclave_key,
                   "--expect-mr-enclave", "xyz")
     assert bad.returncode == 2
     assert_one_line_error(bad, "64 hex digits")
@@ -265,7 +275,8 @@ def test_offline_two_step_on_an_image_equals_signing_directly(
     _openssl("rsa", "-in", key, "-pubout", "-out", tmp_path / "prod-pub.pem")
     unsigned = custom_image["unsigned_image"]
     data = tmp_path / "app.tbs"
-    exported = run_cli("sign-image", unsigned, "--date", "2025-01-31",
+    exported = run_cli("sign-image", unsigned, "--base", custom_image["base_image_id"], "--date",
+                       "2025-01-31",
                        "--export-signing-data", data, "--json")
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["mr_enclave"] == custom_image["mr_enclave"]
@@ -274,11 +285,13 @@ def test_offline_two_step_on_an_image_equals_signing_directly(
 
     assembled = janitor.track(unique_tag("assembled"))
     direct = janitor.track(unique_tag("direct"))
-    two_step = run_cli("sign-image", unsigned, "--date", "2025-01-31", "--signature",
+    two_step = run_cli("sign-image", unsigned, "--record", tmp_path / "app.tbs.json", "--date",
+                       "2025-01-31", "--signature",
                        tmp_path / "app.tbs.sig", "--public-key", tmp_path / "prod-pub.pem",
                        "--tag", assembled, "--json")
     assert two_step.returncode == 0, two_step.stderr
-    one_step = run_cli("sign-image", unsigned, "--date", "2025-01-31", "--key", key,
+    one_step = run_cli("sign-image", unsigned, "--base", custom_image["base_image_id"], "--date",
+                       "2025-01-31", "--key", key,
                        "--tag", direct, "--json")
     assert one_step.returncode == 0, one_step.stderr
     assert json.loads(two_step.stdout)["sigstruct"] == json.loads(one_step.stdout)["sigstruct"]
@@ -288,13 +301,14 @@ def test_offline_two_step_on_an_image_equals_signing_directly(
     a, d = docker_client.images.get(assembled), docker_client.images.get(direct)
     assert a.labels == d.labels
     assert a.attrs["RootFS"]["Layers"] == d.attrs["RootFS"]["Layers"]  # content hashes
-    verified = run_cli("verify", assembled, "--mr-signer",
+    verified = run_cli("verify", assembled, "--base", custom_image["base_image_id"], "--mr-signer",
                        json.loads(one_step.stdout)["mr_signer"])
     assert verified.returncode == 0, verified.stderr
 
     # The same signature assembled for another date: refused, nothing tagged.
     other = unique_tag("other-date")
-    refused = run_cli("sign-image", unsigned, "--date", "2025-02-01", "--signature",
+    refused = run_cli("sign-image", unsigned, "--record", tmp_path / "app.tbs.json", "--date",
+                      "2025-02-01", "--signature",
                       tmp_path / "app.tbs.sig", "--public-key", tmp_path / "prod-pub.pem",
                       "--tag", other, "--json")
     assert refused.returncode == 3
@@ -350,7 +364,8 @@ def test_a_token_key_signs_a_custom_image_and_no_pin_reaches_the_engine(
                     env={**softhsm.env, "TMPDIR": str(private_tmp)})
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["mr_signer"] == mr_signer
-    verified = run_cli("verify", tag, "--mr-signer", mr_signer)
+    verified = run_cli("verify", tag, "--base", slim_base["tags"][0], "--mr-signer",
+                       mr_signer)
     assert verified.returncode == 0, verified.stderr
 
     patterns = _token_patterns(softhsm)
@@ -386,7 +401,8 @@ def test_a_registry_serving_other_bytes_for_a_digest_is_caught(
         repo = f"{address}/ppml-test/served-{os.getpid()}"
         tag = janitor.track(f"{repo}:1")
         # A signed image of its own (another date): its signature layer exists nowhere else.
-        pushed = run_cli("sign-image", custom_image["unsigned_image"], "--key", COMMON_KEY,
+        pushed = run_cli("sign-image", custom_image["unsigned_image"], "--base",
+                         custom_image["base_image_id"], "--key", COMMON_KEY,
                          "--date", "2025-03-03", "--tag", tag, "--push", "--json")
         assert pushed.returncode == 0, pushed.stderr
         digest = json.loads(pushed.stdout)["repo_digest"]
@@ -422,7 +438,8 @@ def test_ctrl_c_during_a_push_puts_the_tags_back(custom_image: dict, tmp_path: P
         env = {k: v for k, v in os.environ.items() if not k.startswith("PPML_IMAGE_")}
         with subprocess.Popen(
                 [sys.executable, "-m", "ppml_image", "sign-image",
-                 custom_image["unsigned_image"], "--key", str(COMMON_KEY), "--date",
+                 custom_image["unsigned_image"], "--base", custom_image["base_image_id"], "--key",
+                 str(COMMON_KEY), "--date",
                  "2025-01-31", "--tag", tag, "--push", "--output", str(record)],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             assert proc.stderr is not None

@@ -108,7 +108,7 @@ def test_push_records_the_registrys_digest_and_verify_pulls_by_it(
     mem.remove_image(tag)
     assert mem.find_image(result.repo_digest) is None
     verified = attest.verify_image(result.repo_digest, engine=mem,
-                                   mr_enclave=result.mr_enclave)
+                                   mr_enclave=result.mr_enclave, base=result.base_image_id)
     assert verified.ok, verified.problems
     assert verified.pulled and verified.digest == result.repo_digest
 
@@ -162,7 +162,8 @@ def test_expect_mr_enclave_stops_before_signing_or_tagging(mem: MemoryEngine,
     assert "mem/app:2" not in mem.tags and "mem/app:2-unsigned" not in mem.tags
     with pytest.raises(VerificationError):
         custom.sign_image("mem/app:1-unsigned", enclave_key, tag="mem/app:3", quiet=True,
-                          engine=mem, publish=custom.Publish(expect_mr_enclave=wrong))
+                          engine=mem, publish=custom.Publish(expect_mr_enclave=wrong),
+                          base="mem/base:1")
     assert "mem/app:3" not in mem.tags
     same = build(mem, enclave_key, mem_app, "mem/app:4",
                  custom.Publish(expect_mr_enclave=good.mr_enclave.upper()))
@@ -181,7 +182,8 @@ def test_offline_flow_on_an_image_equals_signing_directly(mem: MemoryEngine, enc
     direct = build(mem, enclave_key, mem_app, "mem/app:1")
     data = tmp_path / "app.tbs"
     exported = custom.export_signing_data("mem/app:1-unsigned", data, date="2025-01-31",
-                                          engine=mem, quiet=True)
+                                          engine=mem, quiet=True, base="mem/base:1")
+    record = tmp_path / "app.tbs.json"  # names the exported image and its pinned base
     assert exported.mr_enclave == direct.mr_enclave
     assert json.loads((tmp_path / "app.tbs.json").read_text())["mr_enclave"] == \
         direct.mr_enclave
@@ -190,7 +192,7 @@ def test_offline_flow_on_an_image_equals_signing_directly(mem: MemoryEngine, enc
     assembled = custom.sign_image("mem/app:1-unsigned",
                                   ExternalSignature(key.public_key(), signature),
                                   tag="mem/app:assembled", date=dt.date(2025, 1, 31),
-                                  engine=mem, quiet=True)
+                                  engine=mem, quiet=True, record=record)
     assert assembled.sigstruct == direct.sigstruct
     a, d = mem.find_image("mem/app:assembled"), mem.find_image("mem/app:1")
     assert a is not None and d is not None
@@ -198,7 +200,8 @@ def test_offline_flow_on_an_image_equals_signing_directly(mem: MemoryEngine, enc
     # Another date: the signature was made over other data, and nothing is tagged.
     with pytest.raises(VerificationError, match="does not verify"):
         custom.sign_image("mem/app:1-unsigned", ExternalSignature(key.public_key(), signature),
-                          tag="mem/app:other-date", date="2025-02-01", engine=mem, quiet=True)
+                          tag="mem/app:other-date", date="2025-02-01", engine=mem, quiet=True,
+                          record=record)
     assert "mem/app:other-date" not in mem.tags
 
 
@@ -210,7 +213,7 @@ def test_verify_by_a_digest_the_engine_does_not_record_fails(mem: MemoryEngine,
     # The same content under another digest reference: the engine does not vouch for it.
     forged = f"{REG}/ppml/app@sha256:" + "1" * 64
     mem.tags[forged] = result.image_id
-    verified = attest.verify_image(forged, engine=mem)
+    verified = attest.verify_image(forged, engine=mem, base="mem/base:1")
     assert not verified.ok
     assert any("does not record digest" in p for p in verified.problems)
 

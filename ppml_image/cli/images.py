@@ -50,6 +50,11 @@ EXPECT_HELP = ("Fail (exit 3) before signing, building or tagging anything if th
 PUSH_HELP = ("Push the signed image to the registry its tag names (REGISTRY/NAME:TAG) with "
              "the engine's credentials (docker login), and print its digest.")
 PUSH_UNSIGNED_HELP = "Also push the -unsigned image (with --push; it is pushed first)."
+RECORD_HELP = ("A measurement record (build-custom/sign-image --output, or DATA.json of "
+               "--export-signing-data): pins the base image id, and gives the expected "
+               "mr_enclave/mr_signer and the measured image.")
+SIGN_BASE_HELP = ("The pinned base: the image must derive from it and differ from it only "
+                  "in the enclave's own files, else nothing is signed (exit 3).")
 
 
 @app.command("bootstrap-os", epilog=(
@@ -304,6 +309,9 @@ def sign_image_cmd(
     output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON "
                                        "(with the digest when pushed)."),
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
+    base: str | None = typer.Option(None, "--base", help=SIGN_BASE_HELP),
+    record: Path | None = typer.Option(None, "--record", metavar="R.json", help=RECORD_HELP
+                                       + " Needed with --signature (its DATA.json)."),
 ) -> None:
     """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
     checked = release_policy(release, allow_unmeasured, allow_passthrough, policies)
@@ -320,14 +328,14 @@ def sign_image_cmd(
                                  ("--push-unsigned", push_unsigned)) if given))
         _print_exported(custom.export_signing_data(
             unsigned, export_data, date=date, release=checked, expect_mr_enclave=expected,
-            quiet=as_json), as_json)
+            quiet=as_json, base=base, record=record), as_json)
         return
     publish = custom.Publish(expected, push, push_unsigned)
     publish.check(tag or unsigned.removesuffix("-unsigned"), unsigned)
     with _signer(key, passphrase_file, signature, public_key) as signer, \
             _push_failure_reported(as_json):
         result = custom.sign_image(unsigned, signer, tag=tag, date=date, release=checked,
-                                   quiet=as_json, publish=publish)
+                                   quiet=as_json, publish=publish, base=base, record=record)
     _report(result, output, as_json)
 
 
@@ -360,9 +368,13 @@ def verify_cmd(
                                 "REGISTRY/NAME@sha256:... (pulled when not local)."),
     mr_enclave: str | None = typer.Option(None, "--mr-enclave", help="Expected MRENCLAVE."),
     mr_signer: str | None = typer.Option(None, "--mr-signer", help="Expected MRSIGNER."),
-    base: str | None = typer.Option(None, "--base", help="The base image to compare what runs "
-                                    "outside the enclave with (default: the image the "
-                                    "ppml-image.base-image-id label names, checked by layers)."),
+    base: str | None = typer.Option(None, "--base", help="The pinned base (a digest is best): "
+                                    "the image may differ from it only in the enclave's own "
+                                    "files. Never taken from a label."),
+    record: Path | None = typer.Option(None, "--record", metavar="R.json", help=RECORD_HELP),
+    allow_unpinned_base: bool = typer.Option(
+        False, "--allow-unpinned-base", help="Without --base/--record, check the enclave only "
+        "and exit 0 although what runs outside it was not checked."),
     allow_debug: bool = typer.Option(False, "--allow-debug", help="Accept a debug enclave."),
     allow_insecure: bool = typer.Option(False, "--allow-insecure",
                                         help="Do not apply the release policy."),
@@ -375,7 +387,8 @@ def verify_cmd(
     result = attest.verify_image(image, mr_enclave=mr_enclave, mr_signer=mr_signer,
                                  allow_debug=allow_debug, allow_insecure=allow_insecure,
                                  base=base, quiet=as_json or not sys.stderr.isatty(),
-                                 pull=pull)
+                                 pull=pull, record=record,
+                                 allow_unpinned_base=allow_unpinned_base)
     if as_json:
         emit_json(result.to_json())
         if not result.ok:
@@ -384,7 +397,8 @@ def verify_cmd(
     if not result.ok:
         raise result.error()
     for check in result.checks:
-        typer.echo(f"ok: {check}")
+        # What was not checked is never shown as "ok".
+        typer.echo(f"{'WARNING' if check.startswith('NOT CHECKED') else 'ok'}: {check}")
     typer.echo(f"verified {image}: mr_enclave {result.sigstruct['mr_enclave']}")
     if result.digest:
         typer.echo(f"digest: {result.digest}")

@@ -215,10 +215,23 @@ def run_cmd(
                                              help="Password folder (-> /ppml/password, ro)."),
     print_only: bool = typer.Option(False, "--print", help="Print the equivalent docker run "
                                     "command line instead of running."),
+    base: str | None = typer.Option(None, "--base", help="With --keys/--password: the pinned "
+                                    "base to verify against first (as verify --base)."),
+    record: Path | None = typer.Option(None, "--record", metavar="R.json",
+                                       help="With --keys/--password: the measurement record "
+                                       "to verify against first (as verify --record)."),
+    mr_enclave: str | None = typer.Option(None, "--mr-enclave", help="Expected MRENCLAVE."),
+    mr_signer: str | None = typer.Option(None, "--mr-signer", help="Expected MRSIGNER."),
+    allow_debug: bool = typer.Option(False, "--allow-debug", help="Accept a debug enclave."),
 ) -> None:
-    """Run an image with SGX devices and AESM mapped in, or natively with --no-sgx."""
+    """Run an image with SGX devices and AESM mapped in, or natively with --no-sgx.
+
+    With --keys or --password the image is verified first (exit 3 if verify refuses it).
+    """
+    expected = run_mod.Expected(base, record, mr_enclave, mr_signer, allow_debug)
     plan = run_mod.plan_run(image, sgx=sgx, data=data, keys=keys, password=password_dir,
-                            command=list(ctx.args) or None, check_host=not print_only)
+                            command=list(ctx.args) or None, check_host=not print_only,
+                            expected=expected)
     if print_only:
         typer.echo(run_mod.printed(plan))
         return

@@ -6,10 +6,10 @@
   ``WORKDIR/NAME.manifest``, ``.manifest.sgx`` and ``.sig``.
 * Gramine's paths (pkglibdir, ``libpal.so``) come from the image's own
   ``/etc/ppml-image/base.json``, validated.
-* The base image is established by content: an image whose RootFS layers
-  begin with all of the base's layers derives from it (diff ids are content
-  hashes). A label may name a candidate; it is believed only once the
-  layers say so.
+* The base image is the one the user pinned (``--base``, or the
+  measurement record), never one a label names; an image derives from it
+  when its RootFS layers begin with all of the base's layers (diff ids are
+  content hashes).
 
 Labels are outputs, for people and registries; nothing here reads them for
 a decision.
@@ -25,7 +25,7 @@ from typing import Any
 
 from ppml_image import _json
 from ppml_image.errors import ImageContentError
-from ppml_image.images.engine.core import Engine, ImageInfo, valid_image_id
+from ppml_image.images.engine.core import Engine, ImageInfo
 from ppml_image.sgx.manifest.python_helpers import PythonInfo
 
 LABEL_PREFIX = "ppml-image."
@@ -169,30 +169,20 @@ class BaseMatch:
 
 def establish_base(engine: Engine, info: ImageInfo, *, explicit: str | None = None
                    ) -> BaseMatch:
-    """The base image *info* derives from: *explicit*, else the image the label names.
+    """The base the user pinned (*explicit*: a reference or an image id), checked by layers.
 
-    The label is only a hint: it must be a valid image id, the engine must
-    have that image, and *info*'s layers must begin with all of its layers.
+    A label is never the source of trust: without *explicit* there is no
+    base, and the reason says how to pin one. The pinned image must be on
+    the engine and *info*'s layers must begin with all of its layers.
     """
-    if explicit is not None:
-        candidate = engine.find_image(explicit)
-        if candidate is None:
-            return BaseMatch(None, f"base image {explicit} is not on {engine.where}")
-        if not info.derives_from(candidate):
-            return BaseMatch(None, f"{explicit} is not a base of this image (the image's "
-                                   "layers do not begin with its layers)")
-        return BaseMatch(candidate)
-    hint = info.labels.get(BASE_ID_LABEL)
-    if hint is None:
-        return BaseMatch(None, f"the image names no base image (no {BASE_ID_LABEL} label)")
-    if not valid_image_id(hint):
-        return BaseMatch(None, f"label {BASE_ID_LABEL} is not an image id: {hint[:80]!r}")
-    candidate = engine.find_image(hint)
+    if explicit is None:
+        return BaseMatch(None, "no pinned base: give --base REF (a digest is best) or --record "
+                               "R.json (the measurement record names the base image id)")
+    candidate = engine.find_image(explicit)
     if candidate is None:
-        return BaseMatch(None, f"base image {hint} (named by label {BASE_ID_LABEL}) is not "
-                               f"on {engine.where}: pull it, or pass --base")
-    if candidate.id != hint or not info.derives_from(candidate):
-        return BaseMatch(None, f"the image does not derive from {hint}, which label "
-                               f"{BASE_ID_LABEL} names (its layers do not begin with that "
-                               "image's layers)")
+        return BaseMatch(None, f"the pinned base image {explicit} is not on {engine.where} "
+                               "(pull it first)")
+    if not info.derives_from(candidate):
+        return BaseMatch(None, f"the image does not derive from the pinned base {explicit} "
+                               "(its layers do not begin with the base's layers)")
     return BaseMatch(candidate)

@@ -59,6 +59,7 @@ from ppml_image.errors import (
 from ppml_image.images.base.build import base_info, get_base_image
 from ppml_image.images.enclave.measure import ImageMeasurement, measure_image
 from ppml_image.images.enclave.outside import check_outside
+from ppml_image.images.enclave.record import load_record
 from ppml_image.images.engine.context import BuildContext
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
 from ppml_image.images.engine.publish import push as push_tag
@@ -91,6 +92,7 @@ from ppml_image.sgx.manifest.policy import (
 )
 from ppml_image.sgx.measure.tree import Tree
 from ppml_image.sgx.sign import enclave_attributes, parse_date
+from ppml_image.sgx.signing.external import ExternalSignature
 from ppml_image.sgx.signing.identity import identity_fields
 from ppml_image.sgx.signing.keys import load_signing_key
 from ppml_image.sgx.signing.signers import Signer, sign_sigstruct
@@ -242,6 +244,14 @@ def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None
                    defines: dict[str, Any] | None = None, tag: str = DEFAULT_TAG,
                    release: Release = False, quiet: bool = False) -> str:
     """Stage 1: build the unsigned image (untagged); returns its id."""
+    return _build_unsigned(engine, base=base, app=app, template=template, defines=defines,
+                           tag=tag, release=release, quiet=quiet)[0]
+
+
+def _build_unsigned(engine: Engine, *, base: str, app: Path | None, template: str | Path,
+                    defines: dict[str, Any] | None, tag: str, release: Release,
+                    quiet: bool) -> tuple[str, str]:
+    """Stage 1; returns the unsigned image's id and the id of the base it was built FROM."""
     template_path = find_template(template)
     if app is not None and not Path(app).is_dir():
         raise UsageError(f"{app}: application folder does not exist")
@@ -271,7 +281,7 @@ def build_unsigned(engine: Engine, *, base: str = DEFAULT_BASE, app: Path | None
     image_id = engine.build(context.finish(), what=f"build-custom {tag}", progress=progress,
                             labels=labels, network_mode="none")
     progress.done(f"built the unsigned image {image_id[7:19]}")
-    return image_id
+    return image_id, base_image.id
 
 
 # --------------------------------------------------------------------------
@@ -288,23 +298,32 @@ class SignedImage:
 
 def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
                      key: Signer | rsa.RSAPrivateKey, *,
-                     date: SigstructDate, release: Release,
+                     date: SigstructDate, release: Release, base: str | None,
                      progress: Progress | None = None) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
     prepared = measure_for_signing(engine, unsigned, ref, date=date, release=release,
-                                   progress=progress)
+                                   base=base, progress=progress)
     sign_sigstruct(prepared.sigstruct, key)
     return prepared
 
 
 def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: SigstructDate,
-                        release: Release, progress: Progress | None = None) -> SignedImage:
-    """Measure the unsigned image; its SIGSTRUCT has every field but the signature."""
+                        release: Release, base: str | None,
+                        progress: Progress | None = None) -> SignedImage:
+    """Measure the unsigned image; its SIGSTRUCT has every field but the signature.
+
+    *base* is the pinned base (a reference or an image id): the image must
+    derive from it and differ from it only in the enclave's own files (the
+    closed world of :mod:`.outside`), else nothing is signed (exit 3).
+    """
     if unsigned.onbuild:
         raise ImageContentError(
             f"{ref}: has ONBUILD triggers ({'; '.join(unsigned.onbuild)[:120]}), which would "
             "change the image after it is measured: refused")
-    match = establish_base(engine, unsigned)
+    match = establish_base(engine, unsigned, explicit=base)
+    if match.base is None:
+        error = UsageError if base is None else VerificationError
+        raise error(f"{ref}: {match.reason}; nothing signed")
     layout = enclave_layout(unsigned, ref, match.base)
     measured = measure_image(engine, unsigned, layout, signed=False, ref=ref,
                              progress=progress)
@@ -312,17 +331,13 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
         _enforce_release(measured.manifest, measured.name, release, measured.tree)
     else:
         _warn_about_debug(measured)
-    if match.base is not None:
-        with phase(BASE):
-            outside = check_outside(engine, unsigned, measured.tree, measured.base_info,
-                                    layout, match.base)
-        if outside.problems:
-            raise ImageContentError(f"{ref}: what runs outside the enclave differs from the "
-                                    f"base image {match.base.id}: "
-                                    + "; ".join(outside.problems))
-    else:
-        log.warning("%s: %s; the image is signed, but verify will need --base to check what "
-                    "runs outside the enclave", ref, match.reason)
+    with phase(BASE):
+        outside = check_outside(engine, unsigned, measured.tree, measured.manifest, layout,
+                                match.base)
+    if outside.problems:
+        raise VerificationError(f"{ref}: outside the enclave, the image differs from the "
+                                f"pinned base {match.base.id}: " + "; ".join(outside.problems)
+                                + "; nothing signed")
     sgx = measured.manifest["sgx"]
     flags, misc, xfrm, xfrm_mask = enclave_attributes(sgx)
     sigstruct = Sigstruct(enclave_hash=bytes.fromhex(measured.mr_enclave), date=date,
@@ -408,8 +423,15 @@ class Publish:
 def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                date: str | dt.date | SigstructDate | None = None,
                passphrase: bytes | None = None, release: Release = False, quiet: bool = False,
-               engine: Engine | None = None, publish: Publish | None = None) -> CustomImage:
-    """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``."""
+               engine: Engine | None = None, publish: Publish | None = None,
+               base: str | None = None, record: Path | None = None) -> CustomImage:
+    """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``.
+
+    The pinned base is *base* or the *record*'s ``base_image_id``; a record that
+    names the measured image (``unsigned_image_id``, as ``DATA.json`` does) must
+    name this one, and an external signature (the offline step) needs such a
+    record: a reviewed signature is assembled onto the reviewed image only.
+    """
     check_image(unsigned)
     if tag is None and is_image_id(unsigned):
         raise UsageError(f"{unsigned[:19]}...: an image id gives no name to tag the signed "
@@ -418,43 +440,83 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
     check_tag(final, "--tag" if tag else f"the signed image's tag (from {unsigned}; give --tag)")
     publish = publish or Publish()
     publish.check(final, unsigned)
+    pinned, measured_id = _pinned_for_signing(base, record, external=isinstance(
+        key, ExternalSignature))
     signing_key = _signer(key, passphrase)
     when = parse_date(date)
     engine = engine or connect()
     info = engine.image(unsigned)
+    if measured_id is not None and info.id != measured_id:
+        raise VerificationError(f"{unsigned} is image {info.id}, but {record} records the "
+                                f"measured image {measured_id}: refused, nothing signed")
     return _sign(engine, info, unsigned, signing_key, tag=final, date=when, release=release,
-                 quiet=quiet, publish=publish,
+                 quiet=quiet, publish=publish, base=pinned,
                  push_unsigned_ref=unsigned if publish.push_unsigned else None)
+
+
+def _pinned_for_signing(base: str | None, record: Path | None, *, external: bool
+                        ) -> tuple[str | None, str | None]:
+    """The pinned base and the measured image id the options and the record give."""
+    if base is not None:
+        check_image(base, "--base")
+    loaded = load_record(record) if record is not None else None
+    if external and (loaded is None or loaded.unsigned_image_id is None):
+        raise UsageError("--signature needs --record DATA.json (written with the signing "
+                         "data): it names the image whose data was signed")
+    if loaded is None:
+        if base is None:
+            raise UsageError("sign-image needs the pinned base: --base REF (a digest is best) "
+                             "or --record R.json; a label is never trusted")
+        return base, None
+    if base is not None and loaded.base_image_id is not None and base != loaded.base_image_id:
+        raise UsageError(f"--base {base} and {record}'s base_image_id "
+                         f"{loaded.base_image_id} differ: give one")
+    pinned = base or loaded.base_image_id
+    if pinned is None:
+        raise UsageError(f"{record} names no base_image_id: give --base REF")
+    return pinned, loaded.unsigned_image_id
 
 
 def export_signing_data(unsigned: str, data: Path, *,
                         date: str | dt.date | SigstructDate | None = None,
                         release: Release = False, expect_mr_enclave: str | None = None,
-                        quiet: bool = False, engine: Engine | None = None) -> ExportedImage:
+                        quiet: bool = False, engine: Engine | None = None,
+                        base: str | None = None, record: Path | None = None) -> ExportedImage:
     """``sign-image --export-signing-data``: measure *unsigned*, write DATA and DATA.json.
 
     No key, nothing built or tagged. Assemble later with ``sign_image`` and an
     :class:`~ppml_image.sgx.signing.external.ExternalSignature` over the same image and date.
     """
     check_image(unsigned)
+    pinned, measured_id = _pinned_for_signing(base, record, external=False)
     data = Path(data)
     offline.check_outputs([data, offline.json_path_for(data)])
     when = parse_date(date)
     engine = engine or connect()
-    return _export(engine, engine.image(unsigned), unsigned, data, date=when, release=release,
-                   expect=expect_mr_enclave, quiet=quiet)
+    info = engine.image(unsigned)
+    if measured_id is not None and info.id != measured_id:
+        raise VerificationError(f"{unsigned} is image {info.id}, but {record} records the "
+                                f"measured image {measured_id}: refused")
+    return _export(engine, info, unsigned, data, date=when, release=release,
+                   expect=expect_mr_enclave, quiet=quiet, base=pinned)
 
 
 def _export(engine: Engine, info: ImageInfo, ref: str, data: Path, *, date: SigstructDate,
-            release: Release, expect: str | None, quiet: bool) -> ExportedImage:
+            release: Release, expect: str | None, quiet: bool, base: str | None
+            ) -> ExportedImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
     prepared = measure_for_signing(engine, info, ref, date=date, release=release,
-                                   progress=measuring)
+                                   base=base, progress=measuring)
     measuring.done(f"mr_enclave {prepared.sigstruct.mr_enclave[:16]}...")
     check_mr_enclave(prepared.sigstruct.mr_enclave, expect, ref)
     files, record = offline.signing_data_files(
         prepared.sigstruct, data, source=f"image {ref} ({info.id})",
         manifest_sgx=prepared.measurement.manifest_sgx)
+    # Which image was measured, and on which pinned base: the --signature step
+    # assembles onto this very image only (sign-image --record DATA.json).
+    assert prepared.base is not None
+    record.update(unsigned_image_id=info.id, base_image_id=prepared.base.id)
+    files[1] = (files[1][0], (json.dumps(record, indent=2) + "\n").encode())
     offline.write_together(files)
     return ExportedImage(ref, info.id, offline.ExportedSigningData(
         data, offline.json_path_for(data), record))
@@ -467,10 +529,10 @@ def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPri
 
 def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
           tag: str, date: SigstructDate, release: Release, quiet: bool, publish: Publish,
-          unsigned_tag: str | None = None, push_unsigned_ref: str | None = None
-          ) -> CustomImage:
+          base: str | None, unsigned_tag: str | None = None,
+          push_unsigned_ref: str | None = None) -> CustomImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
-    signed = measure_for_signing(engine, info, ref, date=date, release=release,
+    signed = measure_for_signing(engine, info, ref, date=date, release=release, base=base,
                                  progress=measuring)
     measuring.done(f"mr_enclave {signed.sigstruct.mr_enclave[:16]}...")
     # Before the key signs anything (a token, a signature to check): the registered value.
@@ -513,10 +575,12 @@ def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | No
     signing_key = _signer(key, passphrase)  # fail before building anything
     when = parse_date(date)
     engine = engine or connect()
-    unsigned_id = build_unsigned(engine, base=base, app=app, template=template,
-                                 defines=defines, tag=tag, release=release, quiet=quiet)
+    unsigned_id, base_id = _build_unsigned(engine, base=base, app=app, template=template,
+                                           defines=defines, tag=tag, release=release,
+                                           quiet=quiet)
     return _sign(engine, engine.image(unsigned_id), unsigned, signing_key, tag=tag, date=when,
-                 release=release, quiet=quiet, publish=publish, unsigned_tag=unsigned,
+                 release=release, quiet=quiet, publish=publish, base=base_id,
+                 unsigned_tag=unsigned,
                  push_unsigned_ref=unsigned if publish.push_unsigned else None)
 
 
@@ -538,10 +602,11 @@ def build_custom_export(data: Path, *, base: str = DEFAULT_BASE, app: Path | Non
     offline.check_outputs([data, offline.json_path_for(data)])
     when = parse_date(date)
     engine = engine or connect()
-    unsigned_id = build_unsigned(engine, base=base, app=app, template=template,
-                                 defines=defines, tag=tag, release=release, quiet=quiet)
+    unsigned_id, base_id = _build_unsigned(engine, base=base, app=app, template=template,
+                                           defines=defines, tag=tag, release=release,
+                                           quiet=quiet)
     exported = _export(engine, engine.image(unsigned_id), unsigned, data, date=when,
-                       release=release, expect=expect_mr_enclave, quiet=quiet)
+                       release=release, expect=expect_mr_enclave, quiet=quiet, base=base_id)
     engine.tag(unsigned_id, unsigned)
     return exported
 

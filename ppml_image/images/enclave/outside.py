@@ -1,72 +1,76 @@
-"""What runs outside the enclave must be the base image's, byte for byte.
+"""A closed world outside the enclave: an image may differ from its pinned base only
+in the enclave's own files.
 
 SGX protects what runs inside the enclave, and nothing else: ``run --keys``
-mounts the keys into the container, where the launcher (``gramine-sgx``),
-its interpreter, the SGX loader and every library they load run *outside*
-the enclave and could read them. So a signed image may change what the
-enclave measures, but not what runs around it. Compared with the base image
-(established by content, see :mod:`.layout`):
+mounts the keys into the container, where the launcher (``gramine-sgx``, a
+bash script in Gramine), bash itself, every NSS module, locale or library it
+loads, the SGX loader and whatever the engine runs (a HEALTHCHECK) run
+*outside* the enclave and could read them. Listing the dangerous places
+(``/usr/lib``, ``/etc/nsswitch.conf``, ...) always forgets one, so this
+module allows by list instead, against a base the user pinned (``--base`` or
+the measurement record; never a label):
 
-* the image's configuration: environment (it decides PATH lookups,
-  ``LD_PRELOAD`` and ``LD_LIBRARY_PATH``), user and healthcheck (a command
-  the engine runs inside the container) must equal the base's; the
-  ENTRYPOINT is checked with the command (:func:`.layout.enclave_layout`);
-* every file seen through the folders where those programs are looked up:
-  each folder on the image's PATH (so ``gramine-sgx`` and whatever the
-  script runs), the folder of the launcher's ``#!`` interpreter, the
-  dynamic linker's folders (``/lib64``, ``/lib/x86_64-linux-gnu``,
-  ``/usr/lib/x86_64-linux-gnu``, ``/usr/lib64``), Gramine's pkglibdir (the
-  SGX loader and ``libpal.so``), ``/etc/alternatives`` (where Debian's
-  program links point) and ``/etc/ld.so.conf.d``: added, removed or changed
-  entries (content, mode, link target) are problems;
-* the files that steer the dynamic linker and Gramine's paths:
-  ``/etc/ld.so.preload``, ``/etc/ld.so.cache``, ``/etc/ld.so.conf`` and
-  ``/etc/ppml-image/base.json``.
+* **content**: the whole file system of the image and of the base are
+  indexed from the engine's export (kind, mode, owner, extended attributes,
+  link target, SHA-256 of every file). Every path added, changed or removed
+  (whiteouts included: a removed path is simply absent) must be the
+  enclave's own: a trusted file of the measured manifest (its path and the
+  path it resolves to), the loader's entrypoint, ``NAME.manifest``,
+  ``NAME.manifest.sgx`` and ``NAME.sig``, or anything inside the
+  application folder they live in (WORKDIR), *if* that folder is new (the
+  base has nothing at that path) and a real folder (no symlink on the way).
+  New parent folders of those paths are allowed too. Anything else is an
+  offender, named.
+* **configuration**: every key of the image's Config must equal the base's
+  (Env, User, Entrypoint, Volumes, Shell, Healthcheck, StopSignal, OnBuild,
+  ExposedPorts, and any key a future engine adds), except OnBuild (the
+  base's triggers were consumed by the build; the image may have none), CMD, which must
+  be exactly ``gramine-sgx NAME`` (checked by :func:`.layout.enclave_layout`
+  and here), WORKDIR, labels, and ``Image`` (the builder's note of the
+  parent image, which nothing runs). Missing, null and empty are the same.
+* **the launcher**: the ``gramine-sgx`` the command starts must be the
+  base's own file, unchanged (an absolute launcher path inside the
+  application folder would otherwise be allowed as "new").
 
-Each folder must also resolve to the same place in both images (a derived
-image that re-points ``/lib`` is caught). Libraries found only through an
-``RPATH`` outside these folders, and files a program opens at run time, are
-not compared: in the images ppml-image builds there are none; say so in
-reviews of other bases.
+The cost is one more export of the base image (indexed as it streams, never
+written to disk).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ppml_image.errors import EngineError, ManifestError
+from ppml_image.errors import ManifestError
 from ppml_image.images.engine import imagefs
-from ppml_image.images.engine.core import Engine, ImageFiles, ImageInfo, MissingError
-from ppml_image.images.engine.imagefs import Entry, ImageTree
-from ppml_image.images.engine.tarstream import SYMLINK, TarReader
-from ppml_image.images.layout import BASE_INFO_PATH, LAUNCHER, BaseInfo, EnclaveLayout
-from ppml_image.sgx.measure.tree import DIR, FILE, LINK, OTHER
+from ppml_image.images.engine.core import Engine, ImageInfo
+from ppml_image.images.engine.imagefs import Entry, ImageIndex, ImageTree
+from ppml_image.images.layout import EnclaveLayout
+from ppml_image.sgx.manifest import document as mf
+from ppml_image.sgx.measure.tree import DIR
 
-LIBRARY_FOLDERS = ("/lib64", "/usr/lib64", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
-OTHER_FOLDERS = ("/etc/alternatives", "/etc/ld.so.conf.d")
-LINKER_FILES = ("/etc/ld.so.preload", "/etc/ld.so.cache", "/etc/ld.so.conf", BASE_INFO_PATH)
-_FILE_LIMIT = 64 << 20
-_SHOWN = 5
+# Config keys an image may set differently from its base (everything else must match).
+EXEMPT_CONFIG = frozenset({"Cmd", "WorkingDir", "Labels", "Image", "OnBuild"})
+SHOWN = 5
 
 
 @dataclass
 class OutsideReport:
-    """Differences from the base in what runs outside the enclave."""
+    """Differences from the pinned base outside the enclave's own files."""
 
     base: ImageInfo
     problems: list[str] = field(default_factory=list)
-    folders: list[str] = field(default_factory=list)
-    launcher: str = ""
+    changed_paths: int = 0  # paths that differ from the base (all the enclave's own if ok)
 
     @property
     def summary(self) -> str:
         tags = f" ({', '.join(self.base.tags)})" if self.base.tags else ""
-        return (f"what runs outside the enclave ({self.launcher or LAUNCHER}, its interpreter, "
-                f"the SGX loader, {len(self.folders)} folders) is the base image's: "
-                f"{self.base.id}{tags}")
+        return (f"closed world: the image differs from the pinned base {self.base.id}{tags} "
+                f"only in the enclave's own files ({self.changed_paths} paths) and CMD/WORKDIR;"
+                " configuration and launcher are the base's")
 
 
 def path_folders(env: tuple[str, ...]) -> list[str]:
@@ -76,169 +80,195 @@ def path_folders(env: tuple[str, ...]) -> list[str]:
     return [p for p in value.split(":") if p.startswith("/")]
 
 
-def check_outside(engine: Engine, info: ImageInfo, tree: ImageTree, base_info: BaseInfo,
+def check_outside(engine: Engine, info: ImageInfo, tree: ImageTree, manifest: dict[str, Any],
                   layout: EnclaveLayout, base: ImageInfo) -> OutsideReport:
-    """Compare what runs outside the enclave in *info* with *base* (see the module docstring)."""
+    """Compare *info* (indexed in *tree*) with the pinned *base* (see the module docstring)."""
     report = OutsideReport(base)
-    _check_config(report, info, base)
-    launcher = _find_launcher(tree, layout, info.env)
-    report.launcher = launcher or ""
-    if launcher is None:
-        report.problems.append(f"{layout.launcher} is not an executable file on the image's "
-                               "PATH")
-    folders = [*path_folders(base.env), *path_folders(info.env), *LIBRARY_FOLDERS,
-               base_info.pkglibdir, *OTHER_FOLDERS]
-    if launcher is not None:
-        folders.append(posixpath.dirname(launcher))
-        with engine.open(info.id) as image_files:
-            folders += _interpreter_folders(image_files, tree, launcher)
-    with engine.open(base.id) as base_files:
-        _compare_folders(report, tree, base_files, folders)
-        for path in LINKER_FILES:
-            if _image_entry(tree, path) != _base_entry(base_files, path):
-                report.problems.append(f"{path} differs from the base image's")
+    report.problems += config_differences(info, base)
+    report.problems += _command_problems(layout)
+    with engine.open(base.id) as files:
+        base_index = imagefs.index_image(files)
+    base_tree = ImageTree(base_index, None, f"base {base.id[:19]}")
+    differences = content_differences(tree.index, base_index)
+    report.changed_paths = len(differences)
+    allowed = EnclavePaths(tree, base_index, layout, manifest)
+    offenders = [f"{path} {what}" for path, what in differences
+                 if not allowed.admits(path, what, tree.index)]
+    if offenders:
+        more = f" and {len(offenders) - SHOWN} more" if len(offenders) > SHOWN else ""
+        report.problems.append(
+            f"{len(offenders)} path(s) outside the enclave's own files differ from the base "
+            f"image: {', '.join(offenders[:SHOWN])}{more}")
+    launcher = _launcher_problem(tree, base_tree, layout, info.env)
+    if launcher:
+        report.problems.append(launcher)
     return report
 
 
-def _check_config(report: OutsideReport, info: ImageInfo, base: ImageInfo) -> None:
-    if info.env != base.env:
-        added = sorted(set(info.env) - set(base.env))
-        removed = sorted(set(base.env) - set(info.env))
-        report.problems.append(
-            "the image's environment differs from the base image's (it decides which "
-            "programs and libraries run outside the enclave): "
-            + ", ".join([f"{_var(e)} set" for e in added] + [f"{_var(e)} unset"
-                                                             for e in removed]))
-    if info.user != base.user:
-        report.problems.append(f"USER is {info.user!r}, the base image's is {base.user!r}")
-    if info.healthcheck != base.healthcheck:
-        report.problems.append("the image adds a HEALTHCHECK: a command the engine runs in the "
-                               f"container, outside the enclave: {info.healthcheck}")
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+def config_view(info: ImageInfo) -> dict[str, Any]:
+    """Every Config key of *info* (the typed fields win: the in-memory engine has no raw one)."""
+    view = dict(info.config)
+    view.update({"Env": list(info.env), "User": info.user,
+                 "Entrypoint": list(info.entrypoint) if info.entrypoint is not None else None,
+                 "Healthcheck": info.healthcheck, "OnBuild": list(info.onbuild)})
+    return view
 
 
-def _var(assignment: str) -> str:
-    name = assignment.partition("=")[0]
-    return name if name in ("PATH", "LD_PRELOAD", "LD_LIBRARY_PATH") else assignment[:60]
+def config_differences(info: ImageInfo, base: ImageInfo) -> list[str]:
+    """One problem per Config key (not exempt) that differs from the base's."""
+    mine, theirs = config_view(info), config_view(base)
+    # A base's ONBUILD triggers ran when the image was built (their effect is in
+    # the content, compared below); the image must carry none of its own.
+    problems = [f"config OnBuild is {_short(mine['OnBuild'])}: triggers that would run in "
+                "an image built FROM this one"] if mine["OnBuild"] else []
+    for key in sorted((set(mine) | set(theirs)) - EXEMPT_CONFIG):
+        a, b = _empty_is_none(mine.get(key)), _empty_is_none(theirs.get(key))
+        if a != b:
+            problems.append(f"config {key} {_difference(a, b)} (only CMD, WORKDIR and labels "
+                            "may differ from the base image)")
+    return problems
 
 
-def _find_launcher(tree: ImageTree, layout: EnclaveLayout, env: tuple[str, ...]) -> str | None:
-    """Where the command's ``gramine-sgx`` is, as exec() finds it (PATH, executable files)."""
-    if layout.launcher.startswith("/"):
-        entry = tree.entry(layout.launcher)
-        return layout.launcher if entry is not None and entry.executable else None
-    for folder in path_folders(env):
-        path = posixpath.join(folder, layout.launcher)
-        entry = tree.entry(path)
-        if entry is not None and entry.executable:
-            return path
-    return None
+def _difference(mine: Any, theirs: Any) -> str:
+    """How a Config value differs: the items added and removed for lists (Env)."""
+    if isinstance(mine, list | type(None)) and isinstance(theirs, list | type(None)) \
+            and all(isinstance(v, str) for v in (mine or []) + (theirs or [])):
+        added = [v for v in mine or [] if v not in (theirs or [])]
+        removed = [v for v in theirs or [] if v not in (mine or [])]
+        if added or removed:
+            return "differs: " + ", ".join([f"+{_short(v)}" for v in added[:SHOWN]]
+                                           + [f"-{_short(v)}" for v in removed[:SHOWN]])
+        return "differs in order"
+    return f"is {_short(mine)} in the image but {_short(theirs)} in the base image"
 
 
-def _interpreter_folders(files: ImageFiles, tree: ImageTree, launcher: str) -> list[str]:
-    """The folder of the launcher's ``#!`` interpreter (``env``'s program is on PATH)."""
+def _empty_is_none(value: Any) -> Any:
+    return None if value in (None, "", [], {}, (), False, 0) else value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _command_problems(layout: EnclaveLayout) -> list[str]:
+    if layout.arguments:
+        return [f"the command passes arguments after `{layout.launcher} {layout.name}` "
+                f"({list(layout.arguments)[:4]}); CMD must be exactly `gramine-sgx NAME`"]
+    return []
+
+
+# --------------------------------------------------------------------------
+# Content
+# --------------------------------------------------------------------------
+def _key(entry: Entry) -> tuple[Any, ...]:
+    return entry.kind, entry.link, entry.sha256, entry.mode, entry.owner, entry.xattrs
+
+
+def content_differences(image: ImageIndex, base: ImageIndex) -> list[tuple[str, str]]:
+    """Every path added, changed or removed in *image* relative to *base*, sorted."""
+    found = []
+    for path in sorted(set(image.entries) | set(base.entries)):
+        mine, theirs = image.entries.get(path), base.entries.get(path)
+        if theirs is None:
+            found.append((path, "added"))
+        elif mine is None:
+            found.append((path, "removed"))
+        elif _key(mine) != _key(theirs):
+            found.append((path, "changed"))
+    return found
+
+
+class EnclavePaths:
+    """The paths an image may add or change: the enclave's own (see the module docstring)."""
+
+    def __init__(self, tree: ImageTree, base: ImageIndex, layout: EnclaveLayout,
+                 manifest: dict[str, Any]) -> None:
+        named = [layout.manifest, layout.manifest_sgx, layout.sig,
+                 *self._manifest_paths(manifest, layout)]
+        self.files: set[str] = set()
+        for path in named:
+            self.files.add(path)
+            with contextlib.suppress(ManifestError):  # unresolvable: measuring reports it
+                self.files.add(tree.resolve(path))
+        self.parents = {parent for path in self.files for parent in _ancestors(path)}
+        folder = layout.folder
+        # The application folder is the enclave's only if the image made it: a new,
+        # real folder (never "/", never a base folder such as /usr/lib).
+        self.folder = folder if (folder != "/" and folder not in base.entries
+                                 and tree.lstat_kind(folder) == DIR
+                                 and _resolves_to_itself(tree, folder)) else None
+
+    @staticmethod
+    def _manifest_paths(manifest: dict[str, Any], layout: EnclaveLayout) -> Iterable[str]:
+        entries = list(manifest.get("sgx", {}).get("trusted_files", []))
+        entrypoint = manifest.get("loader", {}).get("entrypoint")
+        if isinstance(entrypoint, dict):
+            entries.append(entrypoint)
+        for entry in entries:
+            uri = str(entry.get("uri") if isinstance(entry, dict) else entry)
+            try:
+                path = mf.uri_to_path(uri, layout.manifest_sgx)
+            except ManifestError:
+                continue
+            yield path if path.startswith("/") else posixpath.normpath(
+                posixpath.join(layout.folder, path))
+
+    def admits(self, path: str, what: str, index: ImageIndex) -> bool:
+        if what == "removed":
+            return False  # the base's files are never the enclave's to remove
+        if path in self.files:
+            return True
+        if self.folder is not None and (path == self.folder
+                                        or path.startswith(self.folder + "/")):
+            return True
+        # A new folder on the way to one of the enclave's files.
+        entry = index.entries.get(path)
+        return what == "added" and entry is not None and entry.kind == DIR \
+            and path in self.parents
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    parent = posixpath.dirname(path)
+    while parent not in ("/", ""):
+        yield parent
+        parent = posixpath.dirname(parent)
+
+
+def _resolves_to_itself(tree: ImageTree, path: str) -> bool:
     try:
-        head = files.read_head(tree.resolve(launcher), 256)  # the kernel reads 256 bytes
-    except (EngineError, ManifestError):
-        return []
-    if not head.startswith(b"#!"):
-        return []
-    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
-    return [posixpath.dirname(words[0])] if words and words[0].startswith("/") else []
-
-
-def _compare_folders(report: OutsideReport, tree: ImageTree, base_files: ImageFiles,
-                     folders: list[str]) -> None:
-    pairs: dict[str, tuple[str | None, str | None]] = {}
-    for folder in dict.fromkeys(posixpath.normpath(f) for f in folders if f.strip("/")):
-        mine = _resolved(tree, folder)
-        theirs = _base_resolved(base_files, folder)
-        if mine is not None and theirs is not None and mine != theirs:
-            report.problems.append(f"{folder} leads to {mine} in the image but to {theirs} "
-                                   "in the base image")
-        elif mine is not None or theirs is not None:  # one side may lack it: compare to empty
-            pairs.setdefault(str(mine or theirs), (mine, theirs))
-    done: list[str] = []
-    for folder in sorted(pairs, key=len):  # parents first: nested ones are covered
-        if any(folder.startswith(d.rstrip("/") + "/") for d in done):
-            continue
-        done.append(folder)
-        report.folders.append(folder)
-        mine, theirs = pairs[folder]
-        image_entries = tree.index.below(folder) \
-            if mine is not None and tree.lstat_kind(folder) == DIR else {}
-        base_entries: dict[str, Entry] = {}
-        if theirs is not None:
-            with contextlib.suppress(MissingError):
-                base_entries = imagefs.index_folder(base_files, folder).below("/")
-        _report_differences(report, folder, image_entries, base_entries)
-
-
-def _report_differences(report: OutsideReport, folder: str, mine: dict[str, Entry],
-                        theirs: dict[str, Entry]) -> None:
-    differences = []
-    for rel in sorted(set(mine) | set(theirs)):
-        a, b = mine.get(rel), theirs.get(rel)
-        if a is None:
-            differences.append(f"{rel} removed")
-        elif b is None:
-            differences.append(f"{rel} added")
-        elif _key(a) != _key(b):
-            differences.append(f"{rel} changed")
-    if differences:
-        shown = ", ".join(differences[:_SHOWN])
-        more = f" and {len(differences) - _SHOWN} more" if len(differences) > _SHOWN else ""
-        report.problems.append(f"{folder}/ differs from the base image's: {shown}{more}")
-
-
-def _key(entry: Entry) -> tuple[str, str, str | None, int]:
-    return entry.kind, entry.link, entry.sha256, entry.mode
-
-
-def _resolved(tree: ImageTree, folder: str) -> str | None:
-    try:
-        real = tree.resolve(folder)
+        return tree.resolve(path) == path
     except ManifestError:
-        return None
-    return real if tree.lstat_kind(real) is not None else None
+        return False
 
 
-def _base_resolved(files: ImageFiles, folder: str) -> str | None:
-    """*folder* with every symlink resolved in the base image (Docker resolves each link)."""
-    current = "/"
-    for part in [p for p in folder.split("/") if p]:
-        candidate = posixpath.join(current, part)
-        stat = files.stat(candidate)
-        if stat is None:
-            return None
-        current = stat.target if stat.kind == "link" else candidate
-    return current if current == "/" or files.stat(current) is not None else None
-
-
-def _image_entry(tree: ImageTree, path: str) -> tuple[str, str, str | None] | None:
-    parent = _resolved(tree, posixpath.dirname(path))
-    entry = tree.index.entries.get(posixpath.join(parent, posixpath.basename(path))) \
-        if parent else None
-    return (entry.kind, entry.link, entry.sha256) if entry else None
-
-
-def _base_entry(files: ImageFiles, path: str) -> tuple[str, str, str | None] | None:
-    stat = files.stat(path)
-    if stat is None:
-        return None
-    if stat.kind == "link":
-        return LINK, _link_text(files, path), None
-    if stat.kind != "file":
-        return (DIR if stat.kind == "dir" else OTHER), "", None
-    data = files.read_file(path, limit=_FILE_LIMIT)
-    return FILE, "", hashlib.sha256(data).hexdigest()
-
-
-def _link_text(files: ImageFiles, path: str) -> str:
-    """A symlink's own target text (what the archive holds for it)."""
-    stream = files.archive(path)
-    try:
-        for member in TarReader(lambda: stream.read(1 << 16), path).members():
-            return member.link if member.kind == SYMLINK else ""
-    finally:
-        stream.close()
+def _launcher_problem(tree: ImageTree, base: ImageTree, layout: EnclaveLayout,
+                      env: tuple[str, ...]) -> str:
+    """The launcher must be the base's own, unchanged file."""
+    mine = _find_launcher(tree, layout, env)
+    if mine is None:
+        return f"{layout.launcher} is not an executable file on the image's PATH"
+    theirs = _find_launcher(base, layout, env)
+    if theirs is None or theirs[0] != mine[0] or _key(theirs[1]) != _key(mine[1]):
+        return (f"the launcher {mine[0]} is not the base image's own, unchanged "
+                f"{layout.launcher}")
     return ""
+
+
+def _find_launcher(tree: ImageTree, layout: EnclaveLayout, env: tuple[str, ...]
+                   ) -> tuple[str, Entry] | None:
+    """Where the command's ``gramine-sgx`` is, as exec() finds it (PATH, executable files)."""
+    candidates = [layout.launcher] if layout.launcher.startswith("/") else [
+        posixpath.join(folder, layout.launcher) for folder in path_folders(env)]
+    for path in candidates:
+        try:
+            real = tree.resolve(path)
+        except ManifestError:
+            continue
+        entry = tree.index.entries.get(real)
+        if entry is not None and entry.executable:
+            return real, entry
+    return None

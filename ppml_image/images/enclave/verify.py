@@ -14,9 +14,11 @@ its labels or any host cache:
   from its ``/etc/ppml-image/base.json``);
 * the manifest must pass the release policy (``--allow-debug`` accepts a
   debug enclave only, ``--allow-insecure`` every violation);
-* what runs outside the enclave (the launcher, its interpreter, the SGX
-  loader, the libraries) must be byte-identical to the base image's, the
-  base being established by content (:mod:`.outside`, :mod:`.layout`);
+* a closed world outside the enclave (:mod:`.outside`): the image may
+  differ from the base the user pinned (``base``, or the record's
+  ``base_image_id``; never a label) only in the enclave's own files and in
+  CMD/WORKDIR/labels. Without a pinned base what runs outside is not
+  checked, and that is a problem unless ``allow_unpinned_base`` is given;
 * labels are compared with what the content says; a disagreeing label is a
   problem, a missing one is not.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ppml_image.errors import (
@@ -50,6 +53,7 @@ from ppml_image.errors import (
 from ppml_image.images.enclave.measure import ImageMeasurement, measure_image
 from ppml_image.images.enclave.outside import check_outside
 from ppml_image.images.enclave.platform import check_platform, platform_named
+from ppml_image.images.enclave.record import pinned_values
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
 from ppml_image.images.engine.reference import (
     Reference,
@@ -128,6 +132,9 @@ class Verification:
     platform: str = ""  # the verified image's OS/ARCH (its config says)
     digest_kind: str = ""  # by digest: "manifest", "index" (names other platforms too), "unknown"
     index_platforms: list[str] = field(default_factory=list)  # every platform an index names
+    outside_checked: bool = False  # the closed world was checked against a pinned base
+    # What was measured (for run: the argv of the measured .manifest.sgx); not reported.
+    measured: ImageMeasurement | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -148,7 +155,8 @@ class Verification:
                 "consistency_only": self.consistency_only, "enclave": self.enclave,
                 "base_image_id": self.base_image_id, "trusted_files": self.trusted_files,
                 "platform": self.platform, "digest_kind": self.digest_kind or None,
-                "index_platforms": self.index_platforms, **self.sigstruct}
+                "index_platforms": self.index_platforms,
+                "outside_checked": self.outside_checked, **self.sigstruct}
 
     def error(self) -> VerificationError:
         return VerificationError(f"verify {self.image}: {len(self.problems)} problem(s): "
@@ -158,7 +166,8 @@ class Verification:
 def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | None = None,
                  allow_debug: bool = False, allow_insecure: bool = False,
                  base: str | None = None, engine: Engine | None = None,
-                 quiet: bool = True, pull: bool = False) -> Verification:
+                 quiet: bool = True, pull: bool = False, record: Path | None = None,
+                 allow_unpinned_base: bool = False) -> Verification:
     """Verify *ref* from its own content; the result lists every check and problem.
 
     A reference by digest is pulled when the engine does not have it; *pull*
@@ -167,6 +176,8 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     image is or holds is reported in :class:`Verification`.
     """
     check_image(ref)  # a malformed reference is a usage error, before any work
+    loaded, base, mr_enclave, mr_signer = pinned_values(record, base, mr_enclave, mr_signer)
+    record_base = loaded.base_image_id if loaded is not None else None
     if base is not None:
         check_image(base, "--base")
     by_digest = digest_reference(ref)
@@ -188,8 +199,11 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
                           repo_digests=list(info.repo_digests))
     _check_digest(result, info, ref, by_digest)
     _check_platform(result, engine, info, ref, by_digest)
-    match = establish_base(engine, info, explicit=base)
+    match = establish_base(engine, info, explicit=base if base is not None else record_base)
     result.base_image_id = match.base.id if match.base else ""
+    if match.base is not None and record_base is not None and match.base.id != record_base:
+        result.problems.append(f"--base {base} is image {match.base.id}, but the record "
+                               f"{record} names base {record_base}")
     try:
         layout = enclave_layout(info, ref, match.base)
     except ImageContentError as exc:
@@ -203,6 +217,7 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
         result.problems.append(str(exc))
         return result
     assert measured.sigstruct is not None
+    result.measured = measured
     result.sigstruct = measured.sigstruct.view()
     result.checks.append(f"{layout.sig}: SIGSTRUCT signature and Q1/Q2 (signer "
                          f"{measured.sigstruct.mr_signer})")
@@ -212,7 +227,8 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     _check_labels(result, info.labels, measured, layout)
     _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
     if match.base is None:
-        result.problems.append(f"cannot check what runs outside the enclave: {match.reason}")
+        _unpinned(result, match.reason, pinned=base is not None or record_base is not None,
+                  allowed=allow_unpinned_base)
     else:
         base_image = match.base
         _check(result, lambda: _outside(result, engine, measured, base_image))
@@ -270,13 +286,25 @@ def _check(result: Verification, func: Callable[[], None]) -> None:
         result.problems.append(str(exc))
 
 
+def _unpinned(result: Verification, reason: str, *, pinned: bool, allowed: bool) -> None:
+    """No base to compare with: said, and a problem unless the user accepts it."""
+    if pinned or not allowed:
+        hint = "" if pinned else " (or --allow-unpinned-base to check the enclave only)"
+        result.problems.append(f"what runs outside the enclave was not checked: {reason}{hint}")
+    else:
+        result.checks.append("NOT CHECKED: what runs outside the enclave (no pinned base; "
+                             "--allow-unpinned-base): the launcher, bash and every library "
+                             "around the enclave may be anything")
+
+
 def _outside(result: Verification, engine: Engine, measured: ImageMeasurement,
              base: ImageInfo) -> None:
-    report = check_outside(engine, measured.info, measured.tree, measured.base_info,
+    report = check_outside(engine, measured.info, measured.tree, measured.manifest,
                            measured.layout, base)
     if report.problems:
         result.problems += [f"outside the enclave: {p}" for p in report.problems]
     else:
+        result.outside_checked = True
         result.checks.append(report.summary)
 
 

@@ -13,7 +13,8 @@ What the seam promises, whichever engine is behind it:
   that anyone who builds an image can set.
 * files come out as tar streams read piece by piece (:mod:`.tarstream`),
   never joined in memory, from a temporary container that is created, never
-  started, and always removed (:meth:`Engine.open`);
+  started, and always removed (:meth:`Engine.open`); its VOLUMEs are empty
+  anonymous volumes (NoCopy): nothing of the image is copied into them;
 * builds are untagged; a tag is set only by :meth:`Engine.tag` once
   everything succeeded, so a failed build never moves a tag.
 
@@ -66,6 +67,7 @@ from typing import IO, Any, BinaryIO
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 import urllib3.exceptions
 from docker.utils.json_stream import json_stream
@@ -119,6 +121,9 @@ class ImageInfo:
     size: int = 0
     repo_digests: tuple[str, ...] = ()  # NAME@sha256:... this content has in registries
     platform: str = "linux/amd64"  # OS/ARCHITECTURE[/VARIANT] its (content-addressed) config says
+    # The whole Config object as the engine gives it (Volumes, Shell, StopSignal,
+    # ExposedPorts...): verify's closed world compares every key of it.
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -604,10 +609,19 @@ class DockerEngine(Engine):
             # Ctrl-C or SIGTERM between the engine creating the container and us
             # knowing its id would leave it behind: the signal waits for the id,
             # and is raised inside this try, so that the container is removed.
+            with self._short_timeout(), self._call(f"image {image}"):
+                volumes = (self.api.inspect_image(image).get("Config") or {}).get("Volumes")
+                # Each VOLUME gets an anonymous volume with NoCopy: creating the
+                # container copies nothing of the image into it (a VOLUME over a
+                # huge sparse file would otherwise be written out to the verifier's
+                # disk). The export reads the image's layers, never volumes.
+                host_config = self.api.create_host_config(mounts=[
+                    docker.types.Mount(str(path), None, type="volume", no_copy=True)
+                    for path in sorted(volumes or {}) if isinstance(path, str)])
             with _signals_deferred(), self._short_timeout(), self._call(f"image {image}"):
                 container = self.api.create_container(
                     image, command=["/ppml-image-reads-files-only"], network_disabled=True,
-                    labels={TEMPORARY_LABEL: owner_label()})["Id"]
+                    labels={TEMPORARY_LABEL: owner_label()}, host_config=host_config)["Id"]
             yield _DockerFiles(self, image, container)
         finally:
             if container:
@@ -827,7 +841,8 @@ def _image_info(attrs: dict[str, Any]) -> ImageInfo:
         size=int(attrs.get("Size") or 0),
         repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
         platform="/".join(str(attrs.get(k) or "") for k in ("Os", "Architecture", "Variant")
-                          if attrs.get(k) or k != "Variant"))
+                          if attrs.get(k) or k != "Variant"),
+        config=dict(config) if isinstance(config, dict) else {})
 
 
 def split_tag(ref: str) -> tuple[str, str]:

@@ -64,6 +64,8 @@ class Entry:
     size: int = 0
     sha256: str | None = None
     mode: int = 0
+    owner: tuple[int, int] = (0, 0)
+    xattrs: str = ""
 
     @property
     def executable(self) -> bool:
@@ -102,19 +104,23 @@ class ImageIndex:
                     sha = digest.hexdigest()
                 else:
                     sha = _EMPTY_SHA256
-                entry = Entry(FILE, size=member.size, sha256=sha, mode=member.mode)
+                entry = Entry(FILE, size=member.size, sha256=sha, mode=member.mode,
+                              owner=member.owner, xattrs=member.xattrs)
             elif member.kind == DIRECTORY:
-                entry = Entry(DIR, mode=member.mode)
+                entry = Entry(DIR, mode=member.mode, owner=member.owner, xattrs=member.xattrs)
             elif member.kind == SYMLINK:
-                entry = Entry(LINK, link=member.link, mode=member.mode)
+                entry = Entry(LINK, link=member.link, mode=member.mode, owner=member.owner)
             elif member.kind == HARDLINK:
                 # A hard link names an earlier member: the same file, the same bytes.
                 original = self.entries.get(posixpath.join(prefix, member.link.lstrip("/")))
                 entry = Entry(FILE, size=original.size, sha256=original.sha256,
-                              mode=original.mode) \
+                              mode=original.mode, owner=original.owner,
+                              xattrs=original.xattrs) \
                     if original is not None and original.kind == FILE else Entry(OTHER)
             else:
-                entry = Entry(OTHER, mode=member.mode)
+                # Devices and pipes: the device numbers are not kept, so a
+                # changed one is caught by its kind, mode and owner only.
+                entry = Entry(OTHER, mode=member.mode, owner=member.owner, link=member.link)
             self.entries[path] = entry
             self._add_parents(path)
         self.bytes_read += reader.bytes_read

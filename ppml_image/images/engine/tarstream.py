@@ -46,6 +46,10 @@ class Member:
     size: int
     mode: int
     link: str = ""
+    # Owner and extended attributes (file capabilities, ACLs): part of what
+    # a file is, compared by verify's closed world.
+    owner: tuple[int, int] = (0, 0)
+    xattrs: str = ""
 
 
 class TarFormatError(EngineError):
@@ -131,13 +135,14 @@ class TarReader:
             if "size" in pax:
                 size = _pax_size(pax["size"], self.what)
             long_name = long_link = None
-            pax = {}
             kind = _KINDS.get(kind_flag, OTHER_KIND)
             # Only regular files carry data in the archives the engine writes
             # (Go's writer gives links, folders and devices size 0); anything
             # else with a size is skipped over, never interpreted.
             member = Member(normalise(name), kind, size if kind == REGULAR else 0,
-                            _number(header[100:108], self.what) & 0o7777, link)
+                            _number(header[100:108], self.what) & 0o7777, link,
+                            _owner(header, pax, self.what), _xattrs(pax))
+            pax = {}
             self._pending = _padded(size)
             self._remaining = size if kind == REGULAR else 0
             yield member
@@ -168,6 +173,22 @@ def normalise(name: str) -> str:
     path = posixpath.normpath("/" + name.lstrip("/"))
     # normpath keeps a leading "//"; and ".." cannot climb above the root.
     return "/" + path.lstrip("/")
+
+
+def _owner(header: bytes, pax: dict[str, str], what: str) -> tuple[int, int]:
+    """uid and gid (a pax record wins over the header's octal field)."""
+    ids = []
+    for key, field in (("uid", header[108:116]), ("gid", header[116:124])):
+        text = pax.get(key)
+        ids.append(int(text) if text is not None and text.isdigit() and len(text) < 20
+                   else _number(field, what))
+    return ids[0], ids[1]
+
+
+def _xattrs(pax: dict[str, str]) -> str:
+    """The extended attributes a pax header carries, as one comparable string."""
+    found = sorted((k, v) for k, v in pax.items() if k.startswith("SCHILY.xattr."))
+    return "\n".join(f"{k}={v}" for k, v in found)
 
 
 def _padded(size: int) -> int:
