@@ -8,6 +8,7 @@ install, on a real engine.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -142,6 +143,10 @@ def test_the_build_step_names_what_the_install_lacks(tmp_path: Path, slim_base: 
     debs = _zstd_debs(_tree(tmp_path, drop="usr/bin/gramine-sgx"), tmp_path / "d")
     tag = janitor.track(unique_tag("incomplete-gramine"))
     result = run_cli("build-base", "--profile", "slim", "--os-image", OS_IMAGE,
-                     "--gramine-source", "deb-dir", "--gramine-path", debs, "--tag", tag)
+                     "--gramine-source", "deb-dir", "--gramine-path", debs, "--tag", tag,
+                     "--json")  # no progress lines: a slow step on a busy engine prints some
     assert_one_line_error(result, str(debs), "the Gramine install lacks",
                           "gramine-sgx (an executable on PATH)")
+    line = result.stderr.strip()
+    assert line.endswith("the Gramine install lacks gramine-sgx (an executable on PATH)"), line
+    assert json.loads(result.stdout)["ok"] is False

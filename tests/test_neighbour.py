@@ -17,6 +17,9 @@ def test_the_neighbour_is_on_the_engine(neighbour: None, docker_client) -> None:
 
     mine = docker_client.api.images(filters={"label": [f"{SESSION_LABEL}={SESSION}",
                                                        f"{NEIGHBOUR_LABEL}=1"]})
-    assert mine, "the hostile neighbour image was not built"
-    config = docker_client.api.inspect_image(mine[0]["Id"])["Config"]
+    # The unrelated build carries the same labels: pick the hostile image by its tag.
+    hostile = [i for i in mine if any(t.startswith("ppml-neighbour/hostile:")
+                                      for t in i.get("RepoTags") or ())]
+    assert hostile, "the hostile neighbour image was not built"
+    config = docker_client.api.inspect_image(hostile[0]["Id"])["Config"]
     assert "/data" in (config.get("Volumes") or {})

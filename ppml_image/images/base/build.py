@@ -124,7 +124,9 @@ _MISSING_RE = re.compile(re.escape(MIRROR_MISSING) + r" ([a-z0-9][a-z0-9+.-]*)=(
 # The marker is echoed only with what is missing after it; the shell text of
 # the step itself (which the engine may quote in its error) has a '$' there.
 _GRAMINE_MISSING_RE = re.compile(re.escape(gramine_install.MISSING_MARKER)
-                                 + r"((?: [^\s$\"']+)+)")
+                                 # Items are paths or the launcher's name; whatever the
+                                 # engine's stream adds after the line is not one of them.
+                                 + r"((?: (?:/[^\s$\"'|]+|gramine-sgx))+)")
 
 
 # Reads ``apt-cache madison``'s columns (package | version | source), each
