@@ -67,7 +67,7 @@ def test_manifest_output_that_is_a_relative_trusted_file_on_the_host_is_refused(
         tmp_path: Path, rootfs: Path) -> None:
     """Without --chroot, a relative URI is a file of the working folder (as in Gramine)."""
     (tmp_path / "data.bin").write_bytes(b"data")
-    text = (f'libos.entrypoint = "/app/bin/app"\nloader.entrypoint.uri = '
+    text = (f'libos.entrypoint = "/app/bin/app"\nfs.mounts = []\nloader.entrypoint.uri = '
             f'"file:{rootfs}/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"\n'
             'sgx.enclave_size = "64M"\nsgx.max_threads = 2\n'
             'sgx.trusted_files = ["file:data.bin"]\n')
@@ -422,7 +422,7 @@ def test_run_print_of_a_plain_folder_still_works(tmp_path: Path) -> None:
                                  "file:/sys/kernel/mm/transparent_hugepage/enabled"])
 def test_trusted_file_under_proc_or_sys_on_the_host(uri: str, tmp_path: Path,
                                                     enclave_key: Path, rootfs: Path) -> None:
-    text = (f'libos.entrypoint = "/app/bin/app"\nloader.entrypoint.uri = '
+    text = (f'libos.entrypoint = "/app/bin/app"\nfs.mounts = []\nloader.entrypoint.uri = '
             f'"file:{rootfs}/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"\n'
             'sgx.enclave_size = "64M"\nsgx.max_threads = 2\n'
             f'sgx.trusted_files = ["{uri}"]\n')
@@ -435,7 +435,7 @@ def test_trusted_file_under_proc_or_sys_on_the_host(uri: str, tmp_path: Path,
 def test_trusted_link_into_proc_on_the_host(tmp_path: Path, enclave_key: Path,
                                             rootfs: Path) -> None:
     (tmp_path / "innocent").symlink_to("/proc/self/environ")
-    text = (f'libos.entrypoint = "/app/bin/app"\nloader.entrypoint.uri = '
+    text = (f'libos.entrypoint = "/app/bin/app"\nfs.mounts = []\nloader.entrypoint.uri = '
             f'"file:{rootfs}/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"\n'
             'sgx.enclave_size = "64M"\nsgx.max_threads = 2\n'
             f'sgx.trusted_files = ["file:{tmp_path}/innocent"]\n')
@@ -450,7 +450,7 @@ def test_trusted_file_under_proc_inside_a_chroot(where: str, tmp_path: Path,
     (rootfs / where).write_bytes(b"looks like a file")
     (rootfs / "app/link").symlink_to(f"/{where}")
     for uri in (f"file:/{where}", "file:/app/link"):
-        text = ('libos.entrypoint = "/app/bin/app"\nsgx.enclave_size = "64M"\n'
+        text = ('libos.entrypoint = "/app/bin/app"\nfs.mounts = []\nsgx.enclave_size = "64M"\n'
                 f'sgx.max_threads = 2\nsgx.trusted_files = ["{uri}"]\n')
         result = _sign(write_manifest(tmp_path, text), tmp_path / "a.manifest.sgx",
                        enclave_key, "--chroot", rootfs)
@@ -458,7 +458,8 @@ def test_trusted_file_under_proc_inside_a_chroot(where: str, tmp_path: Path,
 
 
 def test_loader_entrypoint_under_proc_is_refused(tmp_path: Path, enclave_key: Path) -> None:
-    text = ('libos.entrypoint = "/app/bin/app"\nloader.entrypoint.uri = "file:/proc/self/exe"\n'
+    text = ('libos.entrypoint = "/app/bin/app"\nfs.mounts = []\n'
+            'loader.entrypoint.uri = "file:/proc/self/exe"\n'
             'sgx.enclave_size = "64M"\nsgx.max_threads = 2\n')
     result = _sign(write_manifest(tmp_path, text), tmp_path / "a.manifest.sgx", enclave_key)
     assert_one_line_error(result, "loader.entrypoint", "under /proc")
