@@ -162,8 +162,9 @@ def test_attest_record_writes_the_record_of_a_verified_image(custom_image: dict,
                                                              tmp_path: Path) -> None:
     out = tmp_path / "record.json"
     flags = ["--allow-debug", "--allow-insecure"] if custom_image["debug"] else []
-    result = run_cli("attest", "record", custom_image["image"], "--output", out, "--json",
-                     *flags)
+    # verify compares with a base the user pins, never one a label names.
+    result = run_cli("attest", "record", custom_image["image"], "--base",
+                     custom_image["base_image_id"], "--output", out, "--json", *flags)
     assert result.returncode == 0, result.stderr
     written = json.loads(out.read_text())
     assert written == json.loads(result.stdout)
