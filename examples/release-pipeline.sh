@@ -35,6 +35,7 @@
 #   DATE             SIGSTRUCT date (default: from SOURCE_DATE_EPOCH, else today)
 #   EXPECT_MR_ENCLAVE  the registered MRENCLAVE when re-building a release
 #   OUT              where the files go (default release-out)
+#   RELEASE_POLICY   what --release may accept unmeasured (default name-service)
 #   PPML             the ppml-image command (default: ppml-image)
 #   EHSM_URL, EHSM_APP_ID, EHSM_API_KEY_FILE, EHSM_CA_BUNDLE
 #                    a real eHSM to register with (default: the local stand-in)
@@ -53,6 +54,9 @@ APP=${APP:-examples/python-ml}
 BASE_TAG=${BASE_TAG:-ppml-image/base:release}
 PROFILE=${PROFILE:-slim}
 OUT=${OUT:-release-out}
+# The shipped templates read seven name-service files in /etc unmeasured: the
+# release policy accepts them only when named (manifests/name-service.policy.toml).
+RELEASE_POLICY=${RELEASE_POLICY:-name-service}
 IMAGE=$REGISTRY/$REPOSITORY:$VERSION
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
     DATE=${DATE:-$(date -u -d "@$SOURCE_DATE_EPOCH" +%F)}
@@ -92,7 +96,8 @@ fi
 # ---------------------------------------------------------------------------
 say "2. CI: build the unsigned image and export what to sign (no key here)"
 "$PPML" build-custom --base "$BASE_TAG" --app "$APP" --tag "$IMAGE" --date "$DATE" \
-    --release --export-signing-data "$OUT/app.tbs" --json >"$OUT/export.json"
+    --release --policy "$RELEASE_POLICY" --export-signing-data "$OUT/app.tbs" \
+    --json >"$OUT/export.json"
 
 # ---------------------------------------------------------------------------
 say "3. signing machine: review the bytes to sign, then sign them offline"
@@ -117,6 +122,7 @@ say "4. CI: assemble the signature, check the MRENCLAVE, push $IMAGE"
 # image must differ from the pinned base (named in app.tbs.json) only in the enclave.
 "$PPML" sign-image "$IMAGE-unsigned" --date "$DATE" --signature "$SIGNATURE" \
     --public-key "$PROD_PUB" --record "$OUT/app.tbs.json" --tag "$IMAGE" --release \
+    --policy "$RELEASE_POLICY" \
     --expect-mr-enclave "${EXPECT_MR_ENCLAVE:-$reviewed}" --push \
     --output "$OUT/measurements.json" --json >/dev/null
 digest=$(field "$OUT/measurements.json" repo_digest)

@@ -47,7 +47,7 @@ fi
 
 say "build-custom: unsigned stage, measured and signed on the host, final stage, pushed"
 $PPML build-custom --key "$OUT/keys/enclave-key.pem" --base "$BASE_TAG" \
-    --app examples/python-ml --tag "$APP_TAG" --release --push \
+    --app examples/python-ml --tag "$APP_TAG" --release --policy name-service --push \
     --output "$OUT/measurements.json"
 record() { .venv/bin/python -c 'import json, sys; print(json.load(open("demo-out/measurements.json"))[sys.argv[1]])' "$1"; }
 
