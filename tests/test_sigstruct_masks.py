@@ -254,10 +254,11 @@ def test_image_with_debug_launchable_sig(custom_image: dict, enclave_key: Path, 
     assert next(iter(view)) == "debug_launchable" and view["debug_launchable"] is True
     assert view["debug_enclave"] is False and view["mr_enclave"] == custom_image["mr_enclave"]
 
-    refused = run_cli("verify", tag)
+    base = ["--base", custom_image["base_image_id"]]  # verify compares with a pinned base
+    refused = run_cli("verify", tag, *base)
     assert refused.returncode == 3
     assert_one_line_error(refused, "does not cover DEBUG", "--allow-debug")
-    accepted = run_cli("verify", tag, "--allow-debug", "--json")
+    accepted = run_cli("verify", tag, *base, "--allow-debug", "--json")
     assert accepted.returncode == 0, accepted.stdout
     report = json.loads(accepted.stdout)
     assert next(iter(report)) == "debug_launchable" and report["debug_launchable"] is True
