@@ -435,7 +435,7 @@ def test_sign_image_reads_as_gramine(line: str, fragments: tuple[str, ...], mem:
     for release in (False, True):
         with pytest.raises(ManifestError) as refused:
             custom.sign_image("mem/h:1-unsigned", enclave_key, release=release, quiet=True,
-                              engine=mem)
+                              base="mem/base:1", engine=mem)
         for fragment in fragments:
             assert fragment in str(refused.value)
         assert "mem/h:1" not in mem.tags

@@ -398,9 +398,9 @@ def test_build_custom_release_with_the_shipped_policy(mem, enclave_key: Path,
     assert "mem/rel:1" in mem.tags
     with pytest.raises(PolicyError, match=r"sgx.allowed_files\[0\]"):
         custom.sign_image("mem/rel:1-unsigned", enclave_key, tag="mem/rel:2", release=True,
-                          quiet=True, engine=mem)
+                          quiet=True, engine=mem, base="mem/base:1")
     custom.sign_image("mem/rel:1-unsigned", enclave_key, tag="mem/rel:2", release=policy,
-                      quiet=True, engine=mem)
+                      quiet=True, engine=mem, base="mem/base:1")
     assert "mem/rel:2" in mem.tags
 
 
