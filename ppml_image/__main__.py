@@ -15,7 +15,13 @@ def main() -> None:
     _signals.exit_on_signal(json="--json" in sys.argv[1:])
     from ppml_image.cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        # The outcome is decided and printed. Python's shutdown puts the
+        # default SIGINT/SIGTERM actions back, so a signal now would kill the
+        # process and hide that outcome's exit code (-2 instead of 0 or 130).
+        _signals.ignore_from_now()
 
 
 if __name__ == "__main__":

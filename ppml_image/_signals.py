@@ -88,6 +88,15 @@ def _exit_now(signum: int, frame: object) -> None:
     os._exit(code)
 
 
+def ignore_from_now() -> None:
+    """Ignore SIGINT and SIGTERM for the rest of the process: the program
+    calls this once its outcome is printed, so that its exit code is that
+    outcome's. Python restores the default actions during shut-down but
+    leaves an ignored signal ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class unwinding:
     """While a command runs, signals raise (see :func:`install`) so that every
     ``finally`` cleans up; before and after, they end the process at once.

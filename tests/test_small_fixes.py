@@ -308,6 +308,28 @@ def test_ctrl_c_in_the_first_second_of_secrets_tls(delay: float, tmp_path: Path)
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
 
 
+def test_a_signal_during_shut_down_never_hides_the_exit_code() -> None:
+    """A Ctrl-C that lands after the outcome is printed, while Python shuts
+    down, used to kill the process (exit -2/-15 with nothing said). Signals
+    are sent every half millisecond until the process ends: every run ends
+    with its outcome's code (0) or ours for a signal (130/143), never killed."""
+    codes = []
+    for run in range(24):
+        number = signal.SIGINT if run % 2 else signal.SIGTERM
+        proc = subprocess.Popen([sys.executable, "-m", "ppml_image", "keygen", "--help"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None and not _handlers_set(proc.pid):
+            time.sleep(0.001)
+        time.sleep(0.04 + 0.01 * (run % 8))
+        while proc.poll() is None:
+            proc.send_signal(number)
+            time.sleep(0.0005)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        codes.append(proc.returncode)
+    assert set(codes) <= {0, 130, 143}, codes
+
+
 # --------------------------------------------------------------------------
 # 8. --san: DNS label syntax by allow-list; a bad IPv4 is not a host name
 # --------------------------------------------------------------------------
