@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ppml_image.cli.common import app, emit_json, handles_errors, lazy_module
+from ppml_image.cli.common import (
+    MAX_IMAGE_BYTES_HELP,
+    app,
+    emit_json,
+    handles_errors,
+    lazy_module,
+    max_image_bytes,
+)
 from ppml_image.errors import UsageError
 
 if TYPE_CHECKING:
@@ -69,13 +76,15 @@ def record_cmd(
                                         help="Do not apply the release policy."),
     pull: bool = typer.Option(False, "--pull", help="Pull the image first."),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+    max_bytes: str | None = typer.Option(None, "--max-image-bytes", metavar="SIZE",
+                                         help=MAX_IMAGE_BYTES_HELP),
 ) -> None:
     """Verify a signed image, then write its measurement record (what policies are made of)."""
     _check_outputs(output)
     verifier = lazy_module("ppml_image.images.enclave.verify")
     result = verifier.verify_image(image, allow_debug=allow_debug,
                                    allow_insecure=allow_insecure, base=base, pull=pull,
-                                   quiet=True)
+                                   quiet=True, max_image_bytes=max_image_bytes(max_bytes))
     if not result.ok:
         raise result.error()
     from ppml_image import __version__

@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 
 from ppml_image import __version__, _signals
 from ppml_image._signals import Terminated
-from ppml_image.errors import PpmlError
+from ppml_image.errors import PpmlError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -252,3 +252,27 @@ def print_sigstruct_fields(view: dict[str, Any]) -> None:
         else:
             shown = str(value).lower() if isinstance(value, bool) else value
             typer.echo(f"{key + ':':22}{shown}")
+
+
+# --------------------------------------------------------------------------
+# --max-image-bytes: how much of an image's files a reader reads at most
+# --------------------------------------------------------------------------
+MAX_IMAGE_BYTES_HELP = ("Read at most this many bytes of the image's files (as their tar "
+                        "headers declare them; suffixes K, M, G, T are powers of 1024), and "
+                        "refuse a larger image before reading it: a sparse or huge file does "
+                        "not set your cost. Default 8G.")
+_SIZE = re.compile(r"([1-9][0-9]{0,15})([KMGT]?)(i?B)?")
+_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+
+
+def max_image_bytes(text: str | None) -> int:
+    """Parse ``--max-image-bytes`` (an allow-list: digits and one binary suffix)."""
+    from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
+
+    if text is None:
+        return MAX_IMAGE_BYTES
+    match = _SIZE.fullmatch(text)
+    if match is None or (match.group(3) and not match.group(2)):
+        raise UsageError(f"--max-image-bytes {text!r}: give a positive whole number of bytes, "
+                         "optionally with K, M, G or T (e.g. 8G)")
+    return int(match.group(1)) << _UNITS[match.group(2)]

@@ -13,11 +13,13 @@ import typer
 from ppml_image import defaults
 from ppml_image.cli import signers as _cli_signers
 from ppml_image.cli.common import (
+    MAX_IMAGE_BYTES_HELP,
     app,
     emit_json,
     fail,
     handles_errors,
     lazy_module,
+    max_image_bytes,
     print_sigstruct_fields,
 )
 from ppml_image.cli.sgx import (
@@ -312,10 +314,13 @@ def sign_image_cmd(
     base: str | None = typer.Option(None, "--base", help=SIGN_BASE_HELP),
     record: Path | None = typer.Option(None, "--record", metavar="R.json", help=RECORD_HELP
                                        + " Needed with --signature (its DATA.json)."),
+    max_bytes: str | None = typer.Option(None, "--max-image-bytes", metavar="SIZE",
+                                         help=MAX_IMAGE_BYTES_HELP),
 ) -> None:
     """Sign an unsigned image (e.g. with the production key): same MRENCLAVE, new MRSIGNER."""
     checked = release_policy(release, allow_unmeasured, allow_passthrough, policies)
     expected = custom.expected_mr_enclave(expect_mr_enclave)
+    limit = max_image_bytes(max_bytes)
     _check_output(output, export_data, key, passphrase_file, signature,
                   public_key)
     if export_data is not None:
@@ -328,14 +333,15 @@ def sign_image_cmd(
                                  ("--push-unsigned", push_unsigned)) if given))
         _print_exported(custom.export_signing_data(
             unsigned, export_data, date=date, release=checked, expect_mr_enclave=expected,
-            quiet=as_json, base=base, record=record), as_json)
+            quiet=as_json, base=base, record=record, max_image_bytes=limit), as_json)
         return
     publish = custom.Publish(expected, push, push_unsigned)
     publish.check(tag or unsigned.removesuffix("-unsigned"), unsigned)
     with _signer(key, passphrase_file, signature, public_key) as signer, \
             _push_failure_reported(as_json):
         result = custom.sign_image(unsigned, signer, tag=tag, date=date, release=checked,
-                                   quiet=as_json, publish=publish, base=base, record=record)
+                                   quiet=as_json, publish=publish, base=base, record=record,
+                                   max_image_bytes=limit)
     _report(result, output, as_json)
 
 
@@ -382,13 +388,16 @@ def verify_cmd(
                               "even if the engine has it."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON, "
                                  "whether verification passes or fails."),
+    max_bytes: str | None = typer.Option(None, "--max-image-bytes", metavar="SIZE",
+                                         help=MAX_IMAGE_BYTES_HELP),
 ) -> None:
     """Re-hash and re-measure an image from its own files; exit 3 on any difference."""
     result = attest.verify_image(image, mr_enclave=mr_enclave, mr_signer=mr_signer,
                                  allow_debug=allow_debug, allow_insecure=allow_insecure,
                                  base=base, quiet=as_json or not sys.stderr.isatty(),
                                  pull=pull, record=record,
-                                 allow_unpinned_base=allow_unpinned_base)
+                                 allow_unpinned_base=allow_unpinned_base,
+                                 max_image_bytes=max_image_bytes(max_bytes))
     if as_json:
         emit_json(result.to_json())
         if not result.ok:

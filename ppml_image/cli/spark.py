@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ppml_image.cli.common import app, emit_json, handles_errors, lazy_module
+from ppml_image.cli.common import (
+    MAX_IMAGE_BYTES_HELP,
+    app,
+    emit_json,
+    handles_errors,
+    lazy_module,
+    max_image_bytes,
+)
 from ppml_image.errors import UsageError
 from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
 
@@ -223,12 +230,15 @@ def run_cmd(
     mr_enclave: str | None = typer.Option(None, "--mr-enclave", help="Expected MRENCLAVE."),
     mr_signer: str | None = typer.Option(None, "--mr-signer", help="Expected MRSIGNER."),
     allow_debug: bool = typer.Option(False, "--allow-debug", help="Accept a debug enclave."),
+    max_bytes: str | None = typer.Option(None, "--max-image-bytes", metavar="SIZE",
+                                         help=MAX_IMAGE_BYTES_HELP),
 ) -> None:
     """Run an image with SGX devices and AESM mapped in, or natively with --no-sgx.
 
     With --keys or --password the image is verified first (exit 3 if verify refuses it).
     """
-    expected = run_mod.Expected(base, record, mr_enclave, mr_signer, allow_debug)
+    expected = run_mod.Expected(base, record, mr_enclave, mr_signer, allow_debug,
+                                max_image_bytes(max_bytes))
     plan = run_mod.plan_run(image, sgx=sgx, data=data, keys=keys, password=password_dir,
                             command=list(ctx.args) or None, check_host=not print_only,
                             expected=expected)

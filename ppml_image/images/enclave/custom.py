@@ -62,6 +62,7 @@ from ppml_image.images.enclave.outside import check_outside
 from ppml_image.images.enclave.record import load_record
 from ppml_image.images.engine.context import BuildContext
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
+from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
 from ppml_image.images.engine.publish import push as push_tag
 from ppml_image.images.engine.publish import tags_restored_on_failure
 from ppml_image.images.engine.reference import (
@@ -299,17 +300,19 @@ class SignedImage:
 def measure_and_sign(engine: Engine, unsigned: ImageInfo, ref: str,
                      key: Signer | rsa.RSAPrivateKey, *,
                      date: SigstructDate, release: Release, base: str | None,
-                     progress: Progress | None = None) -> SignedImage:
+                     progress: Progress | None = None,
+                     max_bytes: int | None = MAX_IMAGE_BYTES) -> SignedImage:
     """Measure the unsigned image from its content and sign it (nothing is built yet)."""
     prepared = measure_for_signing(engine, unsigned, ref, date=date, release=release,
-                                   base=base, progress=progress)
+                                   base=base, progress=progress, max_bytes=max_bytes)
     sign_sigstruct(prepared.sigstruct, key)
     return prepared
 
 
 def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: SigstructDate,
                         release: Release, base: str | None,
-                        progress: Progress | None = None) -> SignedImage:
+                        progress: Progress | None = None,
+                        max_bytes: int | None = MAX_IMAGE_BYTES) -> SignedImage:
     """Measure the unsigned image; its SIGSTRUCT has every field but the signature.
 
     *base* is the pinned base (a reference or an image id): the image must
@@ -326,7 +329,7 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
         raise error(f"{ref}: {match.reason}; nothing signed")
     layout = enclave_layout(unsigned, ref, match.base)
     measured = measure_image(engine, unsigned, layout, signed=False, ref=ref,
-                             progress=progress)
+                             progress=progress, max_bytes=max_bytes)
     if release:
         _enforce_release(measured.manifest, measured.name, release, measured.tree)
     else:
@@ -424,7 +427,8 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                date: str | dt.date | SigstructDate | None = None,
                passphrase: bytes | None = None, release: Release = False, quiet: bool = False,
                engine: Engine | None = None, publish: Publish | None = None,
-               base: str | None = None, record: Path | None = None) -> CustomImage:
+               base: str | None = None, record: Path | None = None,
+               max_image_bytes: int = MAX_IMAGE_BYTES) -> CustomImage:
     """Sign an unsigned image with *key* (a PEM file or an open Signer) and build ``tag``.
 
     The pinned base is *base* or the *record*'s ``base_image_id``; a record that
@@ -451,7 +455,8 @@ def sign_image(unsigned: str, key: Path | Signer, *, tag: str | None = None,
                                 f"measured image {measured_id}: refused, nothing signed")
     return _sign(engine, info, unsigned, signing_key, tag=final, date=when, release=release,
                  quiet=quiet, publish=publish, base=pinned,
-                 push_unsigned_ref=unsigned if publish.push_unsigned else None)
+                 push_unsigned_ref=unsigned if publish.push_unsigned else None,
+                 max_bytes=max_image_bytes)
 
 
 def _pinned_for_signing(base: str | None, record: Path | None, *, external: bool
@@ -481,7 +486,8 @@ def export_signing_data(unsigned: str, data: Path, *,
                         date: str | dt.date | SigstructDate | None = None,
                         release: Release = False, expect_mr_enclave: str | None = None,
                         quiet: bool = False, engine: Engine | None = None,
-                        base: str | None = None, record: Path | None = None) -> ExportedImage:
+                        base: str | None = None, record: Path | None = None,
+                        max_image_bytes: int = MAX_IMAGE_BYTES) -> ExportedImage:
     """``sign-image --export-signing-data``: measure *unsigned*, write DATA and DATA.json.
 
     No key, nothing built or tagged. Assemble later with ``sign_image`` and an
@@ -498,15 +504,15 @@ def export_signing_data(unsigned: str, data: Path, *,
         raise VerificationError(f"{unsigned} is image {info.id}, but {record} records the "
                                 f"measured image {measured_id}: refused")
     return _export(engine, info, unsigned, data, date=when, release=release,
-                   expect=expect_mr_enclave, quiet=quiet, base=pinned)
+                   expect=expect_mr_enclave, quiet=quiet, base=pinned, max_bytes=max_image_bytes)
 
 
 def _export(engine: Engine, info: ImageInfo, ref: str, data: Path, *, date: SigstructDate,
-            release: Release, expect: str | None, quiet: bool, base: str | None
-            ) -> ExportedImage:
+            release: Release, expect: str | None, quiet: bool, base: str | None,
+            max_bytes: int | None) -> ExportedImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
     prepared = measure_for_signing(engine, info, ref, date=date, release=release,
-                                   base=base, progress=measuring)
+                                   base=base, progress=measuring, max_bytes=max_bytes)
     measuring.done(f"mr_enclave {prepared.sigstruct.mr_enclave[:16]}...")
     check_mr_enclave(prepared.sigstruct.mr_enclave, expect, ref)
     files, record = offline.signing_data_files(
@@ -530,10 +536,10 @@ def _signer(key: Path | Signer, passphrase: bytes | None) -> Signer | rsa.RSAPri
 def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivateKey, *,
           tag: str, date: SigstructDate, release: Release, quiet: bool, publish: Publish,
           base: str | None, unsigned_tag: str | None = None,
-          push_unsigned_ref: str | None = None) -> CustomImage:
+          push_unsigned_ref: str | None = None, max_bytes: int | None) -> CustomImage:
     measuring = Progress(f"measure {ref}", quiet=quiet)
     signed = measure_for_signing(engine, info, ref, date=date, release=release, base=base,
-                                 progress=measuring)
+                                 progress=measuring, max_bytes=max_bytes)
     measuring.done(f"mr_enclave {signed.sigstruct.mr_enclave[:16]}...")
     # Before the key signs anything (a token, a signature to check): the registered value.
     check_mr_enclave(signed.sigstruct.mr_enclave, publish.expect_mr_enclave, ref)
@@ -581,7 +587,8 @@ def build_custom(key: Path | Signer, *, base: str = DEFAULT_BASE, app: Path | No
     return _sign(engine, engine.image(unsigned_id), unsigned, signing_key, tag=tag, date=when,
                  release=release, quiet=quiet, publish=publish, base=base_id,
                  unsigned_tag=unsigned,
-                 push_unsigned_ref=unsigned if publish.push_unsigned else None)
+                 push_unsigned_ref=unsigned if publish.push_unsigned else None,
+                 max_bytes=None)  # built here from the user's own files: no bound
 
 
 def build_custom_export(data: Path, *, base: str = DEFAULT_BASE, app: Path | None = None,
@@ -606,7 +613,8 @@ def build_custom_export(data: Path, *, base: str = DEFAULT_BASE, app: Path | Non
                                            defines=defines, tag=tag, release=release,
                                            quiet=quiet)
     exported = _export(engine, engine.image(unsigned_id), unsigned, data, date=when,
-                       release=release, expect=expect_mr_enclave, quiet=quiet, base=base_id)
+                       release=release, expect=expect_mr_enclave, quiet=quiet, base=base_id,
+                       max_bytes=None)
     engine.tag(unsigned_id, unsigned)
     return exported
 

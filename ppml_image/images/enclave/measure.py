@@ -56,9 +56,13 @@ class ImageMeasurement:
 
 
 def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, signed: bool,
-                  ref: str | None = None, progress: Progress | None = None
-                  ) -> ImageMeasurement:
-    """Measure the enclave *layout* names in the image *info* (see the module docstring)."""
+                  ref: str | None = None, progress: Progress | None = None,
+                  max_bytes: int | None = imagefs.MAX_IMAGE_BYTES) -> ImageMeasurement:
+    """Measure the enclave *layout* names in the image *info* (see the module docstring).
+
+    At most *max_bytes* of file content is read (None: no bound, for an image
+    the user just built from their own files).
+    """
     shown = ref or info.id
     # Files the measurement reads, kept as the export streams by (where they
     # usually are; a symlinked or moved one is read again through the archive).
@@ -66,7 +70,7 @@ def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, sig
             layout.manifest: imagefs.MANIFEST_LIMIT, layout.manifest_sgx: imagefs.MANIFEST_LIMIT,
             layout.sig: SIGSTRUCT_SIZE}
     with phase(READING), engine.open(info.id) as files:
-        index = imagefs.index_image(files, progress, keep)
+        index = imagefs.index_image(files, progress, keep, max_bytes)
         tree = imagefs.ImageTree(index, files, shown)
         base_info = BaseInfo.parse(tree.read(BASE_INFO_PATH, limit=imagefs.BASE_JSON_LIMIT),
                                    shown)

@@ -38,7 +38,7 @@ from typing import Any
 from ppml_image.errors import ImageContentError, UsageError, VerificationError
 from ppml_image.images.enclave.verify import verify_image
 from ppml_image.images.engine.core import Bind, ContainerSpec, Engine, ImageInfo, connect
-from ppml_image.images.engine.imagefs import MANIFEST_LIMIT
+from ppml_image.images.engine.imagefs import MANIFEST_LIMIT, MAX_IMAGE_BYTES
 from ppml_image.images.engine.reference import check_image
 from ppml_image.images.layout import enclave_layout
 from ppml_image.sgx.manifest import document as mf
@@ -82,6 +82,7 @@ class Expected:
     mr_enclave: str | None = None
     mr_signer: str | None = None
     allow_debug: bool = False
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
 
 def plan_run(image: str, *, sgx: bool, data: Path | None = None, keys: Path | None = None,
@@ -140,7 +141,8 @@ def _verified(engine: Engine, image: str, expected: Expected
     """Verify *image* as ``verify`` does; refuse (exit 3) what it refuses."""
     result = verify_image(image, mr_enclave=expected.mr_enclave, mr_signer=expected.mr_signer,
                           allow_debug=expected.allow_debug, base=expected.base,
-                          record=expected.record, engine=engine)
+                          record=expected.record, engine=engine,
+                          max_image_bytes=expected.max_image_bytes)
     if not result.ok or result.measured is None:
         error = result.error()
         error.args = (f"run refused, secrets are not mounted: {error}",)

@@ -55,6 +55,7 @@ from ppml_image.images.enclave.outside import check_outside
 from ppml_image.images.enclave.platform import check_platform, platform_named
 from ppml_image.images.enclave.record import pinned_values
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
+from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
 from ppml_image.images.engine.reference import (
     Reference,
     check_image,
@@ -167,13 +168,16 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
                  allow_debug: bool = False, allow_insecure: bool = False,
                  base: str | None = None, engine: Engine | None = None,
                  quiet: bool = True, pull: bool = False, record: Path | None = None,
-                 allow_unpinned_base: bool = False) -> Verification:
+                 allow_unpinned_base: bool = False,
+                 max_image_bytes: int = MAX_IMAGE_BYTES) -> Verification:
     """Verify *ref* from its own content; the result lists every check and problem.
 
     A reference by digest is pulled when the engine does not have it; *pull*
     pulls any reference first. Raises only for what stops verification itself
     (no engine, no image, a registry that cannot be read); everything the
-    image is or holds is reported in :class:`Verification`.
+    image is or holds is reported in :class:`Verification`. At most
+    *max_image_bytes* of the image's files are read: the image does not set
+    the verifier's cost.
     """
     check_image(ref)  # a malformed reference is a usage error, before any work
     loaded, base, mr_enclave, mr_signer = pinned_values(record, base, mr_enclave, mr_signer)
@@ -212,7 +216,8 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     result.enclave = layout.name
     progress = Progress(f"verify {ref}", quiet=quiet)
     try:
-        measured = measure_image(engine, info, layout, signed=True, ref=ref, progress=progress)
+        measured = measure_image(engine, info, layout, signed=True, ref=ref, progress=progress,
+                                 max_bytes=max_image_bytes)
     except CONTENT_ERRORS as exc:
         result.problems.append(str(exc))
         return result

@@ -53,8 +53,16 @@ MANIFEST_LIMIT = 256 * MiB
 BASE_JSON_LIMIT = 1 * MiB
 LIBPAL_LIMIT = 512 * MiB
 READ_LIMIT = 256 * MiB  # any other file read through Tree.read_bytes
+# The most file bytes (as the tar headers declare them) read out of an image
+# anyone can publish: about three times the full Spark image. A sparse file
+# is exported whole, so without a bound a 1 TB hole costs hours of hashing.
+MAX_IMAGE_BYTES = 8 << 30
 _QUEUE_CHUNKS = 16  # at most this many MiB in flight between the threads
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class ImageTooLarge(ManifestError):
+    """The image declares more than the reader reads: refused from the tar headers."""
 
 
 @dataclass
@@ -83,18 +91,23 @@ class ImageIndex:
         self.kept: dict[str, bytes] = {}
 
     def add_tar(self, source: Callable[[], bytes], what: str, prefix: str = "/",
-                keep: dict[str, int] | None = None) -> None:
+                keep: dict[str, int] | None = None, max_bytes: int | None = None) -> None:
         """Index (and hash) every member of a tar stream, names joined to *prefix*.
 
-        Regular files at the paths of *keep* are also kept in memory, if they
-        are no larger than the limit given for each.
+        Regular files at the paths of *keep* are also kept in memory; one larger
+        than the limit given for it is refused from its header, before its
+        bytes are read. So is the stream once its files declare more than
+        *max_bytes* in all.
         """
         reader = TarReader(source, what)
         keep = keep or {}
+        declared = 0
         for member in reader.members():
             path = member.path if prefix == "/" else posixpath.join(prefix,
                                                                     member.path.lstrip("/"))
             if member.kind == REGULAR:
+                declared += member.size
+                _check_sizes(what, path, member.size, keep.get(path), declared, max_bytes)
                 if member.size:
                     digest = hashlib.sha256()
                     if member.size <= keep.get(path, -1):
@@ -149,6 +162,18 @@ class ImageIndex:
                 if path.startswith(prefix) and path != prefix}
 
 
+def _check_sizes(what: str, path: str, size: int, limit: int | None, declared: int,
+                 max_bytes: int | None) -> None:
+    """Refuse from the tar header alone: no byte of an oversized file is read."""
+    if limit is not None and size > limit:
+        raise ImageTooLarge(f"{what}: {path} is {size} bytes, more than the {limit}-byte "
+                            "limit for it: refused before reading it")
+    if max_bytes is not None and declared > max_bytes:
+        raise ImageTooLarge(f"{what}: its files hold more than {max_bytes} bytes (at {path}); "
+                            "refused before reading them (raise --max-image-bytes if this "
+                            "image is yours and that large)")
+
+
 def _keep(reader: TarReader, digest: Any) -> bytes:
     buffer = bytearray()
 
@@ -160,8 +185,8 @@ def _keep(reader: TarReader, digest: Any) -> bytes:
     return bytes(buffer)
 
 
-def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = None
-                 ) -> ImageIndex:
+def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = None,
+                 max_bytes: int | None = None) -> ImageIndex:
     """Index a whole tar stream: received in one thread, parsed and hashed in this one."""
     index = ImageIndex()
     chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUE_CHUNKS)
@@ -197,7 +222,7 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
     sys.setswitchinterval(min(interval, 0.0005))
     receiver.start()
     try:
-        index.add_tar(next_chunk, what, keep=keep)
+        index.add_tar(next_chunk, what, keep=keep, max_bytes=max_bytes)
     finally:
         sys.setswitchinterval(interval)
         stop.set()
@@ -213,15 +238,17 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
 
 
 def index_image(files: ImageFiles, progress: Progress | None = None,
-                keep: dict[str, int] | None = None) -> ImageIndex:
+                keep: dict[str, int] | None = None, max_bytes: int | None = None
+                ) -> ImageIndex:
     """Stream the whole file system of the image *files* reads, and index it.
 
     *keep* names files (with a size limit each) to keep as they go by, so
-    that reading them later costs no second trip to the engine.
+    that reading them later costs no second trip to the engine. *max_bytes*
+    bounds the file bytes read (None: the image is the user's own).
     """
     if progress is not None:
         progress.step(1, 2, f"reading and hashing every file of {files.image[:19]}")
-    return index_stream(files.export(), f"reading the files of {files.image}", keep)
+    return index_stream(files.export(), f"reading the files of {files.image}", keep, max_bytes)
 
 
 def index_folder(files: ImageFiles, folder: str) -> ImageIndex:
