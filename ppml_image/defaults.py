@@ -10,3 +10,7 @@ DEFAULT_TAG = "ppml-image/custom:latest"
 DEFAULT_TEMPLATE = "python-ml"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PASSPHRASE_ENV = "PPML_IMAGE_KEY_PASSPHRASE"
+# Seconds a registry may stay silent during a pull or push (--registry-timeout):
+# the engine sends progress while bytes move, so silence means no answer.
+REGISTRY_TIMEOUT = 60
+REGISTRY_TIMEOUT_MAX = 3600

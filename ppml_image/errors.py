@@ -69,7 +69,8 @@ class RegistryError(EngineError):
     """A push or pull failed at the registry: unreachable, authentication, name, not found.
 
     ``reason`` is one of ``unreachable``, ``auth``, ``name``, ``not-found``,
-    ``content`` (bytes that do not match their digest) or ``other``, so callers
+    ``content`` (bytes that do not match their digest), ``timeout`` (the registry
+    stayed silent longer than the deadline) or ``other``, so callers
     (and tests) need not parse the message.
     """
 

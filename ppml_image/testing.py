@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.errors import BuildError, EngineError, RegistryError
 from ppml_image.images.engine.core import (
     ContainerSpec,
@@ -315,7 +316,8 @@ class MemoryEngine(Engine):
             for digest in [d for d, i in self.digests.items() if i == image_id]:
                 del self.digests[digest]
 
-    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+    def pull(self, ref: str, *, progress: Progress | None = None,
+             timeout: int = REGISTRY_TIMEOUT) -> Transfer:
         self._registry_answers(f"pulling {ref}", ref)
         image_id = self.registry.get(ref)
         if image_id is None:
@@ -329,7 +331,8 @@ class MemoryEngine(Engine):
         return Transfer(ref, self._digest_of(image_id),
                         layers_present=len(self.images[image_id].info.layers))
 
-    def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+    def push(self, ref: str, *, progress: Progress | None = None,
+             timeout: int = REGISTRY_TIMEOUT) -> Transfer:
         self._registry_answers(f"pushing {ref}", ref)
         image_id = self._get(ref).info.id
         digest = self._digest_of(image_id)

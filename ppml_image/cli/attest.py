@@ -20,6 +20,7 @@ from ppml_image.cli.common import (
     handles_errors,
     lazy_module,
     max_image_bytes,
+    registry_timeout_option,
 )
 from ppml_image.errors import UsageError
 
@@ -75,6 +76,7 @@ def record_cmd(
     allow_insecure: bool = typer.Option(False, "--allow-insecure",
                                         help="Do not apply the release policy."),
     pull: bool = typer.Option(False, "--pull", help="Pull the image first."),
+    registry_timeout: int = registry_timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
     max_bytes: str | None = typer.Option(None, "--max-image-bytes", metavar="SIZE",
                                          help=MAX_IMAGE_BYTES_HELP),
@@ -84,7 +86,8 @@ def record_cmd(
     verifier = lazy_module("ppml_image.images.enclave.verify")
     result = verifier.verify_image(image, allow_debug=allow_debug,
                                    allow_insecure=allow_insecure, base=base, pull=pull,
-                                   quiet=True, max_image_bytes=max_image_bytes(max_bytes))
+                                   quiet=True, max_image_bytes=max_image_bytes(max_bytes),
+                                   registry_timeout=registry_timeout)
     if not result.ok:
         raise result.error()
     from ppml_image import __version__

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from ppml_image import __version__, _signals
+from ppml_image import __version__, _signals, defaults
 from ppml_image._signals import Terminated
 from ppml_image.errors import PpmlError, UsageError
 
@@ -108,6 +108,19 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def registry_timeout_option() -> Any:
+    """``--registry-timeout SECONDS``, for every command that pulls or pushes.
+
+    click refuses anything but a whole number from 1 to the cap (exit 2, one
+    line); the library checks the value again for callers that are not the CLI.
+    """
+    return typer.Option(
+        defaults.REGISTRY_TIMEOUT, "--registry-timeout", metavar="SECONDS", min=1,
+        max=defaults.REGISTRY_TIMEOUT_MAX, help="Give up (exit 1) when the registry stays "
+        "silent this long during a pull or push (1 to "
+        f"{defaults.REGISTRY_TIMEOUT_MAX}).")
 
 
 def printable(text: str) -> str:

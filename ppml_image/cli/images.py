@@ -21,6 +21,7 @@ from ppml_image.cli.common import (
     lazy_module,
     max_image_bytes,
     print_sigstruct_fields,
+    registry_timeout_option,
 )
 from ppml_image.cli.sgx import (
     ALLOW_PASSTHROUGH_HELP,
@@ -244,6 +245,7 @@ def build_custom_cmd(
     push_unsigned: bool = typer.Option(False, "--push-unsigned", help=PUSH_UNSIGNED_HELP),
     output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON "
                                        "(with the digest when pushed)."),
+    registry_timeout: int = registry_timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
 ) -> None:
     """Build a customer image, measure and sign it on the host, print mr_enclave/mr_signer."""
@@ -262,7 +264,7 @@ def build_custom_cmd(
             defines=parse_defines(define), tag=tag, date=date, release=checked,
             expect_mr_enclave=expected, quiet=as_json), as_json)
         return
-    publish = custom.Publish(expected, push, push_unsigned)
+    publish = custom.Publish(expected, push, push_unsigned, registry_timeout)
     publish.check(tag, custom.unsigned_tag(tag))
     with _signer(key, passphrase_file) as signer, _push_failure_reported(as_json):
         result = custom.build_custom(
@@ -310,6 +312,7 @@ def sign_image_cmd(
                                        "image under its own name (with --push; pushed first)."),
     output: Path | None = typer.Option(None, "--output", help="Write the measurements as JSON "
                                        "(with the digest when pushed)."),
+    registry_timeout: int = registry_timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
     base: str | None = typer.Option(None, "--base", help=SIGN_BASE_HELP),
     record: Path | None = typer.Option(None, "--record", metavar="R.json", help=RECORD_HELP
@@ -335,7 +338,7 @@ def sign_image_cmd(
             unsigned, export_data, date=date, release=checked, expect_mr_enclave=expected,
             quiet=as_json, base=base, record=record, max_image_bytes=limit), as_json)
         return
-    publish = custom.Publish(expected, push, push_unsigned)
+    publish = custom.Publish(expected, push, push_unsigned, registry_timeout)
     publish.check(tag or unsigned.removesuffix("-unsigned"), unsigned)
     with _signer(key, passphrase_file, signature, public_key) as signer, \
             _push_failure_reported(as_json):
@@ -386,6 +389,7 @@ def verify_cmd(
                                         help="Do not apply the release policy."),
     pull: bool = typer.Option(False, "--pull", help="Pull the image from its registry first, "
                               "even if the engine has it."),
+    registry_timeout: int = registry_timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON, "
                                  "whether verification passes or fails."),
     max_bytes: str | None = typer.Option(None, "--max-image-bytes", metavar="SIZE",
@@ -397,7 +401,8 @@ def verify_cmd(
                                  base=base, quiet=as_json or not sys.stderr.isatty(),
                                  pull=pull, record=record,
                                  allow_unpinned_base=allow_unpinned_base,
-                                 max_image_bytes=max_image_bytes(max_bytes))
+                                 max_image_bytes=max_image_bytes(max_bytes),
+                                 registry_timeout=registry_timeout)
     if as_json:
         emit_json(result.to_json())
         if not result.ok:

@@ -33,6 +33,13 @@ class Progress:
             self.stream.write(text[:200] + "\n")
         self.stream.flush()
 
+    def say(self, line: str) -> None:
+        """One line of its own (what we are waiting for), unless quiet."""
+        if self.quiet:
+            return
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
     def done(self, message: str) -> None:
         if self.quiet:
             return

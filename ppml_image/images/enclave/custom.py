@@ -49,6 +49,7 @@ from ppml_image._phases import BASE, BUILDING, CHECKING, SIGNING, WRITING, phase
 from ppml_image.defaults import DEFAULT_BASE as DEFAULT_BASE
 from ppml_image.defaults import DEFAULT_TAG as DEFAULT_TAG
 from ppml_image.defaults import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.errors import (
     ImageContentError,
     PolicyError,
@@ -67,6 +68,7 @@ from ppml_image.images.engine.publish import push as push_tag
 from ppml_image.images.engine.publish import tags_restored_on_failure
 from ppml_image.images.engine.reference import (
     check_image,
+    check_registry_timeout,
     check_tag,
     is_image_id,
     push_target,
@@ -412,9 +414,11 @@ class Publish:
     expect_mr_enclave: str | None = None
     push: bool = False
     push_unsigned: bool = False
+    registry_timeout: int = REGISTRY_TIMEOUT  # seconds the registry may stay silent
 
     def check(self, tag: str, unsigned: str | None) -> None:
         """Refuse a bad combination or push target before any long work."""
+        check_registry_timeout(self.registry_timeout)
         if self.push_unsigned and not self.push:
             raise UsageError("--push-unsigned goes with --push")
         if self.push:
@@ -558,9 +562,11 @@ def _sign(engine: Engine, info: ImageInfo, ref: str, key: Signer | rsa.RSAPrivat
                 engine.tag(info.id, unsigned_tag)
             engine.tag(image_id, tag)
             if push_unsigned_ref is not None:
-                result.unsigned_repo_digest = push_tag(engine, push_unsigned_ref, quiet=quiet)
+                result.unsigned_repo_digest = push_tag(
+                    engine, push_unsigned_ref, quiet=quiet, timeout=publish.registry_timeout)
             if publish.push:
-                result.repo_digest = push_tag(engine, tag, quiet=quiet)
+                result.repo_digest = push_tag(engine, tag, quiet=quiet,
+                                              timeout=publish.registry_timeout)
     except RegistryError as exc:
         result.repo_digest = result.unsigned_repo_digest = None
         raise PushFailed(exc, result) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.errors import RegistryError
 from ppml_image.images.engine.core import PLATFORM, Engine, ImageInfo
 
@@ -27,8 +28,8 @@ class PlatformReport:
     problems: list[str] = field(default_factory=list)
 
 
-def check_platform(engine: Engine, info: ImageInfo, ref: str, digest: str | None
-                   ) -> PlatformReport:
+def check_platform(engine: Engine, info: ImageInfo, ref: str, digest: str | None, *,
+                   timeout: int = REGISTRY_TIMEOUT) -> PlatformReport:
     """The platform of *info* (the image *ref* names) and, by *digest*, what the digest is."""
     report = PlatformReport(platform=info.platform)
     if info.platform != PLATFORM:
@@ -37,7 +38,7 @@ def check_platform(engine: Engine, info: ImageInfo, ref: str, digest: str | None
     if digest is None:
         return report
     try:
-        found = engine.distribution(ref)
+        found = engine.distribution(ref, timeout=timeout)
     except RegistryError as exc:
         found = None
         report.checks.append(f"{digest}: whether it names an index was not learned from the "
@@ -71,12 +72,13 @@ def check_platform(engine: Engine, info: ImageInfo, ref: str, digest: str | None
     return report
 
 
-def platform_named(engine: Engine, ref: str, failure: RegistryError) -> str:
+def platform_named(engine: Engine, ref: str, failure: RegistryError,
+                   timeout: int = REGISTRY_TIMEOUT) -> str:
     """A failed pull's message; for a missing platform, with the platforms *ref* does name."""
     if failure.reason != "platform":
         return str(failure)
     try:
-        found = engine.distribution(ref)
+        found = engine.distribution(ref, timeout=timeout)
     except RegistryError:
         found = None
     if found is None or not found.platforms:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.errors import (
     ElfError,
     ImageContentError,
@@ -59,6 +60,7 @@ from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
 from ppml_image.images.engine.reference import (
     Reference,
     check_image,
+    check_registry_timeout,
     digest_reference,
     parse_reference,
 )
@@ -169,17 +171,20 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
                  base: str | None = None, engine: Engine | None = None,
                  quiet: bool = True, pull: bool = False, record: Path | None = None,
                  allow_unpinned_base: bool = False,
-                 max_image_bytes: int = MAX_IMAGE_BYTES) -> Verification:
+                 max_image_bytes: int = MAX_IMAGE_BYTES,
+                 registry_timeout: int = REGISTRY_TIMEOUT) -> Verification:
     """Verify *ref* from its own content; the result lists every check and problem.
 
     A reference by digest is pulled when the engine does not have it; *pull*
-    pulls any reference first. Raises only for what stops verification itself
-    (no engine, no image, a registry that cannot be read); everything the
+    pulls any reference first; *registry_timeout* is how many seconds the
+    registry may stay silent meanwhile. Raises only for what stops verification
+    itself (no engine, no image, a registry that cannot be read); everything the
     image is or holds is reported in :class:`Verification`. At most
     *max_image_bytes* of the image's files are read: the image does not set
     the verifier's cost.
     """
     check_image(ref)  # a malformed reference is a usage error, before any work
+    check_registry_timeout(registry_timeout)
     loaded, base, mr_enclave, mr_signer = pinned_values(record, base, mr_enclave, mr_signer)
     record_base = loaded.base_image_id if loaded is not None else None
     if base is not None:
@@ -190,19 +195,20 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
     if pull or (by_digest is not None and engine.find_image(ref) is None):
         progress = Progress(f"pull {ref}", quiet=quiet)
         try:
-            engine.pull(ref, progress=progress)
+            engine.pull(ref, progress=progress, timeout=registry_timeout)
         except RegistryError as exc:
             if exc.reason not in ("content", "platform"):
                 raise
             # Bytes that are not what the digest names (tampering), or no linux/amd64 image.
-            return Verification(image=ref, problems=[platform_named(engine, ref, exc)])
+            return Verification(image=ref, problems=[platform_named(engine, ref, exc,
+                                                                    registry_timeout)])
         progress.done("pulled")
         pulled = True
     info = engine.image(ref)
     result = Verification(image=ref, image_id=info.id, pulled=pulled,
                           repo_digests=list(info.repo_digests))
     _check_digest(result, info, ref, by_digest)
-    _check_platform(result, engine, info, ref, by_digest)
+    _check_platform(result, engine, info, ref, by_digest, registry_timeout)
     match = establish_base(engine, info, explicit=base if base is not None else record_base)
     result.base_image_id = match.base.id if match.base else ""
     if match.base is not None and record_base is not None and match.base.id != record_base:
@@ -262,8 +268,9 @@ def _check_digest(result: Verification, info: ImageInfo, ref: str,
 
 
 def _check_platform(result: Verification, engine: Engine, info: ImageInfo, ref: str,
-                    by_digest: Reference | None) -> None:
-    report = check_platform(engine, info, ref, by_digest.digest if by_digest else None)
+                    by_digest: Reference | None, registry_timeout: int) -> None:
+    report = check_platform(engine, info, ref, by_digest.digest if by_digest else None,
+                            timeout=registry_timeout)
     result.platform, result.digest_kind = report.platform, report.digest_kind
     result.index_platforms = report.index_platforms
     result.checks += report.checks

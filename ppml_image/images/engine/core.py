@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import docker
+import docker.auth
 import docker.errors
 import docker.types
 import requests.exceptions
@@ -73,8 +74,9 @@ import urllib3.exceptions
 from docker.utils.json_stream import json_stream
 
 from ppml_image import _json, _signals
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.errors import BuildError, EngineError, RegistryError, VerificationError
-from ppml_image.images.engine.reference import check_image, check_tag
+from ppml_image.images.engine.reference import check_image, check_registry_timeout, check_tag
 from ppml_image.images.engine.tarstream import ByteStream, read_single_file
 from ppml_image.images.progress import Progress
 
@@ -93,6 +95,11 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     requests.exceptions.RequestException, docker.errors.DockerException,
     docker.errors.StreamParseError, urllib3.exceptions.HTTPError, http.client.HTTPException,
     OSError)
+# A read that timed out, as requests (before the answer's headers) or urllib3 (in
+# the streamed body) raises it. During a pull or push the engine is waiting for
+# the registry: the engine itself answers at once (see _transfer).
+_READ_TIMEOUTS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, socket.timeout)
 
 
 def valid_image_id(value: object) -> bool:
@@ -301,16 +308,24 @@ class Engine(ABC):
         """Untag *ref* (and remove the image if nothing else uses it)."""
 
     @abstractmethod
-    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
-        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) for :data:`PLATFORM`."""
+    def pull(self, ref: str, *, progress: Progress | None = None,
+             timeout: int = REGISTRY_TIMEOUT) -> Transfer:
+        """Fetch *ref* (``NAME:TAG`` or ``NAME@sha256:...``) for :data:`PLATFORM`.
 
-    def distribution(self, ref: str) -> Distribution | None:
+        *timeout*: seconds the registry may stay silent before a RegistryError.
+        """
+
+    def distribution(self, ref: str, *, timeout: int = REGISTRY_TIMEOUT) -> Distribution | None:
         """What the registry says *ref* is (one image's manifest, or an index); None: unknown."""
         return None
 
     @abstractmethod
-    def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
-        """Push the tag *ref* to its registry; the manifest digest it got there."""
+    def push(self, ref: str, *, progress: Progress | None = None,
+             timeout: int = REGISTRY_TIMEOUT) -> Transfer:
+        """Push the tag *ref* to its registry; the manifest digest it got there.
+
+        *timeout*: seconds the registry may stay silent before a RegistryError.
+        """
 
     @abstractmethod
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> str:
@@ -494,32 +509,30 @@ class DockerEngine(Engine):
         with self._call(f"removing image {ref}"):
             self.api.remove_image(ref, force=True)
 
-    def pull(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+    def pull(self, ref: str, *, progress: Progress | None = None,
+             timeout: int = REGISTRY_TIMEOUT) -> Transfer:
         repository, tag = split_reference(ref)
-        what = f"pulling {ref}"
-        try:
-            # The engine checks every blob against its digest, and the manifest
-            # against the digest of a NAME@sha256:... reference.
-            chunks = self.api.pull(repository, tag=tag, stream=True, decode=True,
-                                   platform=PLATFORM)
-            return _follow_transfer(chunks, ref, what, progress, pushing=False)
-        except docker.errors.APIError as exc:
-            raise registry_error(what, ref, str(exc.explanation or exc)) from None
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
-                              f"({type(exc).__name__})") from None
+        # The engine checks every blob against its digest, and the manifest
+        # against the digest of a NAME@sha256:... reference.
+        return self._transfer(self.api._url("/images/create"), repository,
+                              {"fromImage": repository, "tag": tag, "platform": PLATFORM},
+                              ref, progress, pushing=False, timeout=timeout)
 
-    def distribution(self, ref: str) -> Distribution | None:
+    def distribution(self, ref: str, *, timeout: int = REGISTRY_TIMEOUT) -> Distribution | None:
         what = f"asking the registry what {ref} is"
+        check_registry_timeout(timeout, "timeout")
         try:
-            # A deadline of its own: a registry that never answers costs a minute, not ten.
-            response = self.api._get(self.api._url("/distribution/{0}/json", ref), timeout=60)
+            # The engine asks the registry before it answers: a read deadline of its own.
+            response = self.api._get(self.api._url("/distribution/{0}/json", ref),
+                                     timeout=timeout)
             self.api._raise_for_status(response)
             raw = _json.loads(response.content)
         except docker.errors.APIError as exc:
             raise registry_error(what, ref, str(exc.explanation or exc)) from None
         except ValueError:
             raise RegistryError(f"{what}: the answer is not valid JSON", "other") from None
+        except _READ_TIMEOUTS:
+            raise registry_silent(what, ref, timeout) from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise self._gone(what, exc) from None
         descriptor = raw.get("Descriptor") if isinstance(raw, dict) else None
@@ -529,23 +542,55 @@ class DockerEngine(Engine):
         return Distribution(str(descriptor.get("mediaType") or ""), str(descriptor["digest"]),
                             tuple(_platform_name(p) for p in platforms))
 
-    def push(self, ref: str, *, progress: Progress | None = None) -> Transfer:
+    def push(self, ref: str, *, progress: Progress | None = None,
+             timeout: int = REGISTRY_TIMEOUT) -> Transfer:
         repository, tag = split_tag(ref)
-        what = f"pushing {ref}"
-        try:
-            chunks = self.api.push(repository, tag=tag, stream=True, decode=True)
-            transfer = _follow_transfer(chunks, ref, what, progress, pushing=True)
-        except docker.errors.APIError as exc:
-            raise registry_error(what, ref, str(exc.explanation or exc)) from None
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            raise EngineError(f"{what}: the Docker engine at {self.where} stopped answering "
-                              f"({type(exc).__name__})") from None
+        transfer = self._transfer(self.api._url("/images/{0}/push", repository), repository,
+                                  {"tag": tag}, ref, progress, pushing=True, timeout=timeout)
         # The engine records what it pushed; a digest it does not record is not ours.
         info = self.image(ref)
         if f"{repository}@{transfer.digest}" not in info.repo_digests:
-            raise RegistryError(f"{what}: the engine reported digest {transfer.digest} but "
-                                "does not record it for the image", "other")
+            raise RegistryError(f"pushing {ref}: the engine reported digest {transfer.digest} "
+                                "but does not record it for the image", "other")
         return transfer
+
+    def _transfer(self, url: str, repository: str, params: dict[str, str], ref: str,
+                  progress: Progress | None, *, pushing: bool, timeout: int) -> Transfer:
+        """POST a pull or push and follow its stream, with *timeout* as the read deadline.
+
+        docker-py's own pull has no read timeout at all (a silent registry hangs
+        it for ever), so the request is made here. The engine writes progress
+        while bytes move, so *timeout* seconds of silence mean the registry does
+        not answer. The response is shut on every way out: the engine then
+        cancels the transfer, and a pull leaves nothing behind.
+        """
+        check_registry_timeout(timeout, "timeout")
+        what = f"{'pushing' if pushing else 'pulling'} {ref}"
+        if progress is not None:  # before the silence, so that a user knows what we wait for
+            progress.say(f"{what} {'to' if pushing else 'from'} {registry_of(ref)} ...")
+        # As docker-py sends them: a push's body is an empty JSON object.
+        headers = {"Content-Type": "application/json"} if pushing else {}
+        auth = docker.auth.get_config_header(self.api, docker.auth.resolve_repository_name(
+            repository)[0])
+        if auth:  # the engine's credentials (docker login), as docker-py sends them
+            headers["X-Registry-Auth"] = auth
+        response = None
+        try:
+            response = self.api._post(url, params=params, headers=headers,
+                                      data=b"{}" if pushing else None, stream=True,
+                                      timeout=timeout)
+            self.api._raise_for_status(response)
+            return _follow_transfer(self.api._stream_helper(response, decode=True), ref, what,
+                                    progress, pushing=pushing)
+        except docker.errors.APIError as exc:
+            raise registry_error(what, ref, str(exc.explanation or exc)) from None
+        except _READ_TIMEOUTS:
+            raise registry_silent(what, ref, timeout) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException,
+                urllib3.exceptions.HTTPError) as exc:
+            raise self._gone(what, exc) from None
+        finally:
+            _shut(response)
 
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> str:
         repository, tag = split_tag(ref)
@@ -914,6 +959,12 @@ def registry_error(what: str, ref: str, message: str) -> RegistryError:
     }
     line, kind = lines[reason]
     return RegistryError(line, kind)
+
+
+def registry_silent(what: str, ref: str, timeout: int) -> RegistryError:
+    """The registry said nothing for *timeout* seconds: one line naming it and the deadline."""
+    return RegistryError(f"{what}: registry {registry_of(ref)} did not answer within {timeout} s "
+                         "(--registry-timeout)", "timeout")
 
 
 def _follow_transfer(chunks: Iterable[dict[str, Any]], ref: str, what: str,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.images.engine.core import Engine
 from ppml_image.images.engine.reference import push_target
 from ppml_image.images.progress import Progress
@@ -45,11 +46,16 @@ def tags_restored_on_failure(engine: Engine, refs: Sequence[str]) -> Iterator[No
         raise
 
 
-def push(engine: Engine, ref: str, *, quiet: bool = False) -> str:
-    """Push the tag *ref*; returns ``REGISTRY/NAME@sha256:...`` as the registry has it."""
+def push(engine: Engine, ref: str, *, quiet: bool = False,
+         timeout: int = REGISTRY_TIMEOUT) -> str:
+    """Push the tag *ref*; returns ``REGISTRY/NAME@sha256:...`` as the registry has it.
+
+    *timeout*: seconds the registry may stay silent (the push then fails, and
+    :func:`tags_restored_on_failure` around it puts the tags back).
+    """
     target = push_target(ref)
     progress = Progress(f"push {ref}", quiet=quiet)
-    transfer = engine.push(str(target), progress=progress)
+    transfer = engine.push(str(target), progress=progress, timeout=timeout)
     progress.done(f"{transfer.layers_sent} layer(s) sent, {transfer.layers_present} already "
                   f"there: {transfer.digest}")
     return target.with_digest(transfer.digest)

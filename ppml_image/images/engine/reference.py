@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ppml_image.defaults import REGISTRY_TIMEOUT_MAX
 from ppml_image.errors import UsageError
 
 MAX_PATH = 255  # distribution/reference RepositoryNameTotalLengthMax
@@ -243,3 +244,16 @@ def _shown(value: object) -> str:
     text = value if plain else repr(value)
     assert isinstance(text, str)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_registry_timeout(seconds: object, option: str = "--registry-timeout") -> int:
+    """A registry deadline in whole seconds, 1 to :data:`REGISTRY_TIMEOUT_MAX` (else a usage error).
+
+    Whole seconds: the value becomes a socket timeout and a number in messages;
+    a cap: an hour of silence is no longer a registry that is slow.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or \
+            not 1 <= seconds <= REGISTRY_TIMEOUT_MAX:
+        raise UsageError(f"{option} {str(seconds)[:40]!r}: expected whole seconds from 1 to "
+                         f"{REGISTRY_TIMEOUT_MAX}")
+    return seconds
