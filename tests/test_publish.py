@@ -460,3 +460,69 @@ def test_ctrl_c_during_a_push_puts_the_tags_back(custom_image: dict, tmp_path: P
     assert "ppml-image: error: interrupted" in rest
     assert _gone(docker_client, tag)
     assert not record.exists()
+
+
+# --------------------------------------------------------------------------
+# A registry that accepts the connection and never answers: --registry-timeout.
+# --------------------------------------------------------------------------
+@pytest.fixture
+def silent_registry():
+    """127.0.0.1:PORT: a socket that listens (the engine's connections queue) and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        yield f"127.0.0.1:{silent.getsockname()[1]}"
+
+
+def _timed(*args: str | Path):
+    start = time.monotonic()
+    result = run_cli(*args)
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_verify_pull_from_a_silent_registry_stops_at_the_deadline(
+        as_json: bool, silent_registry: str, docker_client) -> None:
+    ref = f"{silent_registry}/ppml-test/silent-{os.getpid()}:1"
+    result, took = _timed("verify", ref, "--pull", "--registry-timeout", "3",
+                          *(["--json"] if as_json else []))
+    assert result.returncode == 1, result
+    # The engine on its own gives up on this registry after about 25 s, and never
+    # on one that answers the connection's first bytes and then goes silent.
+    assert took < 15, took
+    assert_one_line_error(result, f"pulling {ref}: registry {silent_registry} did not answer "
+                          "within 3 s")
+    if as_json:
+        report = json.loads(result.stdout)
+        assert report["ok"] is False and report["exit_code"] == 1
+        assert "did not answer within 3 s" in report["error"]
+    assert _gone(docker_client, ref)  # nothing pulled, nothing half-tagged
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_push_to_a_silent_registry_stops_at_the_deadline_and_puts_the_tag_back(
+        as_json: bool, silent_registry: str, custom_image: dict, tmp_path: Path,
+        docker_client, janitor) -> None:
+    tag = janitor.track(f"{silent_registry}/ppml-test/silent-{os.getpid()}:1")
+    record = tmp_path / "measurements.json"
+    start = time.monotonic()
+    result = _sign_and_push(custom_image, tag, record, "--registry-timeout", "3",
+                            *(["--json"] if as_json else []))
+    took = time.monotonic() - start
+    assert result.returncode == 1, result
+    assert took < 60, took  # measuring and building the signed image included
+    message = f"pushing {tag}: registry {silent_registry} did not answer within 3 s"
+    if as_json:
+        assert_one_line_error(result, message)
+        report = json.loads(result.stdout)
+        assert report["ok"] is False and report["repo_digest"] is None
+        assert message in report["error"]
+        assert report["mr_enclave"] == custom_image["mr_enclave"]
+    else:
+        lines = result.stderr.strip().splitlines()
+        assert "Traceback" not in result.stderr
+        # While the engine waits, the user is told what for.
+        assert f"pushing {tag} to {silent_registry} ..." in lines
+        assert lines[-1].startswith("ppml-image: error: ") and message in lines[-1], lines
+    assert not record.exists()
+    assert _gone(docker_client, tag)
