@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     assert_one_line_error,
+    build_base_cli,
     read_file_from_image,
     run_cli,
     unique_tag,
@@ -526,3 +527,18 @@ def test_a_push_to_a_silent_registry_stops_at_the_deadline_and_puts_the_tag_back
         assert lines[-1].startswith("ppml-image: error: ") and message in lines[-1], lines
     assert not record.exists()
     assert _gone(docker_client, tag)
+
+
+def test_build_base_pulling_its_os_image_from_a_silent_registry_stops_at_the_deadline(
+        silent_registry: str, gramine_tree: Path, docker_client) -> None:
+    os_image = f"{silent_registry}/ppml-test/os-{os.getpid()}:1"
+    start = time.monotonic()
+    result = build_base_cli(f"ppml-test/never-built-{os.getpid()}:1", gramine_tree,
+                            "--os-image", os_image, "--registry-timeout", "3")
+    assert time.monotonic() - start < 15
+    assert result.returncode == 1, result
+    assert_one_line_error(result, f"OS image {os_image} is not on this engine and cannot be "
+                          f"pulled (pulling {os_image}: registry {silent_registry} did not "
+                          "answer within 3 s", "bootstrap-os")
+    assert json.loads(result.stdout)["ok"] is False
+    assert _gone(docker_client, os_image)

@@ -17,6 +17,7 @@ COMMANDS = [
     ["attest", "record", "127.0.0.1:5000/ppml-test/x:1", "--pull"],
     ["sign-image", "ppml-test/x:1-unsigned", "--key", "k.pem", "--push"],
     ["build-custom", "--key", "k.pem", "--tag", "127.0.0.1:5000/ppml-test/x:1", "--push"],
+    ["build-base", "--os-image", "127.0.0.1:5000/ppml-test/os:1"],
 ]
 
 

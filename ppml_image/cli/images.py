@@ -112,6 +112,7 @@ def build_base_cmd(
     write_lock: Path | None = typer.Option(
         None, "--write-lock", help="Record what went into the image in this lock file "
         "(replaces only an existing ppml-image lock)."),
+    registry_timeout: int = registry_timeout_option(),
     as_json: bool = typer.Option(False, "--json", help="No progress; print one JSON object."),
 ) -> None:
     """Build the public ML base image (Gramine, JDK, Spark, LightGBM, scikit-learn...)."""
@@ -119,7 +120,7 @@ def build_base_cmd(
         "tag": tag, "profile": profile, "os_image": os_image, "gramine_source": gramine_source,
         "gramine_path": gramine_path, "debian_mirror": debian_mirror})
     result = base.build_base(cfg, nocache=no_cache, quiet=as_json, lock=lock,
-                             write_lock=write_lock)
+                             write_lock=write_lock, registry_timeout=registry_timeout)
     if as_json:
         emit_json(result.to_json())
         return

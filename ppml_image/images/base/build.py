@@ -26,6 +26,7 @@ from ppml_image import __version__, _signals
 from ppml_image._dates import source_date_epoch
 from ppml_image._fs import MiB, read_capped
 from ppml_image._proc import child_env
+from ppml_image.defaults import REGISTRY_TIMEOUT
 from ppml_image.errors import BuildError, EngineError, ImageContentError, UsageError
 from ppml_image.images.base import gramine_install, wheelhouse
 from ppml_image.images.base import lock as lockfile
@@ -47,6 +48,7 @@ from ppml_image.images.base.lock import (
 from ppml_image.images.engine.context import BuildContext
 from ppml_image.images.engine.core import Engine, ImageInfo, MissingError, connect
 from ppml_image.images.engine.imagefs import BASE_JSON_LIMIT
+from ppml_image.images.engine.reference import check_registry_timeout
 from ppml_image.images.layout import BASE_INFO_PATH, LABEL_PREFIX, BaseInfo
 from ppml_image.images.progress import Progress
 from ppml_image.resources import data_dir
@@ -204,12 +206,17 @@ def image_labels(config: BaseConfig, versions: dict[str, str]) -> dict[str, str]
     return labels
 
 
-def ensure_os_image(engine: Engine, ref: str) -> None:
-    """The OS base must be local or pullable; say what to do when it is neither."""
+def ensure_os_image(engine: Engine, ref: str, *, quiet: bool = False,
+                    registry_timeout: int = REGISTRY_TIMEOUT) -> None:
+    """The OS base must be local or pullable; say what to do when it is neither.
+
+    *registry_timeout*: seconds the registry may stay silent during the pull.
+    """
     if engine.find_image(ref) is not None:
         return
     try:
-        engine.pull(ref)
+        engine.pull(ref, progress=Progress(f"pull {ref}", quiet=quiet),
+                    timeout=registry_timeout)
         return
     except EngineError as exc:
         reason = str(exc).splitlines()[0][:160]
@@ -220,8 +227,12 @@ def ensure_os_image(engine: Engine, ref: str) -> None:
 
 def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False,
                engine: Engine | None = None, lock: Path | None = None,
-               write_lock: Path | None = None) -> BaseImage:
+               write_lock: Path | None = None,
+               registry_timeout: int = REGISTRY_TIMEOUT) -> BaseImage:
     """Build the base image described by *config* and tag it ``config.tag``.
+
+    *registry_timeout*: seconds the registry may stay silent while the OS
+    image is pulled (when the engine does not have it).
 
     With *lock*, build exactly what the lock file names (see
     :mod:`ppml_image.images.base.lock`); with *write_lock*, record what went into
@@ -230,6 +241,7 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
     *lock*, found to be exactly the locked one).
     """
     config.validate()
+    check_registry_timeout(registry_timeout)
     created_timestamp()  # a malformed SOURCE_DATE_EPOCH fails now, not after the build
     locked = read_lock(lock) if lock is not None else None
     if locked is not None and lock is not None:
@@ -237,7 +249,8 @@ def build_base(config: BaseConfig, *, nocache: bool = False, quiet: bool = False
     if write_lock is not None:
         replace_ok(Path(write_lock))
     engine = engine or connect()
-    os_image = _os_image(engine, config, locked, lock)
+    os_image = _os_image(engine, config, locked, lock, quiet=quiet,
+                         registry_timeout=registry_timeout)
     # The .debs' package names, read before any long work (a lock needs them).
     deb_names = _deb_names(config) if locked is not None or write_lock is not None else []
     if locked is not None and config.gramine_source == "deb-dir":
@@ -315,9 +328,9 @@ def _check_lock_fits(config: BaseConfig, locked: BaseLock, lock: Path) -> None:
 
 
 def _os_image(engine: Engine, config: BaseConfig, locked: BaseLock | None,
-              lock: Path | None) -> ImageInfo:
+              lock: Path | None, *, quiet: bool, registry_timeout: int) -> ImageInfo:
     if locked is None:
-        ensure_os_image(engine, config.os_image)
+        ensure_os_image(engine, config.os_image, quiet=quiet, registry_timeout=registry_timeout)
         return engine.image(config.os_image, what="OS image")
     found = engine.find_image(locked.os_image_id)
     if found is None:
