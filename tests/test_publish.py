@@ -542,3 +542,47 @@ def test_build_base_pulling_its_os_image_from_a_silent_registry_stops_at_the_dea
                           "answer within 3 s", "bootstrap-os")
     assert json.loads(result.stdout)["ok"] is False
     assert _gone(docker_client, os_image)
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal (stdout a pipe); its code and stderr."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "ppml_image", *args], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=slave) as proc:
+        os.close(slave)
+        shown = bytearray()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(master)
+        code = proc.wait(timeout=30)
+    return code, shown.decode(errors="replace")
+
+
+def test_verify_pull_tells_a_terminal_whom_it_waits_for(silent_registry: str,
+                                                         attest_args: list[str]) -> None:
+    ref = f"{silent_registry}/ppml-test/silent-{os.getpid()}:1"
+    code, shown = _stderr_on_a_terminal(*attest_args, ref, "--pull", "--registry-timeout", "3")
+    assert code == 1, shown
+    lines = [line.strip() for line in shown.replace("\r", "\n").splitlines() if line.strip()]
+    if attest_args == ["verify"]:  # attest record shows no progress: it prints a record
+        assert lines[0] == f"pulling {ref} from {silent_registry} ...", shown
+    assert lines[-1] == (f"ppml-image: error: pulling {ref}: registry {silent_registry} did "
+                         "not answer within 3 s (--registry-timeout)"), shown
+    assert "Traceback" not in shown
+
+
+@pytest.fixture(params=[["verify"], ["attest", "record"]], ids=" ".join)
+def attest_args(request: pytest.FixtureRequest) -> list[str]:
+    return list(request.param)
