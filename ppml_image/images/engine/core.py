@@ -30,6 +30,10 @@ login``, i.e. ``~/.docker/config.json`` or ``DOCKER_CONFIG``); a failure is
 one :class:`RegistryError` line saying why (unreachable, authentication,
 name invalid, not found). The digest a push returns is the registry's
 manifest digest, and the engine records it in the image's RepoDigests.
+Each has a deadline (``timeout``, ``--registry-timeout``): the engine streams
+progress while bytes move, so that many seconds of silence is a registry
+that does not answer (RegistryError, reason ``timeout``), and the stream is
+shut so that the engine cancels the transfer.
 
 Extending it: add an abstract method to
 :class:`Engine`, implement it in :class:`DockerEngine` (wrap docker-py calls
