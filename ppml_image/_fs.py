@@ -15,10 +15,11 @@ import os
 import shutil
 import signal
 import stat
+import sys
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ppml_image import _signals
 from ppml_image.errors import PpmlError, UsageError
@@ -315,17 +316,46 @@ def _carry_over(real: Path, staging: Path, keep: Collection[str]) -> None:
                 handle.write(source.read_bytes())
 
 
+def libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., int] | None:
+    """*name* from the C library this process already has loaded, typed; None where it lacks it.
+
+    ``CDLL(None)``, not ``find_library("c")``: the latter runs ``ldconfig``
+    (a subprocess) to find a library that is loaded anyway. Each call gets
+    its own handle, so setting the types never races another caller's.
+    """
+    import ctypes  # here, not at start-up: only a few commands need it
+
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = restype
+    found: Callable[..., int] = function
+    return found
+
+
+def prctl_function() -> Callable[..., int] | None:
+    """Linux's ``prctl``, or None elsewhere.
+
+    ``int prctl(int option, unsigned long arg2, ...)``: full-width arguments,
+    so that a 0 (stop being a subreaper, say) is never read with stray upper bits.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return libc_function("prctl", [ctypes.c_int, *[ctypes.c_ulong] * 4], ctypes.c_int)
+
+
 def _renameat2(source: Path, target: Path, flags: int) -> bool:
     """rename(2) with *flags*; False where the C library, kernel or file system lacks it."""
-    import ctypes  # here, not at start-up: only output folders need it
+    import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    func = getattr(libc, "renameat2", None)
+    func = libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                       ctypes.c_char_p, ctypes.c_uint], ctypes.c_int)
     if func is None:
         return False
-    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                     ctypes.c_uint]
-    func.restype = ctypes.c_int
     if func(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
         return True
     err = ctypes.get_errno()
