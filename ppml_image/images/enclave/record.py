@@ -35,8 +35,8 @@ class Record:
 def load_record(path: Path) -> Record:
     """Read *path*; a malformed record is a usage error (exit 2) naming the file and key.
 
-    Every field is optional here (``DATA.json`` has no image id yet), but one
-    that is present must be well formed.
+    Every field is optional (a record pins what it says, the options the
+    rest), but one that is present must be well formed.
     """
     raw = records.read_record(path)
     values: dict[str, str | None] = {}
