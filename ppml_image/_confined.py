@@ -17,24 +17,23 @@ never comes, and outlive the command). So :func:`run_confined`:
   of its own: this process becomes a child subreaper for the call, so an
   orphan is re-parented here, where it is found and killed, and reaped.
 
-Standard library only; imports nothing of ppml_image but ``_proc``.
+Standard library only; imports nothing of ppml_image but ``_proc`` and ``_fs``
+(the C library lookup).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import resource
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from ppml_image._fs import prctl_function
 from ppml_image._proc import child_env
 
 CPU_SECONDS = 10  # CPU time a named interpreter may use to print its sys.path
@@ -202,29 +201,10 @@ def _signals_held() -> Iterator[None]:
 @contextlib.contextmanager
 def _subreaper() -> Iterator[None]:
     """Make this process the child subreaper for the call (Linux), then stop."""
-    prctl = _prctl()
+    prctl = prctl_function()
     enabled = prctl is not None and prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     try:
         yield
     finally:
         if enabled and prctl is not None:
             prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    prctl = getattr(libc, "prctl", None)
-    if prctl is None:
-        return None
-    # int prctl(int option, unsigned long arg2, ...): full-width arguments, so
-    # that "0" (stop being a subreaper) is never read with stray upper bits.
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    function: Callable[..., int] = prctl
-    return function

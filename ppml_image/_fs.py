@@ -15,10 +15,11 @@ import os
 import shutil
 import signal
 import stat
+import sys
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ppml_image import _signals
 from ppml_image.errors import PpmlError, UsageError
@@ -315,17 +316,46 @@ def _carry_over(real: Path, staging: Path, keep: Collection[str]) -> None:
                 handle.write(source.read_bytes())
 
 
+def libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., int] | None:
+    """*name* from the C library this process already has loaded, typed; None where it lacks it.
+
+    ``CDLL(None)``, not ``find_library("c")``: the latter runs ``ldconfig``
+    (a subprocess) to find a library that is loaded anyway. Each call gets
+    its own handle, so setting the types never races another caller's.
+    """
+    import ctypes  # here, not at start-up: only a few commands need it
+
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = restype
+    found: Callable[..., int] = function
+    return found
+
+
+def prctl_function() -> Callable[..., int] | None:
+    """Linux's ``prctl``, or None elsewhere.
+
+    ``int prctl(int option, unsigned long arg2, ...)``: full-width arguments,
+    so that a 0 (stop being a subreaper, say) is never read with stray upper bits.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return libc_function("prctl", [ctypes.c_int, *[ctypes.c_ulong] * 4], ctypes.c_int)
+
+
 def _renameat2(source: Path, target: Path, flags: int) -> bool:
     """rename(2) with *flags*; False where the C library, kernel or file system lacks it."""
-    import ctypes  # here, not at start-up: only output folders need it
+    import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    func = getattr(libc, "renameat2", None)
+    func = libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                       ctypes.c_char_p, ctypes.c_uint], ctypes.c_int)
     if func is None:
         return False
-    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                     ctypes.c_uint]
-    func.restype = ctypes.c_int
     if func(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
         return True
     err = ctypes.get_errno()
@@ -410,38 +440,53 @@ def read_regular_files(folder: Path, what: str, *, limit: int) -> dict[str, byte
 
 def _read_entry(folder: Path, dir_fd: int, name: str, limit: int) -> bytes:
     shown = f"{folder}/{name!r}" if not name.isprintable() else f"{folder}/{name}"
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(name, flags, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise PpmlError(f"{shown}: is a symbolic link; refusing to follow it out of "
-                            "the folder") from None
-        raise PpmlError(f"{shown}: cannot open: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise PpmlError(f"{shown}: is not a regular file")
-        if info.st_nlink > 1:
-            # A hard link is the symlink attack where protected_hardlinks is off.
-            raise PpmlError(f"{shown}: has other hard links ({info.st_nlink} names); copy "
-                            "the file into the folder instead")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
-        raise PpmlError(f"{shown}: cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+    data = read_no_follow(name, limit, shown, dir_fd=dir_fd, single_link=True,
+                          symlink_hint="refusing to follow it out of the folder")
     if len(data) > limit:
         raise PpmlError(f"{shown}: is larger than {limit} bytes")
     return data
+
+
+def read_no_follow(path: str | Path, limit: int, shown: str, *, symlink_hint: str,
+                   error: type[PpmlError] = PpmlError, dir_fd: int | None = None,
+                   single_link: bool = False) -> bytes:
+    """At most *limit* + 1 bytes of the regular file *path* (relative to *dir_fd*).
+
+    A symbolic link is refused (O_NOFOLLOW: nothing can swap one in), the
+    type is checked with fstat on the open descriptor (no check-then-open
+    race) and O_NONBLOCK keeps a FIFO from blocking the open. The caller
+    says what more than *limit* bytes means. *single_link* also refuses a
+    file with other hard links: the symlink attack where protected_hardlinks
+    is off.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{shown}: is a symbolic link; {symlink_hint}") from None
+        raise error(f"{shown}: cannot open: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{shown}: is not a regular file")
+        if single_link and info.st_nlink > 1:
+            raise error(f"{shown}: has other hard links ({info.st_nlink} names); copy "
+                        "the file into the folder instead")
+        return _read_up_to(fd, limit + 1)
+    except OSError as exc:
+        raise error(f"{shown}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_up_to(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    done = 0
+    while done < size and (chunk := os.read(fd, size - done)):
+        chunks.append(chunk)
+        done += len(chunk)
+    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------

@@ -258,8 +258,8 @@ def bench_attest() -> float:
     import json
 
     from ppml_image.attest.policies import FORMATS
-    from ppml_image.attest.record import MeasurementRecord
     from ppml_image.attest.verify import Expectation, parse_time, verify_quote
+    from ppml_image.sgx.signing.record import MeasurementRecord
 
     script = Path(sys.executable).with_name("ppml-image")
     cli = [str(script)] if script.exists() else [sys.executable, "-m", "ppml_image"]

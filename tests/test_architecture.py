@@ -163,6 +163,9 @@ def test_signing_layers() -> None:
         signing + "keys"}
     assert signing + "choose" not in set().union(
         *(graph[m] for m in graph if m.startswith(signing) and m != signing + "choose"))
+    # The measurement record is read by images and attest alike: it stays near the bottom.
+    assert {m for m in graph[signing + "record"] if m.startswith("ppml_image.sgx")} == {
+        signing + "identity"}
     for upper in ("hsm", "external"):
         assert signing + "signers" in graph[signing + upper]
         assert signing + upper not in graph[signing + "signers"]

@@ -22,7 +22,7 @@ from test_attest_verify import QUOTE, RECORD
 
 from ppml_image.attest.policies import FORMATS, policy_input, render
 from ppml_image.attest.quote import parse_quote_layout
-from ppml_image.attest.record import MeasurementRecord
+from ppml_image.sgx.signing.record import MeasurementRecord
 
 BODY = parse_quote_layout(QUOTE.read_bytes()).sgx_body
 assert BODY is not None

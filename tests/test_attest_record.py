@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_attest_verify import COLLATERAL, QUOTE, RECORD
 
-from ppml_image.attest.record import MeasurementRecord, load_record
 from ppml_image.errors import UsageError
+from ppml_image.sgx.signing.record import MeasurementRecord, load_record
 from ppml_image.sgx.signing.sigstruct import read_sigstruct
 
 VECTORS = Path(__file__).parent / "vectors"

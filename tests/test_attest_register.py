@@ -389,10 +389,10 @@ def test_a_debug_enclave_is_registered_only_with_allow_debug(
 
 
 @pytest.mark.parametrize("changes,fragment", [
-    ({"mr_enclave": "zz" * 32}, "'mr_enclave' must be 64 hexadecimal digits"),
-    ({"mr_signer": None}, "'mr_signer' must be 64 hexadecimal digits"),
-    ({"isv_prod_id": 70000}, "'isv_prod_id' must be a whole number"),
-    ({"isv_svn": True}, "'isv_svn' must be a whole number"),
+    ({"mr_enclave": "zz" * 32}, "mr_enclave: expected 64 hex digits"),
+    ({"mr_signer": None}, "mr_signer: expected 64 hex digits"),
+    ({"isv_prod_id": 70000}, "isv_prod_id: expected an integer from 0 to 65535"),
+    ({"isv_svn": True}, "isv_svn: expected an integer"),
     ({"debug_enclave": "no"}, "must be true or false"),
 ])
 def test_bad_records(tmp_path: Path, ehsm: EhsmStandIn, key_file: Path,

@@ -29,9 +29,9 @@ from ppml_image.attest.quote import (
     SgxReportBody,
     parse_quote_layout,
 )
-from ppml_image.attest.record import MeasurementRecord
 from ppml_image.attest.verify import Expectation, Verdict, check_body, verify_quote
 from ppml_image.errors import UsageError
+from ppml_image.sgx.signing.record import MeasurementRecord
 
 VECTORS = Path(__file__).parent / "attestation"
 QUOTE = VECTORS / "sgx_quote"

@@ -565,7 +565,7 @@ def test_a_record_with_a_duplicated_key_is_refused(mem: MemoryEngine,
     record = tmp_path / "dup.json"
     base_id = mem.tags["mem/base:1"]
     record.write_text(f'{{"base_image_id": "{base_id}", "base_image_id": "{base_id}"}}')
-    with pytest.raises(UsageError, match="duplicated key 'base_image_id'"):
+    with pytest.raises(UsageError, match="key 'base_image_id' appears twice"):
         verify(mem, "mem/app:1", base=None, record=record)
 
 

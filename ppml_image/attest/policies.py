@@ -33,8 +33,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ppml_image.attest.record import MeasurementRecord
 from ppml_image.errors import UsageError
+from ppml_image.sgx.signing.record import MeasurementRecord
 
 FORMATS = ("ra-tls", "ita", "maa", "trustee", "marblerun", "intel-appraisal", "ehsm",
            "bigdl-as")

@@ -50,13 +50,13 @@ from pathlib import Path
 from typing import Any
 
 from ppml_image import _json
-from ppml_image._fs import KiB, MiB, read_capped, write_atomic
+from ppml_image._fs import KiB, MiB, read_capped
 from ppml_image.errors import PpmlError, UsageError
+from ppml_image.sgx.signing import record as records
 
 SERVICES = ("ehsm", "bigdl-as")
 BY = ("enclave", "signer")
 MAX_RESPONSE = 64 * KiB
-MAX_RECORD = 1 * MiB
 MAX_API_KEY_FILE = 4 * KiB
 CONNECT_TIMEOUT = 10.0
 DEADLINE = 30.0
@@ -99,50 +99,28 @@ class Record:
 
 
 def load_record(path: Path) -> Record:
-    """The record at *path*: a JSON object with 64-hex ``mr_enclave``/``mr_signer``,
-    ``isv_prod_id``/``isv_svn`` of 0..65535 and a boolean ``debug`` (or the older
-    ``debug_enclave``). Anything else in it is kept as it is."""
-    raw = read_capped(path, MAX_RECORD, "measurement record", UsageError)
-    try:
-        data = _json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not a JSON measurement record ({exc})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: a measurement record is a JSON object")
-    mr_enclave, mr_signer = _hex64(path, data, "mr_enclave"), _hex64(path, data, "mr_signer")
-    isv_prod_id, isv_svn = _u16(path, data, "isv_prod_id"), _u16(path, data, "isv_svn")
-    debug = data.get("debug", data.get("debug_enclave"))
-    if not isinstance(debug, bool):
-        raise UsageError(f"{path}: 'debug' (or 'debug_enclave') must be true or false, "
-                         f"not {debug!r}")
-    return Record(path=path, data=data, mr_enclave=mr_enclave, mr_signer=mr_signer,
-                  isv_prod_id=isv_prod_id, isv_svn=isv_svn, debug=debug)
+    """The record at *path* (read by :func:`records.read_record`): 64-hex ``mr_enclave``/
+    ``mr_signer``, ``isv_prod_id``/``isv_svn`` of 0..65535 and a boolean ``debug`` (or
+    the older ``debug_enclave``). Older records without the other attestation fields
+    are taken; anything else in it is kept as it is."""
+    data = records.read_record(path)
+    where = str(path)
+    return Record(path=path, data=data,
+                  mr_enclave=records.hex_field(data.get("mr_enclave"), 32, f"{where}: mr_enclave"),
+                  mr_signer=records.hex_field(data.get("mr_signer"), 32, f"{where}: mr_signer"),
+                  isv_prod_id=records.uint_field(data.get("isv_prod_id"), 16,
+                                                f"{where}: isv_prod_id"),
+                  isv_svn=records.uint_field(data.get("isv_svn"), 16, f"{where}: isv_svn"),
+                  debug=records.debug_field(data.get("debug", data.get("debug_enclave")), where))
 
 
-def _hex64(path: Path, data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        raise UsageError(f"{path}: {name!r} must be 64 hexadecimal digits, not {value!r:.80}")
-    return value.lower()
-
-
-def _u16(path: Path, data: dict[str, Any], name: str) -> int:
-    value = data.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise UsageError(f"{path}: {name!r} must be a whole number from 0 to 65535, "
-                         f"not {value!r:.80}")
-    return value
-
-
-def registered_record(record: Record, registration: Registration) -> dict[str, Any]:
+def registered_record(loaded: Record, registration: Registration) -> dict[str, Any]:
     """The record with ``policy_id`` and ``service`` added; every other field as it was."""
-    return {**record.data, "policy_id": registration.policy_id,
+    return {**loaded.data, "policy_id": registration.policy_id,
             "service": registration.service}
 
 
-def write_record(path: Path, data: dict[str, Any]) -> None:
-    """Write then rename: a reader sees the old record or the new one, never half."""
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+write_record = records.write_record
 
 
 # --------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from typing import Any
 
 from ppml_image import _json
 from ppml_image.attest.quote import SgxReportBody, parse_quote_layout
-from ppml_image.attest.record import MeasurementRecord
 from ppml_image.errors import UsageError
+from ppml_image.sgx.signing.record import MeasurementRecord
 
 COLLATERAL_LIMIT = 1 << 20
 ROOT_CA_LIMIT = 64 * 1024

@@ -25,10 +25,11 @@ from ppml_image.cli.common import (
 from ppml_image.errors import UsageError
 
 if TYPE_CHECKING:
-    from ppml_image.attest import policies, record, verify
+    from ppml_image.attest import policies, verify
+    from ppml_image.sgx.signing import record
 else:
     policies = lazy_module("ppml_image.attest.policies")
-    record = lazy_module("ppml_image.attest.record")
+    record = lazy_module("ppml_image.sgx.signing.record")
     verify = lazy_module("ppml_image.attest.verify")
 
 # The phase `make bench` reports for `attest verify` (PPML_IMAGE_PHASES): dcap-qvl's

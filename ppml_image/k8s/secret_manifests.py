@@ -19,17 +19,14 @@ them, and only regular files are accepted: a symlink to ``/etc/shadow`` in
 from __future__ import annotations
 
 import base64
-import errno
-import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ppml_image._fs import read_regular_files, staged_folder
+from ppml_image._fs import read_no_follow, read_regular_files, staged_folder
 from ppml_image.errors import PpmlError, UsageError
 from ppml_image.k8s import SECRET_FILES, TEMPLATE_FILES
 from ppml_image.spark.common import save
@@ -101,22 +98,8 @@ class KmsCredentials:
 def read_kubeconfig(path: Path) -> bytes:
     """*path*'s bytes: a regular file (a symbolic link is refused), at most 1 MiB, that
     reads as a kubeconfig (a YAML mapping of ``kind: Config``)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"--kubeconfig {path}: is a symbolic link; give the file "
-                             "itself") from None
-        raise UsageError(f"--kubeconfig {path}: cannot open: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"--kubeconfig {path}: is not a regular file")
-        data = os.read(fd, MAX_SECRET_BYTES + 1)
-        while len(data) <= MAX_SECRET_BYTES and (more := os.read(fd, MAX_SECRET_BYTES)):
-            data += more
-    finally:
-        os.close(fd)
+    data = read_no_follow(path, MAX_SECRET_BYTES, f"--kubeconfig {path}", error=UsageError,
+                          symlink_hint="give the file itself")
     if len(data) > MAX_SECRET_BYTES:
         raise PpmlError(f"--kubeconfig {path}: Secret {KUBECONFIG_SECRET} would hold more "
                         f"than {MAX_SECRET_BYTES} bytes; Kubernetes allows at most 1 MiB")

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from ppml_image._fs import staged_folder
+from ppml_image._fs import prctl_function, staged_folder
 from ppml_image._proc import child_env
 from ppml_image.errors import UsageError
 from ppml_image.spark.common import SecretsError, check_password, save
@@ -185,9 +185,10 @@ def _die_with_parent() -> Callable[[], None]:
     Otherwise an orphaned keytool would keep the password in its environment
     (and write into a folder nobody will clean). Resolved here, before fork.
     """
-    import ctypes  # only `secrets tls` needs it
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl = prctl_function()
+    if prctl is None:
+        raise UsageError("secrets tls runs keytool only on Linux: elsewhere nothing would "
+                         "kill it, holding the password, if we died")
     parent = os.getpid()
 
     def set_death_signal() -> None:

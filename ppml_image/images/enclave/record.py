@@ -10,18 +10,14 @@ values), and which image was measured (``unsigned_image_id``: the offline
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ppml_image._fs import read_capped
 from ppml_image.errors import UsageError
+from ppml_image.sgx.signing import record as records
 
-RECORD_LIMIT = 1 << 20
-_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}\Z")
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_IMAGE_IDS = ("base_image_id", "unsigned_image_id", "image_id")
+_MR_VALUES = ("mr_enclave", "mr_signer")
 
 
 @dataclass(frozen=True)
@@ -36,37 +32,22 @@ class Record:
     image_id: str | None = None
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"duplicated key {key!r}")
-        seen[key] = value
-    return seen
-
-
 def load_record(path: Path) -> Record:
-    """Read *path*; a malformed record is a usage error (exit 2) naming the file and key."""
-    data = read_capped(path, RECORD_LIMIT, "measurement record", UsageError)
-    try:
-        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UsageError(f"{path}: not a valid JSON measurement record ({exc})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a measurement record is a JSON object")
+    """Read *path*; a malformed record is a usage error (exit 2) naming the file and key.
+
+    Every field is optional (a record pins what it says, the options the
+    rest), but one that is present must be well formed.
+    """
+    raw = records.read_record(path)
     values: dict[str, str | None] = {}
-    for key, pattern in (("base_image_id", _IMAGE_ID), ("unsigned_image_id", _IMAGE_ID),
-                         ("image_id", _IMAGE_ID), ("mr_enclave", _HEX64),
-                         ("mr_signer", _HEX64)):
-        value = raw.get(key)
+    for key in (*_IMAGE_IDS, *_MR_VALUES):
+        value, what = raw.get(key), f"{path}: {key}"
         if value is None:
             values[key] = None
-        elif not isinstance(value, str) or not pattern.match(value):
-            raise UsageError(f"{path}: {key} is {str(value)[:80]!r}, not a "
-                             + ("sha256:... image id" if pattern is _IMAGE_ID
-                                else "64-digit lowercase hex value"))
+        elif key in _IMAGE_IDS:
+            values[key] = records.image_id_field(value, what)
         else:
-            values[key] = value
+            values[key] = records.hex_field(value, 32, what)
     return Record(path, **values)
 
 
