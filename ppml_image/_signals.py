@@ -131,6 +131,11 @@ def leave_to_main_thread() -> None:
 WAIT_SLICE = 0.1  # seconds: how long the main thread waits on a helper before checking again
 
 
+def arrived() -> BaseException | None:
+    """The exception of the first signal that arrived, if one did (see :func:`check`)."""
+    return _exception(_received[0]) if _received else None
+
+
 def check() -> None:
     """Raise again if a signal arrived: called just before committing an output."""
     if _received:

@@ -308,6 +308,41 @@ def test_ctrl_c_in_the_first_second_of_secrets_tls(delay: float, tmp_path: Path)
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
 
 
+_SWALLOWED = """
+import os, signal, sys
+from ppml_image import _signals
+from ppml_image.cli.common import handles_errors
+from ppml_image.errors import PpmlError
+
+class Swallows:
+    def __del__(self):  # Python prints and drops an exception raised here
+        os.kill(os.getpid(), signal.SIG{name})
+
+@handles_errors
+def command():
+    Swallows()  # the signal's exception is raised in __del__, and dropped
+    raise PpmlError("a later step failed because of it")
+
+_signals.exit_on_signal()
+try:
+    command()
+except Exception as exc:  # typer.Exit, as the CLI's app would turn into the exit code
+    sys.exit(getattr(exc, "exit_code", 99))
+"""
+
+
+@pytest.mark.parametrize("name,code,word", [("INT", 130, "interrupted"),
+                                            ("TERM", 143, "terminated")])
+def test_a_swallowed_signal_is_the_outcome_even_if_a_later_step_fails(
+        name: str, code: int, word: str) -> None:
+    """A signal whose exception Python dropped (in a __del__, an at-fork
+    callback) must not let the failure it caused pass for the outcome."""
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED.replace("{name}", name)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc
+    assert proc.stderr.splitlines() == [f"ppml-image: error: {word}"], proc.stderr
+
+
 def test_a_signal_during_shut_down_never_hides_the_exit_code() -> None:
     """A Ctrl-C that lands after the outcome is printed, while Python shuts
     down, used to kill the process (exit -2/-15 with nothing said). Signals

@@ -178,23 +178,34 @@ def handles_errors(func: F) -> F:
             return result
         except (typer.Exit, typer.Abort):
             raise
-        except PpmlError as exc:
-            if _state["debug"]:
-                raise
-            fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Terminated:
             fail("terminated", 143)
-        except BrokenPipeError:  # `ppml-image ... | head`: the reader has gone, not an error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
-        except Exception as exc:  # a bug: say so in one line unless debugging
-            if _state["debug"]:
-                raise
-            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 70)
+        except Exception as exc:
+            # A signal whose exception was swallowed (in an at-fork callback,
+            # say) can make a later step fail: the outcome is still the signal.
+            signalled = _signals.arrived()
+            if isinstance(signalled, KeyboardInterrupt):
+                fail("interrupted", 130)
+            if signalled is not None:
+                fail("terminated", 143)
+            _report_exception(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report_exception(exc: Exception) -> None:
+    """One line and an exit code for an exception a command raised."""
+    if isinstance(exc, BrokenPipeError):  # `ppml-image ... | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    if _state["debug"]:
+        raise exc
+    if isinstance(exc, PpmlError):
+        fail(str(exc), exc.exit_code)
+    # A bug: say so in one line unless debugging.
+    fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 70)
 
 
 def emit_json(data: Any) -> None:
