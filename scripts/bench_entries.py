@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_commands import PAL, Run, _cli, _env, whole_process  # noqa: E402
+from bench_commands import PAL, Run, _cli, _env, whole_process
 
 DEFAULT_ENTRIES = 1_000_000
 

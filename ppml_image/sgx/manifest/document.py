@@ -299,7 +299,16 @@ def uri_to_path(uri: str, name: str) -> str:
         raise ManifestError(f"{name}: unsupported URI {uri!r} (only file: URIs can be measured)")
     if "\0" in uri:  # no file has one; os calls would fail with ValueError
         raise ManifestError(f"{name}: URI {uri!r} contains a NUL character")
-    return str(PurePosixPath(uri[len("file:"):]))
+    path = uri[len("file:"):]
+    if _NORMAL_PATH.fullmatch(path):
+        return path  # already what PurePosixPath makes of it: skip building one per entry
+    return str(PurePosixPath(path))
+
+
+# An absolute path PurePosixPath leaves as it is: one leading '/', no empty or
+# '.' part, no trailing '/'. Most trusted files are written so; others take
+# the slow way, which stays the definition.
+_NORMAL_PATH = re.compile(r"(?:/(?!\.?(?:/|\Z))[^/]+)+")
 
 
 @dataclass
@@ -392,10 +401,16 @@ def _check_utf8(tree: Tree, path: str, name: str) -> None:
         ) from None
 
 
-def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> None:
-    """Expand folders, drop duplicates and hash every unhashed trusted file."""
+def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> bool:
+    """Expand folders, drop duplicates and hash every unhashed trusted file.
+
+    True if a folder was expanded: its file names, read from the tree, are
+    new to the manifest.
+    """
     entries: dict[str, _Entry] = {}
+    walked = False
     for item in manifest["sgx"]["trusted_files"]:
+        walked = walked or (isinstance(item["uri"], str) and item["uri"].endswith("/"))
         for entry in _expand(tree, item["uri"], item.get("sha256"), name):
             old = entries.get(entry.uri)
             if old is not None and old.sha256 is not None:
@@ -409,6 +424,7 @@ def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>
     manifest["sgx"]["trusted_files"] = [
         {"uri": e.uri, "sha256": e.sha256} for e in entries.values()
     ]
+    return walked
 
 
 _KIND_PROBLEMS = {None: "not found", DIR: "is a folder, not a file",
@@ -472,13 +488,19 @@ def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifes
 
 
 def finalize(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> Manifest:
-    """Hash everything the manifest needs hashed; returns a new manifest."""
+    """Hash everything the manifest needs hashed; returns a new manifest.
+
+    *manifest* comes from :func:`parse_manifest`, so Gramine's reading of it
+    was checked; hashing adds only hex digests.
+    """
     result = copy.deepcopy(manifest)
     hash_loader_entrypoint(result, tree, name)
-    expand_trusted_files(result, tree, name)
-    # File names found in trusted folders join the manifest here: a name with
-    # a control character would be written as an escape Gramine cannot read.
-    check_gramine_reading(result, name)
+    if expand_trusted_files(result, tree, name):
+        # File names found in trusted folders join the manifest here: a name
+        # with a control character would be written as an escape Gramine
+        # cannot read. Without a folder nothing new joined: a second walk
+        # would cost as much as the first, per entry, for nothing.
+        check_gramine_reading(result, name)
     return result
 
 
