@@ -10,11 +10,17 @@ too), a trusted folder, unhashed files and duplicates.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 from pathlib import Path, PurePosixPath
 
-from ppml_image.sgx.manifest.document import _NORMAL_PATH, uri_to_path
+from ppml_image.sgx.manifest.document import (
+    _NORMAL_PATH,
+    finalize,
+    parse_manifest,
+    uri_to_path,
+)
 from ppml_image.sgx.measure.elf import load_elf
 from ppml_image.sgx.measure.tree import DiskTree
 from ppml_image.sgx.sign import prepare_enclave
@@ -70,3 +76,17 @@ def test_fast_path_is_pathlib() -> None:
             assert uri_to_path(f"file:{path}", "m") == str(PurePosixPath(path)), path
             if _NORMAL_PATH.fullmatch(path):
                 assert str(PurePosixPath(path)) == path, path
+
+
+def test_finalize_leaves_its_input_as_it_was(tmp_path: Path) -> None:
+    """The entries are shared with the result, not copied: they must not change."""
+    _tree(tmp_path)
+    manifest = parse_manifest('loader.entrypoint.uri = "file:/app/main"\n'
+                              'sgx.trusted_files = ["file:/app/0/lib.so", "file:/app/share/"]\n',
+                              "m")
+    before = copy.deepcopy(manifest)
+    final = finalize(manifest, DiskTree(tmp_path), "m")
+    assert manifest == before
+    assert [e["uri"] for e in final["sgx"]["trusted_files"]] == [
+        "file:/app/0/lib.so", "file:/app/share/a", "file:/app/share/sub/b"]
+    assert "sha256" in final["loader"]["entrypoint"]
