@@ -90,3 +90,26 @@ def test_finalize_leaves_its_input_as_it_was(tmp_path: Path) -> None:
     assert [e["uri"] for e in final["sgx"]["trusted_files"]] == [
         "file:/app/0/lib.so", "file:/app/share/a", "file:/app/share/sub/b"]
     assert "sha256" in final["loader"]["entrypoint"]
+
+
+def test_cycle_collection_is_restored() -> None:
+    """Paused for a manifest, the collector comes back as it was, even on an error."""
+    import gc
+
+    from ppml_image._gc import cycle_collection_paused
+
+    assert gc.isenabled()
+    try:
+        with cycle_collection_paused():
+            assert not gc.isenabled()
+            raise ValueError
+    except ValueError:
+        pass
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cycle_collection_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
