@@ -157,6 +157,7 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
         # Sizes and the PAL first: refuse an impossible enclave before hashing.
         check_enclave_fits(enclave_params(manifest["sgx"], name), pal, name, max_enclave_size)
         final = mf.finalize(manifest, tree, name)
+        del manifest  # the draft's entries, a dict each, need not outlive it into the dump
         policy = as_policy(release)
         if policy is not None:
             enforce_release(final, name, tree, policy)
