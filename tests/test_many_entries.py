@@ -113,3 +113,16 @@ def test_cycle_collection_is_restored() -> None:
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def test_deep_dotted_key_found_on_any_line() -> None:
+    """The long-line filter in front of the dotted-key scan misses no deep key."""
+    import pytest
+
+    from ppml_image.errors import ManifestError
+
+    deep = "a" + ".a" * 64 + " = 1"
+    for text in (deep, f"x = 1\n{deep}\n", f"x = 1\n\n{deep}", "'q'" + ".'q'" * 64 + " = 1"):
+        with pytest.raises(ManifestError, match="more than 64 parts"):
+            parse_manifest(text, "m")
+    parse_manifest('x = "' + "a." * 100 + '"\n', "m")  # a long line, no deep key: read

@@ -167,7 +167,22 @@ _KEY_RUN = re.compile(rf"(?<![A-Za-z0-9_.\"'-]){_KEY_PART}(?:{_DOT}{_KEY_PART})+
 _DOTTED_RUN = re.compile(rf"(?:{_KEY_PART}{_DOT}){{{MAX_DEPTH}}}")
 
 
+# A run never crosses a newline (no part of it matches one), so a run long
+# enough to check needs a line that long: most manifests, even of a million
+# entries, have none, and one C-level scan spares a Python step per key.
+# Anchored at newlines (a literal the engine skips to), the scan is linear.
+_LONG_LINE = re.compile(rf"\n[^\n]{{{2 * MAX_DEPTH + 1}}}")
+
+
+def _has_long_line(text: str) -> bool:
+    first = text.find("\n")
+    return ((len(text) if first < 0 else first) > 2 * MAX_DEPTH
+            or _LONG_LINE.search(text) is not None)
+
+
 def _has_deep_dotted_key(text: str) -> bool:
+    if not _has_long_line(text):
+        return False
     return any(run.end() - run.start() > 2 * MAX_DEPTH
                and _DOTTED_RUN.match(text, run.start()) is not None
                for run in _KEY_RUN.finditer(text))
