@@ -17,6 +17,7 @@ help:
 	@echo "make test       the test suite (real Docker engine, slim image)"
 	@echo "make test-full  the whole suite including the full ML image (slow)"
 	@echo "make bench      measure MRENCLAVE and trusted-file hashing speed"
+	@echo "                (BENCH_ENTRIES=N: trusted entries of the big-manifest run)"
 	@echo "make lint       ruff and mypy"
 
 $(STAMP): pyproject.toml
@@ -59,6 +60,7 @@ bench: $(STAMP) docker softhsm registry
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_images.py
 	$(BIN)/python scripts/bench_commands.py
+	$(BIN)/python scripts/bench_entries.py --entries $${BENCH_ENTRIES:-1000000}
 
 lint: $(STAMP)
 	$(BIN)/ruff check ppml_image tests scripts

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ppml_image._dates import source_date_epoch
 from ppml_image._fs import check_output_files, write_files_in_order
+from ppml_image._gc import cycle_collection_paused
 from ppml_image._phases import MEASURING, READING, SIGNING, WRITING, phase
 from ppml_image.errors import PolicyError, UsageError
 from ppml_image.sgx.manifest import document as mf
@@ -151,14 +152,16 @@ def prepare_enclave(manifest_text: str, *, pal: ElfImage, tree: Tree,
     Sizes and the PAL are checked before any hashing; with *release*, the
     release policy is enforced on the expanded manifest before measuring.
     """
-    manifest = mf.read_manifest(manifest_text, name, pkglibdir=pkglibdir)  # schema too
-    # Sizes and the PAL first: refuse an impossible enclave before hashing.
-    check_enclave_fits(enclave_params(manifest["sgx"], name), pal, name, max_enclave_size)
-    final = mf.finalize(manifest, tree, name)
-    policy = as_policy(release)
-    if policy is not None:
-        enforce_release(final, name, tree, policy)
-    manifest_sgx = mf.dumps(final).encode("utf-8")
+    with cycle_collection_paused():  # a manifest's many objects hold no cycles
+        manifest = mf.read_manifest(manifest_text, name, pkglibdir=pkglibdir)  # schema too
+        # Sizes and the PAL first: refuse an impossible enclave before hashing.
+        check_enclave_fits(enclave_params(manifest["sgx"], name), pal, name, max_enclave_size)
+        final = mf.finalize(manifest, tree, name)
+        del manifest  # the draft's entries, a dict each, need not outlive it into the dump
+        policy = as_policy(release)
+        if policy is not None:
+            enforce_release(final, name, tree, policy)
+        manifest_sgx = mf.dumps(final).encode("utf-8")
     tbs = tbs_sigstruct(manifest_sgx, final, pal, date, name,
                         max_enclave_size=max_enclave_size)
     if release:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppml_image._gc import cycle_collection_paused
 from ppml_image._phases import MEASURING, READING, phase
 from ppml_image.errors import ManifestError
 from ppml_image.images.engine import imagefs
@@ -82,13 +83,15 @@ def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, sig
             sigstruct.verify(sig_name)  # before any measuring: a forged .sig stops here
             name = tree.display(layout.manifest_sgx)
             manifest_sgx = tree.read(layout.manifest_sgx, limit=imagefs.MANIFEST_LIMIT)
-            manifest = _parse(manifest_sgx, name, base_info)
+            with cycle_collection_paused():  # a manifest's objects: no cycles
+                manifest = _parse(manifest_sgx, name, base_info)
         else:
             name = tree.display(layout.manifest)
-            draft = _parse(tree.read(layout.manifest, limit=imagefs.MANIFEST_LIMIT), name,
-                           base_info)
-            manifest = mf.finalize(draft, tree, name)
-            manifest_sgx = mf.dumps(manifest).encode("utf-8")
+            with cycle_collection_paused():
+                draft = _parse(tree.read(layout.manifest, limit=imagefs.MANIFEST_LIMIT),
+                               name, base_info)
+                manifest = mf.finalize(draft, tree, name)
+                manifest_sgx = mf.dumps(manifest).encode("utf-8")
         pal = parse_elf(tree.read(base_info.libpal, limit=imagefs.LIBPAL_LIMIT),
                         tree.display(base_info.libpal))
     tree.files = None  # the container is gone: the index stays, reads are over

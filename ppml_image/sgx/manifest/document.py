@@ -167,7 +167,22 @@ _KEY_RUN = re.compile(rf"(?<![A-Za-z0-9_.\"'-]){_KEY_PART}(?:{_DOT}{_KEY_PART})+
 _DOTTED_RUN = re.compile(rf"(?:{_KEY_PART}{_DOT}){{{MAX_DEPTH}}}")
 
 
+# A run never crosses a newline (no part of it matches one), so a run long
+# enough to check needs a line that long: most manifests, even of a million
+# entries, have none, and one C-level scan spares a Python step per key.
+# Anchored at newlines (a literal the engine skips to), the scan is linear.
+_LONG_LINE = re.compile(rf"\n[^\n]{{{2 * MAX_DEPTH + 1}}}")
+
+
+def _has_long_line(text: str) -> bool:
+    first = text.find("\n")
+    return ((len(text) if first < 0 else first) > 2 * MAX_DEPTH
+            or _LONG_LINE.search(text) is not None)
+
+
 def _has_deep_dotted_key(text: str) -> bool:
+    if not _has_long_line(text):
+        return False
     return any(run.end() - run.start() > 2 * MAX_DEPTH
                and _DOTTED_RUN.match(text, run.start()) is not None
                for run in _KEY_RUN.finditer(text))
@@ -299,7 +314,16 @@ def uri_to_path(uri: str, name: str) -> str:
         raise ManifestError(f"{name}: unsupported URI {uri!r} (only file: URIs can be measured)")
     if "\0" in uri:  # no file has one; os calls would fail with ValueError
         raise ManifestError(f"{name}: URI {uri!r} contains a NUL character")
-    return str(PurePosixPath(uri[len("file:"):]))
+    path = uri[len("file:"):]
+    if _NORMAL_PATH.fullmatch(path):
+        return path  # already what PurePosixPath makes of it: skip building one per entry
+    return str(PurePosixPath(path))
+
+
+# An absolute path PurePosixPath leaves as it is: one leading '/', no empty or
+# '.' part, no trailing '/'. Most trusted files are written so; others take
+# the slow way, which stays the definition.
+_NORMAL_PATH = re.compile(r"(?:/(?!\.?(?:/|\Z))[^/]+)+")
 
 
 @dataclass
@@ -392,10 +416,16 @@ def _check_utf8(tree: Tree, path: str, name: str) -> None:
         ) from None
 
 
-def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> None:
-    """Expand folders, drop duplicates and hash every unhashed trusted file."""
+def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> bool:
+    """Expand folders, drop duplicates and hash every unhashed trusted file.
+
+    True if a folder was expanded: its file names, read from the tree, are
+    new to the manifest.
+    """
     entries: dict[str, _Entry] = {}
+    walked = False
     for item in manifest["sgx"]["trusted_files"]:
+        walked = walked or (isinstance(item["uri"], str) and item["uri"].endswith("/"))
         for entry in _expand(tree, item["uri"], item.get("sha256"), name):
             old = entries.get(entry.uri)
             if old is not None and old.sha256 is not None:
@@ -409,6 +439,7 @@ def expand_trusted_files(manifest: Manifest, tree: Tree, name: str = "<manifest>
     manifest["sgx"]["trusted_files"] = [
         {"uri": e.uri, "sha256": e.sha256} for e in entries.values()
     ]
+    return walked
 
 
 _KIND_PROBLEMS = {None: "not found", DIR: "is a folder, not a file",
@@ -472,14 +503,32 @@ def hash_loader_entrypoint(manifest: Manifest, tree: Tree, name: str = "<manifes
 
 
 def finalize(manifest: Manifest, tree: Tree, name: str = "<manifest>") -> Manifest:
-    """Hash everything the manifest needs hashed; returns a new manifest."""
-    result = copy.deepcopy(manifest)
+    """Hash everything the manifest needs hashed; returns a new manifest.
+
+    *manifest* comes from :func:`parse_manifest`, so Gramine's reading of it
+    was checked; hashing adds only hex digests.
+    """
+    result = _copy_but_trusted_files(manifest)
     hash_loader_entrypoint(result, tree, name)
-    expand_trusted_files(result, tree, name)
-    # File names found in trusted folders join the manifest here: a name with
-    # a control character would be written as an escape Gramine cannot read.
-    check_gramine_reading(result, name)
+    if expand_trusted_files(result, tree, name):
+        # File names found in trusted folders join the manifest here: a name
+        # with a control character would be written as an escape Gramine
+        # cannot read. Without a folder nothing new joined: a second walk
+        # would cost as much as the first, per entry, for nothing.
+        check_gramine_reading(result, name)
     return result
+
+
+def _copy_but_trusted_files(manifest: Manifest) -> Manifest:
+    """A deep copy sharing only the ``sgx.trusted_files`` list and its entries.
+
+    :func:`expand_trusted_files` reads that list and puts a new one in its
+    place, never changing an entry; copying a million entries only to drop
+    them cost as much time as hashing none, and their memory at the peak.
+    """
+    entries = manifest["sgx"]["trusted_files"]
+    # deepcopy takes what its memo names as already copied: the list stays shared.
+    return copy.deepcopy(manifest, {id(entries): entries})
 
 
 def dumps(manifest: Manifest) -> str:
