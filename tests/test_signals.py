@@ -111,3 +111,49 @@ def test_a_signal_to_any_thread_stops_a_stalled_stream(name: str, exception: str
     words = result.stdout.split()
     assert words and words[0] == exception, (result.stdout, result.stderr)
     assert float(words[1]) < 5.0, result.stdout
+
+
+_INTERRUPTED_INDEXING = """
+import random, signal, sys, tarfile
+from ppml_image.images.engine.imagefs import index_stream
+
+info = tarfile.TarInfo("big")
+info.size = 1 << 40
+HEADER, ZEROS = info.tobuf(format=tarfile.GNU_FORMAT), bytes(1 << 20)
+
+class Endless:  # an export that never ends: one 1 TiB file of zeros
+    def __init__(self):
+        self.sent = False
+    def read(self, n):
+        if self.sent:
+            return ZEROS[:n]
+        self.sent = True
+        return HEADER
+    def close(self):
+        pass
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, interrupt)
+for run in range(int(sys.argv[1])):
+    signal.setitimer(signal.ITIMER_REAL, random.uniform(0.0005, 0.02))
+    try:
+        index_stream(Endless(), "stress")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+print("every interrupted run returned")
+"""
+
+
+def test_an_interrupt_anywhere_in_indexing_never_hangs_the_clean_up() -> None:
+    """A KeyboardInterrupt raised inside the queue between the receiving and the
+    hashing thread can leave the queue's lock held; the clean-up once drained
+    that queue and then waited on the lock for ever (CI caught build-custom so).
+    Hundreds of interrupts at random moments: every run must come back."""
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_INDEXING, "500"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "every interrupted run returned"

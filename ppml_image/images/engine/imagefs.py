@@ -21,13 +21,11 @@ No host cache: the index is built from the image every time (see
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import posixpath
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -192,16 +190,25 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
     chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUE_CHUNKS)
     stop = threading.Event()
 
+    def offer(item: bytes | BaseException) -> bool:
+        """Queue *item* unless told to stop: a full queue is waited on in slices."""
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=_signals.WAIT_SLICE)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def receive() -> None:
         _signals.leave_to_main_thread()
         try:
             while not stop.is_set():
                 chunk = stream.read(CHUNK)
-                chunks.put(chunk)
-                if not chunk:
+                if not offer(chunk) or not chunk:
                     return
         except BaseException as exc:  # handed to the parsing thread, which raises it
-            chunks.put(exc)
+            offer(exc)
 
     def next_chunk() -> bytes:
         while True:  # in slices: a signal another thread took is acted on here, at once
@@ -227,13 +234,14 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
         sys.setswitchinterval(interval)
         stop.set()
         stream.close()
-        # Unblock a receiver waiting on a full queue. One blocked in the
-        # socket ends when the caller removes the container; it is a daemon
+        # Never touch the queue here. A signal's exception raised inside
+        # chunks.get() can leave the queue's lock held (between a `with`
+        # statement's acquire and its body), and a drain would then wait on
+        # that lock for ever: CI caught build-custom stuck so after a Ctrl-C.
+        # The receiver sees `stop` within a slice; one blocked in the socket
+        # ends when the caller removes the container, and it is a daemon
         # thread, so an interrupted run never waits for it long.
-        deadline = time.monotonic() + 1.0
-        while receiver.is_alive() and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                chunks.get(timeout=0.05)
+        receiver.join(timeout=1.0)
     return index
 
 
