@@ -14,3 +14,8 @@ PASSPHRASE_ENV = "PPML_IMAGE_KEY_PASSPHRASE"
 # the engine sends progress while bytes move, so silence means no answer.
 REGISTRY_TIMEOUT = 60
 REGISTRY_TIMEOUT_MAX = 3600
+# The most file bytes (as the tar headers declare them) read out of an image
+# anyone can publish (--max-image-bytes): about three times the full Spark
+# image. A sparse file is exported whole, so without a bound a 1 TB hole costs
+# hours of hashing.
+MAX_IMAGE_BYTES = 8 << 30

@@ -15,9 +15,9 @@ from conftest import assert_one_line_error, run_cli, unique_tag
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ppml_image.cli.common import max_image_bytes
+from ppml_image.cli.common import MAX_IMAGE_BYTES_HELP, max_image_bytes
+from ppml_image.defaults import MAX_IMAGE_BYTES
 from ppml_image.errors import UsageError
-from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
 
 TOO_SMALL = "1M"  # the slim custom image holds far more than a MiB of files
 
@@ -41,6 +41,8 @@ def test_an_accepted_size_is_the_number_times_its_unit(number: int, unit: str,
 
 def test_no_bound_given_is_the_default() -> None:
     assert max_image_bytes(None) == MAX_IMAGE_BYTES == 8 << 30
+    # The help text says the default the parser returns, not a copy of it.
+    assert MAX_IMAGE_BYTES_HELP.endswith("Default 8G.")
     with pytest.raises(UsageError):
         max_image_bytes("8 GiB")
 

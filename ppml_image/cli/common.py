@@ -284,17 +284,15 @@ def print_sigstruct_fields(view: dict[str, Any]) -> None:
 MAX_IMAGE_BYTES_HELP = ("Read at most this many bytes of the image's files (as their tar "
                         "headers declare them; suffixes K, M, G, T are powers of 1024), and "
                         "refuse a larger image before reading it: a sparse or huge file does "
-                        "not set your cost. Default 8G.")
+                        f"not set your cost. Default {defaults.MAX_IMAGE_BYTES >> 30}G.")
 _SIZE = re.compile(r"([1-9][0-9]{0,15})([KMGT]?)(i?B)?")
 _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 
 
 def max_image_bytes(text: str | None) -> int:
     """Parse ``--max-image-bytes`` (an allow-list: digits and one binary suffix)."""
-    from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
-
     if text is None:
-        return MAX_IMAGE_BYTES
+        return defaults.MAX_IMAGE_BYTES
     match = _SIZE.fullmatch(text)
     if match is None or (match.group(3) and not match.group(2)):
         raise UsageError(f"--max-image-bytes {text!r}: give a positive whole number of bytes, "

@@ -49,7 +49,7 @@ from ppml_image._phases import BASE, BUILDING, CHECKING, SIGNING, WRITING, phase
 from ppml_image.defaults import DEFAULT_BASE as DEFAULT_BASE
 from ppml_image.defaults import DEFAULT_TAG as DEFAULT_TAG
 from ppml_image.defaults import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
-from ppml_image.defaults import REGISTRY_TIMEOUT
+from ppml_image.defaults import MAX_IMAGE_BYTES, REGISTRY_TIMEOUT
 from ppml_image.errors import (
     ImageContentError,
     PolicyError,
@@ -63,7 +63,6 @@ from ppml_image.images.enclave.outside import check_outside
 from ppml_image.images.enclave.record import load_record
 from ppml_image.images.engine.context import BuildContext
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
-from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
 from ppml_image.images.engine.publish import push as push_tag
 from ppml_image.images.engine.publish import tags_restored_on_failure
 from ppml_image.images.engine.reference import (

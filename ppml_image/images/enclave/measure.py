@@ -21,6 +21,7 @@ from typing import Any
 
 from ppml_image._gc import cycle_collection_paused
 from ppml_image._phases import MEASURING, READING, phase
+from ppml_image.defaults import MAX_IMAGE_BYTES
 from ppml_image.errors import ManifestError
 from ppml_image.images.engine import imagefs
 from ppml_image.images.engine.core import Engine, ImageInfo
@@ -58,7 +59,7 @@ class ImageMeasurement:
 
 def measure_image(engine: Engine, info: ImageInfo, layout: EnclaveLayout, *, signed: bool,
                   ref: str | None = None, progress: Progress | None = None,
-                  max_bytes: int | None = imagefs.MAX_IMAGE_BYTES) -> ImageMeasurement:
+                  max_bytes: int | None = MAX_IMAGE_BYTES) -> ImageMeasurement:
     """Measure the enclave *layout* names in the image *info* (see the module docstring).
 
     At most *max_bytes* of file content is read (None: no bound, for an image

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ppml_image.defaults import MAX_IMAGE_BYTES
 from ppml_image.errors import ImageContentError, UsageError, VerificationError
 from ppml_image.images.enclave.verify import verify_image
 from ppml_image.images.engine.core import Bind, ContainerSpec, Engine, ImageInfo, connect
-from ppml_image.images.engine.imagefs import MANIFEST_LIMIT, MAX_IMAGE_BYTES
+from ppml_image.images.engine.imagefs import MANIFEST_LIMIT
 from ppml_image.images.engine.reference import check_image
 from ppml_image.images.layout import enclave_layout
 from ppml_image.sgx.manifest import document as mf

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppml_image.defaults import REGISTRY_TIMEOUT
+from ppml_image.defaults import MAX_IMAGE_BYTES, REGISTRY_TIMEOUT
 from ppml_image.errors import (
     ElfError,
     ImageContentError,
@@ -56,7 +56,6 @@ from ppml_image.images.enclave.outside import check_outside
 from ppml_image.images.enclave.platform import check_platform, platform_named
 from ppml_image.images.enclave.record import pinned_values
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
-from ppml_image.images.engine.imagefs import MAX_IMAGE_BYTES
 from ppml_image.images.engine.reference import (
     Reference,
     check_image,

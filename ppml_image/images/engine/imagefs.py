@@ -51,10 +51,6 @@ MANIFEST_LIMIT = 256 * MiB
 BASE_JSON_LIMIT = 1 * MiB
 LIBPAL_LIMIT = 512 * MiB
 READ_LIMIT = 256 * MiB  # any other file read through Tree.read_bytes
-# The most file bytes (as the tar headers declare them) read out of an image
-# anyone can publish: about three times the full Spark image. A sparse file
-# is exported whole, so without a bound a 1 TB hole costs hours of hashing.
-MAX_IMAGE_BYTES = 8 << 30
 _QUEUE_CHUNKS = 16  # at most this many MiB in flight between the threads
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
