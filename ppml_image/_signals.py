@@ -138,5 +138,6 @@ def arrived() -> BaseException | None:
 
 def check() -> None:
     """Raise again if a signal arrived: called just before committing an output."""
-    if _received:
-        raise _exception(_received[0])
+    signal_exception = arrived()
+    if signal_exception is not None:
+        raise signal_exception
