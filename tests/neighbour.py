@@ -25,7 +25,8 @@ from typing import Any
 NEIGHBOUR_LABEL = "ppml-test.neighbour"
 
 
-def _context(dockerfile: str) -> io.BytesIO:
+def dockerfile_context(dockerfile: str) -> io.BytesIO:
+    """A build context holding only *dockerfile*, for ``api.build(custom_context=True)``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         data = dockerfile.encode()
@@ -52,8 +53,8 @@ LABEL {label_line}
 
 def _build(client: Any, dockerfile: str, tag: str, labels: dict[str, str]) -> None:
     api = client.api
-    for _ in api.build(fileobj=_context(dockerfile), custom_context=True, tag=tag, rm=True,
-                       forcerm=True, labels=labels, decode=True):
+    for _ in api.build(fileobj=dockerfile_context(dockerfile), custom_context=True, tag=tag,
+                       rm=True, forcerm=True, labels=labels, decode=True):
         pass
 
 

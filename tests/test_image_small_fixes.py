@@ -35,6 +35,7 @@ from conftest import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from neighbour import dockerfile_context
 
 from ppml_image import _json
 from ppml_image.errors import BuildError
@@ -119,17 +120,6 @@ def test_dockerfile_has_no_per_run_value() -> None:
     assert len(texts) == 1
 
 
-def _context(dockerfile: str) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
-
-
 class _UnrelatedBuild:
     """Someone else's ``docker build`` on the same engine, running until released.
 
@@ -152,7 +142,7 @@ class _UnrelatedBuild:
 
     def _build(self) -> None:
         try:
-            for chunk in self.client.api.build(fileobj=_context(self.dockerfile),
+            for chunk in self.client.api.build(fileobj=dockerfile_context(self.dockerfile),
                                                custom_context=True, rm=True, forcerm=True,
                                                network_mode="host", decode=True):
                 if "Running in" in chunk.get("stream", ""):
@@ -206,8 +196,8 @@ def test_rebuilds_at_once_beside_an_unrelated_build_keep_the_image_id(
 # --------------------------------------------------------------------------
 def _build_image(client, dockerfile: str) -> str:
     image = ""
-    for chunk in client.api.build(fileobj=_context(dockerfile), custom_context=True, rm=True,
-                                  forcerm=True, decode=True):
+    for chunk in client.api.build(fileobj=dockerfile_context(dockerfile), custom_context=True,
+                                  rm=True, forcerm=True, decode=True):
         assert "error" not in chunk, chunk
         image = chunk.get("aux", {}).get("ID", image)
     assert image.startswith("sha256:")
