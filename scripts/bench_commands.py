@@ -110,11 +110,16 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
+def _manifest_text(size: str, threads: int) -> str:
+    """The smallest manifest that Gramine's full schema (which ``sign`` runs) accepts."""
+    return ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
+            'libos.entrypoint = "/x"\nfs.mounts = []\n'
+            f'sgx.enclave_size = "{size}"\nsgx.max_threads = {threads}\n')
+
+
 def _manifest(root: Path, size: str, threads: int) -> Path:
     path = root / f"{size}-{threads}.manifest"
-    path.write_text('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "'
-                    + "0" * 64 + f'"\nsgx.enclave_size = "{size}"\n'
-                    f"sgx.max_threads = {threads}\n")
+    path.write_text(_manifest_text(size, threads))
     return path
 
 
@@ -124,8 +129,7 @@ def _eadd_bytes(size: str, threads: int) -> int:
     from ppml_image.sgx.measure.elf import load_elf
     from ppml_image.sgx.measure.enclave import PAGE, build_layout, enclave_params
 
-    text = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
-            f'sgx.enclave_size = "{size}"\nsgx.max_threads = {threads}\n')
+    text = _manifest_text(size, threads)
     params = enclave_params(parse_manifest(text, "bench")["sgx"], "bench")
     areas = build_layout(params, text.encode(), load_elf(PAL))
     return sum(a.size for a in areas if a.desc == "free") // PAGE * 64
