@@ -18,11 +18,9 @@ import hashlib
 import itertools
 import struct
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ppml_image import _signals
 from ppml_image.errors import ElfError, ManifestError
 from ppml_image.sgx.measure.elf import PF_R, PF_W, PF_X, ElfImage
 
@@ -361,26 +359,18 @@ class Measurement:
         Each record is 64 bytes: "EADD", the 64-bit offset, the flags, zeros.
         Within an aligned 4 GiB window only the offset's low dword changes,
         and it does so exactly like a precomputed table, so a block is built
-        by two strided copies instead of a Python call per page. hashlib
-        releases the GIL, so the next block is built while a helper thread
-        hashes the current one.
+        by a strided copy instead of a Python call per page. The blocks are
+        hashed in this thread: handing them to a helper thread (to build the
+        next while hashing this one) measured 15% slower on two cores (0.90 s
+        against 0.77 s for 64 GiB, one SHA-256 pass being 0.61 s), as the
+        hand-over costs more than the copy it hides.
         """
-        record = _EADD.pack(b"EADD", 0, flags, b"")
-        size = min(count, _BLOCK)
-        buffers = [bytearray(record * size), bytearray(record * size)]
-        high_dwords = [0, 0]  # what each buffer's records hold in their high dword
-        with ThreadPoolExecutor(max_workers=1,
-                                initializer=_signals.leave_to_main_thread) as hasher:
-            pending: Future[None] | None = None
-            for turn, (start, n) in enumerate(_windows(offset, count)):
-                which = turn % 2
-                block = _eadd_block(buffers[which], start, n, high_dwords[which])
-                high_dwords[which] = start >> 32
-                if pending is not None:
-                    pending.result()
-                pending = hasher.submit(self.digest.update, block)
-            if pending is not None:
-                pending.result()
+        buffer = bytearray(_EADD.pack(b"EADD", 0, flags, b"") * min(count, _BLOCK))
+        high_dword = 0  # what the buffer's records hold in their high dword
+        update = self.digest.update
+        for start, n in _windows(offset, count):
+            update(_eadd_block(buffer, start, n, high_dword))
+            high_dword = start >> 32
 
     def add_zero_run(self, offset: int, count: int, flags: int) -> None:
         """EADD and EEXTEND *count* consecutive zero pages, in bulk.
