@@ -19,15 +19,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 PACKAGE = Path(__file__).resolve().parent.parent / "ppml_image"
 HEAVY = ("docker", "requests", "rich", "jinja2", "yaml", "cryptography", "pkcs11",
          "kubernetes", "pydantic", "urllib3")
+# Modules reported by their full name: parts a command loads only when it needs them.
+PARTS = ("cryptography.x509", "ppml_image.sgx.manifest.policy",
+         "ppml_image.sgx.manifest.templating", "ppml_image.sgx.manifest.python_helpers")
 
 
 def _loaded_by(*args: str) -> set[str]:
-    """The HEAVY modules a real `ppml-image ARGS` run has imported when it exits."""
+    """The HEAVY modules and PARTS a real `ppml-image ARGS` run has imported when it exits."""
     probe = (
         "import atexit, json, sys\n"
         f"heavy = {HEAVY!r}\n"
+        f"parts = {PARTS!r}\n"
         "atexit.register(lambda: sys.stderr.write('\\nLOADED ' + json.dumps(sorted(\n"
-        "    {m.split('.')[0] for m in sys.modules} & set(heavy))) + '\\n'))\n"
+        "    ({m.split('.')[0] for m in sys.modules} & set(heavy))\n"
+        "    | (set(sys.modules) & set(parts)))) + '\\n'))\n"
         "from ppml_image.cli import main\n"
         f"main({list(args)!r})\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -52,6 +57,19 @@ def test_sign_loads_only_what_signing_needs(tmp_path: Path, rootfs: Path,
     # No engine client, no HTTP stack, no YAML, no token library, no pretty printer.
     assert loaded & {"docker", "requests", "urllib3", "rich", "yaml", "pkcs11", "kubernetes",
                      "pydantic"} == set(), loaded
+    # A finished manifest needs no template engine, a PEM key no X.509, and
+    # a signing without --release no release policy.
+    assert loaded & {"jinja2", *PARTS} == set(), loaded
+    assert "cryptography" in loaded  # the probe sees what is loaded
+
+
+def test_a_release_signing_loads_the_policy(tmp_path: Path, rootfs: Path,
+                                            enclave_key: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    loaded = _loaded_by("sign", "-m", str(manifest), "-o", str(tmp_path / "a.manifest.sgx"),
+                        "--libpal", str(COMMON / "fake_libpal.so"), "-k", str(enclave_key),
+                        "--chroot", str(rootfs), "--release")
+    assert "ppml_image.sgx.manifest.policy" in loaded
 
 
 def _imports(path: Path) -> set[str]:

@@ -23,14 +23,15 @@ from ppml_image.sgx.gramine import PKGLIBDIR
 if TYPE_CHECKING:
     from ppml_image.sgx import offline, sign
     from ppml_image.sgx.manifest import document as manifest
-    from ppml_image.sgx.manifest import policy
+    from ppml_image.sgx.manifest import policy, python_helpers
     from ppml_image.sgx.measure import enclave, tree
     from ppml_image.sgx.signing import keys, sigstruct
 else:  # loaded when a command runs: `--help` needs none of them
-    enclave, keys, manifest, offline, policy, sign, sigstruct, tree = (
+    enclave, keys, manifest, offline, policy, python_helpers, sign, sigstruct, tree = (
         lazy_module(f"ppml_image.sgx.{name}")
         for name in ("measure.enclave", "signing.keys", "manifest.document", "offline",
-                     "manifest.policy", "sign", "signing.sigstruct", "measure.tree"))
+                     "manifest.policy", "manifest.python_helpers", "sign", "signing.sigstruct",
+                     "measure.tree"))
 
 PKGLIBDIR_HELP = "Where Gramine lives in the target file system."
 ALLOW_UNMEASURED_HELP = ("With --release: accept this sgx.allowed_files URI and any entry below "
@@ -121,7 +122,7 @@ def manifest_cmd(
     text = manifest.render_manifest_file(
         template, outfile, defines=manifest.parse_defines(define), chroot=chroot,
         pkglibdir=pkglibdir, check=check,
-        python=manifest.PythonInfo.from_host(interpreters=python))
+        python=python_helpers.PythonInfo.from_host(interpreters=python))
     if outfile is None:
         typer.echo(text, nl=False)
 

@@ -16,26 +16,21 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import tomli_w
 
 from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.manifest.measured import refuse_kernel_file, refuse_measured_outputs
-from ppml_image.sgx.manifest.python_helpers import PythonInfo as PythonInfo
 from ppml_image.sgx.manifest.reading import check_gramine_reading
 from ppml_image.sgx.manifest.schema import check_schema, validate_manifest
-from ppml_image.sgx.manifest.templating import (
-    ManifestSandbox,
-    SecurityError,
-    TemplateLimitError,
-    describe,
-    error_line,
-)
 from ppml_image.sgx.measure.tree import DIR, FILE, OTHER, NotRegularFile, Tree, tree_for
+
+if TYPE_CHECKING:
+    from ppml_image.sgx.manifest.python_helpers import PythonInfo
+    from ppml_image.sgx.manifest.templating import ManifestSandbox
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,6 +72,15 @@ class _Runtimedir:
         return self() / other
 
 
+def __getattr__(name: str) -> Any:
+    """``document.PythonInfo`` (the template's ``python`` helper), loaded on first use."""
+    if name == "PythonInfo":
+        from ppml_image.sgx.manifest.python_helpers import PythonInfo
+
+        return PythonInfo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def template_env() -> dict[str, str]:
     """``env`` in templates: our environment minus every PPML_IMAGE_* variable
     (the key passphrase must never reach a template, or the manifest)."""
@@ -87,6 +91,12 @@ def make_environment(pkglibdir: str = DEFAULT_PKGLIBDIR,
                      python: PythonInfo | None = None) -> ManifestSandbox:
     """The Jinja2 environment of ``gramine-manifest``: strict, with Gramine's
     globals, sandboxed and bounded (see :mod:`ppml_image.sgx.manifest.templating`)."""
+    # Imported here, not at the top: sign, verify and sign-image read finished
+    # manifests, and jinja2 with the sandbox and the python helpers is 30 ms
+    # of their start-up.
+    from ppml_image.sgx.manifest.python_helpers import PythonInfo
+    from ppml_image.sgx.manifest.templating import ManifestSandbox
+
     env = ManifestSandbox()
     env.globals["gramine"] = {
         "libos": PurePosixPath(pkglibdir) / "libsysdb.so",
@@ -120,6 +130,10 @@ def render_template(text: str, defines: Mapping[str, Any] | None = None, *,
                     name: str = "<template>") -> str:
     """Render a manifest template in the sandbox; errors are one line naming
     the file and, where known, the line."""
+    import jinja2
+
+    from ppml_image.sgx.manifest.templating import SecurityError, TemplateLimitError, describe
+
     env = make_environment(pkglibdir, python)
     try:
         rendered = env.render(text, dict(defines or {}), name)
@@ -145,6 +159,8 @@ def render_template(text: str, defines: Mapping[str, Any] | None = None, *,
 
 
 def _at(exc: BaseException, name: str) -> str:
+    from ppml_image.sgx.manifest.templating import error_line
+
     line = error_line(exc, name)
     return f"{name}:{line}" if line else name
 
