@@ -61,9 +61,15 @@ def _hash_once(size: int) -> float:
     return best_of(3, lambda: hashlib.sha256(records).digest())
 
 
+def manifest_text(size: str, threads: int = 4) -> str:
+    """The smallest manifest that Gramine's full schema (which signing runs) accepts."""
+    return ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
+            'libos.entrypoint = "/x"\nfs.mounts = []\n'
+            f'sgx.enclave_size = "{size}"\nsgx.max_threads = {threads}\n')
+
+
 def bench_mrenclave() -> float:
-    text = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
-            'sgx.enclave_size = "64G"\nsgx.max_threads = 4\n')
+    text = manifest_text("64G")
     manifest = parse_manifest(text, "bench")
     pal = load_elf(PAL)
     params = enclave_params(manifest["sgx"], "bench")
@@ -151,8 +157,7 @@ def _softhsm_token(root: Path, key: rsa.RSAPrivateKey) -> str:
 
 
 def bench_hsm_signing() -> float:
-    text = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
-            'sgx.enclave_size = "256M"\nsgx.max_threads = 4\n')
+    text = manifest_text("256M")
     pal = load_elf(PAL)
     key = rsa.generate_private_key(public_exponent=3, key_size=3072)
     with tempfile.TemporaryDirectory(prefix="ppml-bench-hsm-") as tmp:
@@ -186,8 +191,7 @@ def bench_hsm_signing() -> float:
 
 def _eadd_bytes(size: str) -> int:
     """The bytes of the EADD records of the unmeasured pages of a *size* enclave."""
-    text = ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
-            f'sgx.enclave_size = "{size}"\nsgx.max_threads = 4\n')
+    text = manifest_text(size)
     params = enclave_params(parse_manifest(text, "bench")["sgx"], "bench")
     areas = build_layout(params, text.encode(), load_elf(PAL))
     return sum(a.size for a in areas if a.desc == "free") // PAGE * 64
@@ -218,9 +222,7 @@ def bench_front_door() -> tuple[float, float]:
         commands = {}
         for size in ("256M", "64G"):
             manifest = root / f"{size}.manifest"
-            manifest.write_text('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "'
-                                + "0" * 64 + f'"\nsgx.enclave_size = "{size}"\n'
-                                'sgx.max_threads = 4\n')
+            manifest.write_text(manifest_text(size))
             commands[size] = [*cli, "sign", "-m", str(manifest), "-o",
                               str(root / f"{size}.manifest.sgx"), "--libpal", str(PAL), "-k",
                               str(key), "--date", "2025-01-01"]

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench import manifest_text  # the same minimal manifest as the in-process bench
+
 ROOT = Path(__file__).resolve().parent.parent
 PAL = ROOT / "tests/vectors/_common/gcc_libpal.so"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -110,16 +112,9 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def _manifest_text(size: str, threads: int) -> str:
-    """The smallest manifest that Gramine's full schema (which ``sign`` runs) accepts."""
-    return ('loader.entrypoint.uri = "file:/x"\nloader.entrypoint.sha256 = "' + "0" * 64 + '"\n'
-            'libos.entrypoint = "/x"\nfs.mounts = []\n'
-            f'sgx.enclave_size = "{size}"\nsgx.max_threads = {threads}\n')
-
-
 def _manifest(root: Path, size: str, threads: int) -> Path:
     path = root / f"{size}-{threads}.manifest"
-    path.write_text(_manifest_text(size, threads))
+    path.write_text(manifest_text(size, threads))
     return path
 
 
@@ -129,7 +124,7 @@ def _eadd_bytes(size: str, threads: int) -> int:
     from ppml_image.sgx.measure.elf import load_elf
     from ppml_image.sgx.measure.enclave import PAGE, build_layout, enclave_params
 
-    text = _manifest_text(size, threads)
+    text = manifest_text(size, threads)
     params = enclave_params(parse_manifest(text, "bench")["sgx"], "bench")
     areas = build_layout(params, text.encode(), load_elf(PAL))
     return sum(a.size for a in areas if a.desc == "free") // PAGE * 64
