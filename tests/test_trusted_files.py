@@ -106,3 +106,29 @@ def test_many_files_hash_in_parallel_and_in_order(tmp_path: Path) -> None:
     got = _finalize(tmp_path, '"file:/many/"')
     assert [(e["uri"], e["sha256"]) for e in got] == [
         (f"file:/many/{n}", _sha(c)) for n, c in sorted(data.items())]
+
+
+def test_a_given_hash_is_kept_without_looking_at_the_file(tmp_path: Path) -> None:
+    # As Gramine keeps it: the file need not exist here, and what is at its
+    # path (a folder, a link loop) is not read; the enclave checks the hash
+    # when it opens the file.
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "loop").symlink_to("loop")
+    given = "ab" * 32
+    entries = ", ".join(f'{{uri = "file:/{p}", sha256 = "{given}"}}'
+                        for p in ("missing/file", "folder", "loop"))
+    got = _finalize(tmp_path, entries)
+    assert got == [{"uri": f"file:/{p}", "sha256": given}
+                   for p in ("missing/file", "folder", "loop")]
+    # Without a hash the same paths are looked at, and refused.
+    with pytest.raises(ManifestError, match="is a folder"):
+        _finalize(tmp_path, '"file:/folder"')
+    with pytest.raises(ManifestError, match="loop"):
+        _finalize(tmp_path, '"file:/loop"')
+
+
+@pytest.mark.parametrize("path", ["/proc/self/environ", "/sys/kernel/x", "/proc"])
+def test_a_given_hash_under_proc_or_sys_is_still_refused(tmp_path: Path, path: str) -> None:
+    entry = f'{{uri = "file:{path}", sha256 = "{"ab" * 32}"}}'
+    with pytest.raises(ManifestError, match=r"is under /(proc|sys)"):
+        _finalize(tmp_path, entry)

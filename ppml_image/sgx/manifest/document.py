@@ -252,21 +252,30 @@ def check_structure(manifest: Manifest, name: str) -> None:
     Iterative on purpose: every later step (defaults, schema, policy,
     writing) walks the manifest recursively, so depth is refused here first.
     """
-    stack: list[tuple[str, Any, int]] = [("", manifest, 0)]
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), manifest)]
     while stack:
-        where, value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ManifestError(f"{name}: tables or arrays nested more than {MAX_DEPTH} "
-                                f"levels deep (at {where[:80]}...)")
-        if isinstance(value, dict):
-            stack.extend((f"{where}.{k}" if where else str(k), v, depth + 1)
-                         for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
-        elif isinstance(value, int) and not isinstance(value, bool) \
-                and not INT64_MIN <= value <= INT64_MAX:
-            raise ManifestError(f"{name}: {where} = {value} does not fit in 64 bits "
-                                "(TOML integers are 64-bit)")
+        path, container = stack.pop()
+        children = container.items() if isinstance(container, dict) else enumerate(container)
+        inner = []
+        for step, value in children:
+            if len(path) >= MAX_DEPTH:
+                raise ManifestError(f"{name}: tables or arrays nested more than {MAX_DEPTH} "
+                                    f"levels deep (at {_where((*path, step))[:80]}...)")
+            if isinstance(value, (dict, list)):
+                inner.append(((*path, step), value))
+            elif isinstance(value, int) and not isinstance(value, bool) \
+                    and not INT64_MIN <= value <= INT64_MAX:
+                raise ManifestError(f"{name}: {_where((*path, step))} = {value} does not fit "
+                                    "in 64 bits (TOML integers are 64-bit)")
+        stack.extend(reversed(inner))
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    """A key path as messages show it: ``sgx.trusted_files[3].uri``."""
+    shown = ""
+    for step in path:
+        shown += f"[{step}]" if isinstance(step, int) else (f"{shown and '.'}{step}")
+    return shown
 
 
 def apply_defaults(manifest: Manifest, *, pkglibdir: str = DEFAULT_PKGLIBDIR,
@@ -362,6 +371,13 @@ def _resolve(tree: Tree, path: str, uri: str, name: str, what: str = "trusted fi
 def _expand(tree: Tree, uri: str, sha256: str | None, name: str,
             path: str | None = None) -> list[_Entry]:
     path = uri_to_path(uri, name) if path is None else path
+    if sha256 is not None and not uri.endswith("/"):
+        # A given hash is kept as Gramine keeps it, without looking at the
+        # file (which need not exist here): no lookup per entry, so a manifest
+        # of a million hashed entries costs no file-system work. The enclave
+        # checks the content against this hash when it opens the file.
+        refuse_kernel_file(tree, path, path, uri, name, "trusted file")
+        return [_Entry(uri, sha256, path)]
     real = _resolve(tree, path, uri, name)
     refuse_kernel_file(tree, path, real, uri, name, "trusted file")
     kind = tree.kind(real)
