@@ -74,9 +74,9 @@ KERNEL_ROOTS = ("/proc", "/sys")
 def kernel_file_root(tree: Tree, path: str, real: str) -> str | None:
     """``/proc`` or ``/sys`` if *path* (as the manifest names it), *real* (as the
     tree resolves it) or, on the host, the file a link leads to is under one."""
-    candidates = [path, real]
+    candidates = {path: None, real: None}  # in order, each once (often path == real)
     if not tree.chrooted:
-        candidates.append(os.path.realpath(real))
+        candidates[os.path.realpath(real)] = None
     for candidate in candidates:
         norm = posixpath.normpath(candidate)
         for root in KERNEL_ROOTS:

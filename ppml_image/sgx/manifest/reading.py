@@ -47,7 +47,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from ppml_image.errors import ManifestError
@@ -169,20 +168,6 @@ def canonical_form(uri: str, scheme: str, *, folder_slash: bool = False) -> str:
 # --------------------------------------------------------------------------
 # The walk
 # --------------------------------------------------------------------------
-def _walk(manifest: dict[str, Any]) -> Iterator[tuple[Path, Any]]:
-    """Every (key path, value) of the manifest, tables and arrays included;
-    iterative (the manifest's depth was bounded by the parser's check, but
-    nothing here needs the stack)."""
-    stack: list[tuple[Path, Any]] = [((), manifest)]
-    while stack:
-        path, value = stack.pop()
-        yield path, value
-        if isinstance(value, dict):
-            stack.extend(((*path, k), v) for k, v in reversed(list(value.items())))
-        elif isinstance(value, list):
-            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(value))))
-
-
 def _fail(name: str, path: Path, message: str) -> None:
     raise ManifestError(f"{name}: {key_path(path)} {message}")
 
@@ -192,28 +177,56 @@ def check_gramine_reading(manifest: dict[str, Any], name: str) -> None:
 
     Run on the manifest as parsed (before defaults); one line naming the
     manifest, the key path and the rule.
+
+    The walk is iterative (only tables and arrays are stacked), and a key
+    path is built only for a container or a failure: a manifest of a million
+    trusted files is three million values, so per-value work is what counts.
+    A key outside the free-form tables is judged by its name alone, so each
+    name is checked once.
     """
-    for path, value in _walk(manifest):
-        if path and isinstance(path[-1], str):
-            _check_key(path, name)
-        if isinstance(value, str):
-            _check_string(path, value, name)
-        elif isinstance(value, dict):
+    good_keys: set[str] = set()
+    stack: list[tuple[Path, Any]] = [((), manifest)]
+    while stack:
+        path, container = stack.pop()
+        inner: list[tuple[Path, Any]] = []  # walked next, in the manifest's order
+        if isinstance(container, dict):
             depth = sum(1 for p in path if isinstance(p, str))
             if depth > MAX_TABLE_PARTS:
                 _fail(name, path, f"is a table nested {depth} keys deep: Gramine's TOML "
                       f"parser reads at most {MAX_TABLE_PARTS}")
-        elif isinstance(value, float):
-            _fail(name, path, f"= {value!r} is a float: no Gramine key takes one "
-                  "(write an integer or a string)")
-        elif isinstance(value, (dt.date, dt.time)):  # datetime is a date
-            _fail(name, path, f"= {value.isoformat()} is a date or time: no Gramine key "
-                  "takes one (write a string)")
-        elif not isinstance(value, (bool, int, list)):  # pragma: no cover - tomllib types
-            _fail(name, path, f"has a value of an unknown type ({type(value).__name__})")
+            free = len(path) == 2 and path in _FREE_TABLES
+            for key, value in container.items():
+                if free or key not in good_keys:
+                    _check_key((*path, key), name)
+                    if not free:
+                        good_keys.add(key)
+                _check_value(path, key, value, name, inner)
+        else:
+            for index, value in enumerate(container):
+                _check_value(path, index, value, name, inner)
+        stack.extend(reversed(inner))
     check_uris(manifest, name)
     _check_sizes(manifest, name)
     _check_seal_masks(manifest, name)
+
+
+def _check_value(parent: Path, step: str | int, value: Any, name: str,
+                 inner: list[tuple[Path, Any]]) -> None:
+    """Judge one value; a table or an array is added to *inner*, to be walked."""
+    if isinstance(value, str):
+        if _FORBIDDEN.search(value) is not None:
+            _check_string((*parent, step), value, name)
+    elif isinstance(value, (dict, list)):
+        inner.append(((*parent, step), value))
+    elif isinstance(value, float):
+        _fail(name, (*parent, step), f"= {value!r} is a float: no Gramine key takes one "
+              "(write an integer or a string)")
+    elif isinstance(value, (dt.date, dt.time)):  # datetime is a date
+        _fail(name, (*parent, step), f"= {value.isoformat()} is a date or time: no Gramine "
+              "key takes one (write a string)")
+    elif not isinstance(value, (bool, int)):  # pragma: no cover - tomllib types
+        _fail(name, (*parent, step),
+              f"has a value of an unknown type ({type(value).__name__})")
 
 
 def _check_key(path: Path, name: str) -> None:
@@ -265,8 +278,8 @@ def _uri_rule(name: str, path: Path, uri: Any, schemes: tuple[str, ...], *,
     if not isinstance(uri, str):
         return  # the schema names the wrong type
     scheme = next((s for s in schemes if uri.startswith(s)), None)
-    allowed = " or ".join(f"'{s}'" for s in schemes)
     if scheme is None:
+        allowed = " or ".join(f"'{s}'" for s in schemes)
         only = " or ".join(schemes)
         _fail(name, path, f"= {shown(uri)} must start with {allowed} (Gramine takes only "
               f"{only} URIs here)")

@@ -183,15 +183,18 @@ def _match(value: Any, spec: Any, where: str) -> str | None:
         return None if value in spec.values else (
             f"{label} = {value!r}; allowed: " + ", ".join(f'"{v}"' for v in spec.values))
     if isinstance(spec, OneOf):
-        misfits = [_match(value, s, where) for s in spec.specs]
-        return None if None in misfits else misfits[-1]
+        for option in spec.specs:  # the first fit wins, judged without a label
+            if _match(value, option, "") is None:
+                return None
+        return _match(value, spec.specs[-1], where)  # else the last option's misfit
     if isinstance(spec, list):
         if not isinstance(value, list):
             return f"{label} must be an array"
         for index, item in enumerate(value):
-            problem = _match(item, spec[0], f"{where}[{index}]")
-            if problem:
-                return problem
+            # Judged first without its label (a million trusted files would
+            # format a million labels); a misfit is judged again to name it.
+            if _match(item, spec[0], "") is not None:
+                return _match(item, spec[0], f"{where}[{index}]")
         return None
     return _match_table(value, spec, where)
 
@@ -200,10 +203,10 @@ def _match_table(value: Any, spec: dict[Any, Any], where: str) -> str | None:
     if not isinstance(value, dict):
         return f"{where or 'the manifest'} must be a table"
     prefix = f"{where}." if where else ""
-    keys = {k.key if isinstance(k, Req) else k: v for k, v in spec.items()}
-    for k in spec:
-        if isinstance(k, Req) and k.key not in value:
-            return f"required key {prefix}{k.key} is missing"
+    keys, required = _table_spec(spec)
+    for key in required:
+        if key not in value:
+            return f"required key {prefix}{key} is missing"
     for key, item in value.items():
         if key in keys:
             item_spec = keys[key]
@@ -215,6 +218,22 @@ def _match_table(value: Any, spec: dict[Any, Any], where: str) -> str | None:
         if problem:
             return problem
     return None
+
+
+# id(spec) -> (spec, its keys, its required keys); the spec is held, so its id
+# cannot be reused by another object while it is a key here.
+_TABLE_SPECS: dict[int, tuple[dict[Any, Any], dict[Any, Any], tuple[str, ...]]] = {}
+
+
+def _table_spec(spec: dict[Any, Any]) -> tuple[dict[Any, Any], tuple[str, ...]]:
+    """(spec by plain key, required keys) of a table spec, worked out once per spec:
+    a table spec such as a trusted file's is matched once per entry."""
+    known = _TABLE_SPECS.get(id(spec))
+    if known is None or known[0] is not spec:
+        keys = {k.key if isinstance(k, Req) else k: v for k, v in spec.items()}
+        required = tuple(k.key for k in spec if isinstance(k, Req))
+        known = _TABLE_SPECS[id(spec)] = (spec, keys, required)
+    return known[1], known[2]
 
 
 def _type_name(spec: Any) -> str:
