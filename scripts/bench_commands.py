@@ -154,8 +154,9 @@ def bench_sign(root: Path, key: Path, env: dict[str, str]) -> list[Figure]:
 
 
 @contextlib.contextmanager
-def _slim_unsigned(work: Path, key: Path) -> Iterator[str]:
-    """An unsigned custom image on a slim base built with the stand-in Gramine; removed after."""
+def _slim_unsigned(work: Path, key: Path) -> Iterator[tuple[str, str]]:
+    """(unsigned custom image, its base's image id) on a slim base built with the
+    stand-in Gramine; removed after."""
     from ppml_image.images.base import config
     from ppml_image.images.base.build import build_base
     from ppml_image.images.enclave import custom
@@ -174,7 +175,9 @@ def _slim_unsigned(work: Path, key: Path) -> Iterator[str]:
         app.mkdir()
         (app / "main.py").write_text("print('hello')\n")
         custom.build_custom(key, base=base_tag, app=app, tag=app_tag, quiet=True)
-        yield custom.unsigned_tag(app_tag)
+        base_id = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", base_tag],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        yield custom.unsigned_tag(app_tag), base_id
     finally:
         for ref in tags:
             with contextlib.suppress(Exception):
@@ -195,14 +198,14 @@ def _raw_export(image: str) -> float:
 def bench_sign_image(work: Path, key: Path, env: dict[str, str]) -> list[Figure]:
     figure = Figure("sign-image (slim, nothing cached)", [],
                     "raw `docker export` of the same image", target=1.3)
-    with _slim_unsigned(work, key) as unsigned:
+    with _slim_unsigned(work, key) as (unsigned, base_id):
         out = f"ppml-image/bench-cmd-signed:{os.getpid()}"
         try:
             for _ in range(ROUNDS):
                 figure.reference_seconds.append(_raw_export(unsigned))
                 figure.runs.append(whole_process(
-                    [*_cli(), "sign-image", unsigned, "--key", str(key), "--tag", out,
-                     "--date", "2025-01-01"], env))
+                    [*_cli(), "sign-image", unsigned, "--base", base_id, "--key", str(key),
+                     "--tag", out, "--date", "2025-01-01"], env))
         finally:
             subprocess.run([DOCKER, "rmi", out], capture_output=True, check=False)
     return [figure]
