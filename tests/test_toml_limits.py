@@ -73,6 +73,19 @@ def test_integers_are_64_bit(value: int, ok: bool) -> None:
             loads_toml(text, "m")
 
 
+def test_limit_messages_escape_hostile_keys() -> None:
+    """A key with a control character is quoted and escaped in the one-line
+    error, never echoed raw to the user's terminal."""
+    with pytest.raises(ManifestError) as caught:
+        loads_toml(f'sgx."a\\u001b[2Jb" = [{1 << 64}]\n', "m")
+    assert str(caught.value).startswith('m: sgx."a\\u001b[2Jb"[0] = ')
+    assert "\x1b" not in str(caught.value)
+    deep = 'x."\\u0007" = ' + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n"
+    with pytest.raises(ManifestError, match=r"levels deep \(at x\.\"\\u0007\"\[0\]") as caught:
+        loads_toml(deep, "m")
+    assert "\x07" not in str(caught.value)
+
+
 def test_enclave_size_up_to_2_47() -> None:
     parse_manifest('sgx.edmm_enable = true\nsgx.enclave_size = "0x800000000000"\n', "m")
     for size in ("0x800000001000", "0x10000000000000000", "18446744073709551616"):

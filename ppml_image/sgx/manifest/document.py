@@ -24,7 +24,7 @@ from ppml_image._fs import check_output_files, read_capped, write_atomic
 from ppml_image.errors import ManifestError, UsageError
 from ppml_image.sgx import gramine
 from ppml_image.sgx.manifest.measured import refuse_kernel_file, refuse_measured_outputs
-from ppml_image.sgx.manifest.reading import check_gramine_reading
+from ppml_image.sgx.manifest.reading import check_gramine_reading, key_path
 from ppml_image.sgx.manifest.schema import check_schema, validate_manifest
 from ppml_image.sgx.measure.tree import DIR, FILE, OTHER, NotRegularFile, Tree, tree_for
 
@@ -260,22 +260,14 @@ def check_structure(manifest: Manifest, name: str) -> None:
         for step, value in children:
             if len(path) >= MAX_DEPTH:
                 raise ManifestError(f"{name}: tables or arrays nested more than {MAX_DEPTH} "
-                                    f"levels deep (at {_where((*path, step))[:80]}...)")
+                                    f"levels deep (at {key_path((*path, step))[:80]}...)")
             if isinstance(value, (dict, list)):
                 inner.append(((*path, step), value))
             elif isinstance(value, int) and not isinstance(value, bool) \
                     and not INT64_MIN <= value <= INT64_MAX:
-                raise ManifestError(f"{name}: {_where((*path, step))} = {value} does not fit "
+                raise ManifestError(f"{name}: {key_path((*path, step))} = {value} does not fit "
                                     "in 64 bits (TOML integers are 64-bit)")
         stack.extend(reversed(inner))
-
-
-def _where(path: tuple[str | int, ...]) -> str:
-    """A key path as messages show it: ``sgx.trusted_files[3].uri``."""
-    shown = ""
-    for step in path:
-        shown += f"[{step}]" if isinstance(step, int) else (f"{shown and '.'}{step}")
-    return shown
 
 
 def apply_defaults(manifest: Manifest, *, pkglibdir: str = DEFAULT_PKGLIBDIR,
