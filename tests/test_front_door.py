@@ -47,29 +47,45 @@ def test_help_loads_no_library(args: list[str]) -> None:
     assert _loaded_by(*args) == set()
 
 
+def _sign_loads(tmp_path: Path, rootfs: Path, key: Path, *extra: str) -> set[str]:
+    """What a real `sign` of a finished manifest loads, with *extra* options."""
+    loaded = _loaded_by("sign", "-m", str(write_manifest(tmp_path)),
+                        "-o", str(tmp_path / "a.manifest.sgx"),
+                        "--libpal", str(COMMON / "fake_libpal.so"), "-k", str(key),
+                        "--chroot", str(rootfs), *extra)
+    assert (tmp_path / "a.sig").is_file()
+    assert "cryptography" in loaded  # the probe sees what is loaded
+    return loaded
+
+
 def test_sign_loads_only_what_signing_needs(tmp_path: Path, rootfs: Path,
                                             enclave_key: Path) -> None:
-    manifest = write_manifest(tmp_path)
-    loaded = _loaded_by("sign", "-m", str(manifest), "-o", str(tmp_path / "a.manifest.sgx"),
-                        "--libpal", str(COMMON / "fake_libpal.so"), "-k", str(enclave_key),
-                        "--chroot", str(rootfs))
-    assert (tmp_path / "a.sig").is_file()
+    loaded = _sign_loads(tmp_path, rootfs, enclave_key)
     # No engine client, no HTTP stack, no YAML, no token library, no pretty printer.
     assert loaded & {"docker", "requests", "urllib3", "rich", "yaml", "pkcs11", "kubernetes",
                      "pydantic"} == set(), loaded
     # A finished manifest needs no template engine, a PEM key no X.509, and
     # a signing without --release no release policy.
     assert loaded & {"jinja2", *PARTS} == set(), loaded
-    assert "cryptography" in loaded  # the probe sees what is loaded
 
 
 def test_a_release_signing_loads_the_policy(tmp_path: Path, rootfs: Path,
                                             enclave_key: Path) -> None:
-    manifest = write_manifest(tmp_path)
-    loaded = _loaded_by("sign", "-m", str(manifest), "-o", str(tmp_path / "a.manifest.sgx"),
-                        "--libpal", str(COMMON / "fake_libpal.so"), "-k", str(enclave_key),
-                        "--chroot", str(rootfs), "--release")
-    assert "ppml_image.sgx.manifest.policy" in loaded
+    assert "ppml_image.sgx.manifest.policy" in _sign_loads(tmp_path, rootfs, enclave_key,
+                                                           "--release")
+
+
+@pytest.mark.parametrize("module", ["ppml_image.images.enclave.verify",
+                                    "ppml_image.images.enclave.custom"])
+def test_verify_and_sign_image_load_no_template_engine(module: str) -> None:
+    """verify and sign-image read finished manifests: jinja2 and the Python
+    helpers are for build-custom's and build-base's rendering only."""
+    probe = (f"import sys, {module}\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'jinja2'\n"
+             "             or m.endswith(('.templating', '.python_helpers'))))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout
 
 
 def _imports(path: Path) -> set[str]:

@@ -21,12 +21,14 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppml_image import _json
 from ppml_image.errors import ImageContentError
 from ppml_image.images.engine.core import Engine, ImageInfo
-from ppml_image.sgx.manifest.python_helpers import PythonInfo
+
+if TYPE_CHECKING:  # the helpers import jinja2, which verify never needs
+    from ppml_image.sgx.manifest.python_helpers import PythonInfo
 
 LABEL_PREFIX = "ppml-image."
 BASE_INFO_PATH = "/etc/ppml-image/base.json"
@@ -140,6 +142,8 @@ class BaseInfo:
     def python(self, where: str) -> PythonInfo:
         """The image Python's answers for the manifest's ``python.*`` helpers:
         recorded at build-base time, answered without running anything."""
+        from ppml_image.sgx.manifest.python_helpers import PythonInfo
+
         python = self.raw.get("python")
         try:
             if not isinstance(python, dict):

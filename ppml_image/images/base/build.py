@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from ppml_image import __version__, _signals
 from ppml_image._dates import source_date_epoch
 from ppml_image._fs import MiB, read_capped
@@ -86,6 +84,8 @@ def render_dockerfile(config: BaseConfig, *, file_server: str, ml_digest: str,
     mirror has each one (*deb_names*: the packages the local .debs provide).
     Every value that reaches a RUN line is quoted.
     """
+    import jinja2  # here: sign-image and verify import this module, never render
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("dockerfiles"))),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
