@@ -189,9 +189,10 @@ def bench_hsm_signing() -> float:
     return ratio
 
 
-def _eadd_bytes(size: str) -> int:
-    """The bytes of the EADD records of the unmeasured pages of a *size* enclave."""
-    text = manifest_text(size)
+def eadd_bytes(size: str, threads: int = 4) -> int:
+    """The bytes of the EADD records of the unmeasured pages of a *size* enclave
+    (the input of the SHA-256 pass that both benches compare `sign` with)."""
+    text = manifest_text(size, threads)
     params = enclave_params(parse_manifest(text, "bench")["sgx"], "bench")
     areas = build_layout(params, text.encode(), load_elf(PAL))
     return sum(a.size for a in areas if a.desc == "free") // PAGE * 64
@@ -230,7 +231,7 @@ def bench_front_door() -> tuple[float, float]:
         startup = _process_seconds([sys.executable, "-c", "pass"], env, 7)
         help_seconds = _process_seconds([*cli, "--help"], env, 15)
         # 64G and its reference interleaved, so that both see the same machine load.
-        eadd = _eadd_bytes("64G")
+        eadd = eadd_bytes("64G")
         records = bytes(eadd)
         processes, refs = [], []
         for _ in range(4):  # the 256M runs compiled the bytecode already

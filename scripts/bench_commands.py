@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import manifest_text  # the same minimal manifest as the in-process bench
+from bench import eadd_bytes, manifest_text  # the same minimal manifest as the in-process bench
 
 ROOT = Path(__file__).resolve().parent.parent
 PAL = ROOT / "tests/vectors/_common/gcc_libpal.so"
@@ -118,18 +118,6 @@ def _manifest(root: Path, size: str, threads: int) -> Path:
     return path
 
 
-def _eadd_bytes(size: str, threads: int) -> int:
-    """Bytes of the EADD records of a *size* enclave's unmeasured pages (the hash's input)."""
-    from ppml_image.sgx.manifest.document import parse_manifest
-    from ppml_image.sgx.measure.elf import load_elf
-    from ppml_image.sgx.measure.enclave import PAGE, build_layout, enclave_params
-
-    text = manifest_text(size, threads)
-    params = enclave_params(parse_manifest(text, "bench")["sgx"], "bench")
-    areas = build_layout(params, text.encode(), load_elf(PAL))
-    return sum(a.size for a in areas if a.desc == "free") // PAGE * 64
-
-
 def bench_sign(root: Path, key: Path, env: dict[str, str]) -> list[Figure]:
     def sign(size: str, threads: int = 4) -> list[str]:
         manifest = _manifest(root, size, threads)
@@ -138,7 +126,7 @@ def bench_sign(root: Path, key: Path, env: dict[str, str]) -> list[Figure]:
 
     whole_process(sign("256M"), env)  # compiles the bytecode once
     small = Figure("sign 256M", [whole_process(sign("256M"), env) for _ in range(5)])
-    records = bytes(_eadd_bytes("64G", 4))
+    records = bytes(eadd_bytes("64G"))
     big = Figure("sign 64G", [], "one sha256 pass over the same EADD records", target=1.4)
     for _ in range(ROUNDS):  # interleaved: the machine's load hits both alike
         big.runs.append(whole_process(sign("64G"), env))
