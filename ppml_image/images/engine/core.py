@@ -284,6 +284,10 @@ class Engine(ABC):
 
     where = "the engine"
 
+    def twin(self) -> Engine:
+        """The same engine, for one other thread to use alongside this one."""
+        return self
+
     @abstractmethod
     def find_image(self, ref: str) -> ImageInfo | None:
         """The image *ref* (a tag or an id), or None if the engine has none."""
@@ -460,17 +464,25 @@ class DockerEngine(Engine):
     """The Docker engine through docker-py, every failure turned into one line."""
 
     _swept = False
+    _sweeping = threading.Lock()
 
-    def __init__(self, timeout: int = 600) -> None:
-        self.where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    def __init__(self, timeout: int = 600, where: str | None = None) -> None:
+        self.where = where or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        self._timeout = timeout
         try:
-            self.client = docker.from_env(timeout=timeout)
+            self.client = docker.from_env(timeout=timeout,
+                                          environment={**os.environ, "DOCKER_HOST": self.where})
             self.client.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise EngineError(
                 f"no Docker engine answers at {self.where}: start one (as root on Debian: "
                 f"scripts/ensure-docker.sh) [{type(exc).__name__}]") from None
         self.api = self.client.api
+
+    def twin(self) -> DockerEngine:
+        # A client of its own: this one's timeout is changed for short calls
+        # (_short_timeout), which must not reach another thread's export.
+        return DockerEngine(self._timeout, self.where)
 
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
@@ -695,15 +707,16 @@ class DockerEngine(Engine):
 
     def _sweep(self) -> None:
         """Remove temporary containers whose owner has certainly gone (kill -9)."""
-        if DockerEngine._swept:
-            return
-        DockerEngine._swept = True
-        with self._call("listing temporary containers"):
-            found = self.api.containers(all=True, filters={"label": TEMPORARY_LABEL})
-        for container in found:
-            label = (container.get("Labels") or {}).get(TEMPORARY_LABEL, "")
-            if owner_is_gone(label):
-                self._remove_quietly(container["Id"])
+        with DockerEngine._sweeping:  # once, even when two threads open images at once
+            if DockerEngine._swept:
+                return
+            DockerEngine._swept = True
+            with self._call("listing temporary containers"):
+                found = self.api.containers(all=True, filters={"label": TEMPORARY_LABEL})
+            for container in found:
+                label = (container.get("Labels") or {}).get(TEMPORARY_LABEL, "")
+                if owner_is_gone(label):
+                    self._remove_quietly(container["Id"])
 
     # -- containers that run -------------------------------------------------
     def _create(self, spec: ContainerSpec, created: list[str] | None = None) -> str:

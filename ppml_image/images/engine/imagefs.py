@@ -21,12 +21,13 @@ No host cache: the index is built from the image every time (see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import queue
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,9 +180,45 @@ def _keep(reader: TarReader, digest: Any) -> bytes:
     return bytes(buffer)
 
 
+class Cancelled(Exception):
+    """An index that nobody needs any more was stopped (see ``cancel``)."""
+
+
+class _SwitchInterval:
+    """A short GIL switch interval while any stream is received: two may overlap
+    (the base is read beside the image), and the last one out restores it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0.0
+
+    @contextlib.contextmanager
+    def short(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._saved, 0.0005))
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    sys.setswitchinterval(self._saved)
+
+
+_switch_interval = _SwitchInterval()
+
+
 def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = None,
-                 max_bytes: int | None = None) -> ImageIndex:
-    """Index a whole tar stream: received in one thread, parsed and hashed in this one."""
+                 max_bytes: int | None = None,
+                 cancel: threading.Event | None = None) -> ImageIndex:
+    """Index a whole tar stream: received in one thread, parsed and hashed in this one.
+
+    Setting *cancel* (from another thread) stops it with :class:`Cancelled`.
+    """
     index = ImageIndex()
     chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUE_CHUNKS)
     stop = threading.Event()
@@ -208,6 +245,8 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
 
     def next_chunk() -> bytes:
         while True:  # in slices: a signal another thread took is acted on here, at once
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(what)
             try:
                 item = chunks.get(timeout=_signals.WAIT_SLICE)
                 break
@@ -221,13 +260,11 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
     # The engine writes into a socket buffer of a few hundred KiB, about a
     # millisecond of its export: if the receiver waits the default 5 ms for
     # the GIL, the engine stalls. A shorter switch interval keeps it draining.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, 0.0005))
-    receiver.start()
     try:
-        index.add_tar(next_chunk, what, keep=keep, max_bytes=max_bytes)
+        with _switch_interval.short():
+            receiver.start()
+            index.add_tar(next_chunk, what, keep=keep, max_bytes=max_bytes)
     finally:
-        sys.setswitchinterval(interval)
         stop.set()
         stream.close()
         # Never touch the queue here. A signal's exception raised inside
@@ -242,17 +279,19 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
 
 
 def index_image(files: ImageFiles, progress: Progress | None = None,
-                keep: dict[str, int] | None = None, max_bytes: int | None = None
-                ) -> ImageIndex:
+                keep: dict[str, int] | None = None, max_bytes: int | None = None,
+                cancel: threading.Event | None = None) -> ImageIndex:
     """Stream the whole file system of the image *files* reads, and index it.
 
     *keep* names files (with a size limit each) to keep as they go by, so
     that reading them later costs no second trip to the engine. *max_bytes*
-    bounds the file bytes read (None: the image is the user's own).
+    bounds the file bytes read (None: the image is the user's own). *cancel*:
+    see :func:`index_stream`.
     """
     if progress is not None:
         progress.step(1, 2, f"reading and hashing every file of {files.image[:19]}")
-    return index_stream(files.export(), f"reading the files of {files.image}", keep, max_bytes)
+    return index_stream(files.export(), f"reading the files of {files.image}", keep, max_bytes,
+                        cancel)
 
 
 def index_folder(files: ImageFiles, folder: str) -> ImageIndex:
