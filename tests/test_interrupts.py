@@ -306,7 +306,9 @@ def test_kill_9_while_measuring_leaves_no_tag_and_the_next_run_cleans_up(
     proc.kill()
     proc.communicate()
     left = containers_of(docker_client, proc.pid)
-    assert len(left) == 1, left  # kill -9: its temporary container stays...
+    # kill -9: its temporary containers stay (the image's, and the pinned
+    # base's when its reading beside the image has begun)...
+    assert 1 <= len(left) <= 2, left
     for name in (tag, tag + "-unsigned"):
         assert tag_id(docker_client, name) is None
     later = run_cli("inspect", custom_image["image"])  # ...until the next run

@@ -69,9 +69,9 @@ def test_unreadable_labels_are_left_alone(label: str) -> None:
 # --------------------------------------------------------------------------
 # On the engine: signals and kill -9
 # --------------------------------------------------------------------------
-def _start_verify(image: str) -> subprocess.Popen[str]:
+def _start_verify(image: str, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PPML_IMAGE_")}
-    return subprocess.Popen([sys.executable, "-m", "ppml_image", "verify", image],
+    return subprocess.Popen([sys.executable, "-m", "ppml_image", "verify", image, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -81,11 +81,11 @@ def _ours(client, pid: int) -> list[str]:
             if json.loads(c["Labels"][TEMPORARY_LABEL] or "{}").get("pid") == pid]
 
 
-def _wait_for_container(client, proc: subprocess.Popen[str]) -> list[str]:
+def _wait_for_container(client, proc: subprocess.Popen[str], count: int = 1) -> list[str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         held = _ours(client, proc.pid)
-        if held:
+        if len(held) >= count:
             return held
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
@@ -98,6 +98,21 @@ def test_signals_remove_the_temporary_container(signum: int, code: int, custom_i
                                                 docker_client) -> None:
     proc = _start_verify(custom_image["image"])
     _wait_for_container(docker_client, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert _ours(docker_client, proc.pid) == []
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_remove_both_containers_of_a_pinned_verify(signum: int, code: int,
+                                                           custom_image: dict,
+                                                           docker_client) -> None:
+    """With a pinned base, the image and the base are read at once (two temporary
+    containers, one of them a helper thread's): a signal removes both."""
+    proc = _start_verify(custom_image["image"], "--base", custom_image["base_image_id"])
+    assert len(_wait_for_container(docker_client, proc, count=2)) == 2
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr

@@ -59,7 +59,7 @@ from ppml_image.errors import (
 )
 from ppml_image.images.base.build import base_info, get_base_image
 from ppml_image.images.enclave.measure import ImageMeasurement, measure_image
-from ppml_image.images.enclave.outside import check_outside
+from ppml_image.images.enclave.outside import BaseReading, check_outside
 from ppml_image.images.enclave.record import load_record
 from ppml_image.images.engine.context import BuildContext
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
@@ -329,15 +329,16 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
         error = UsageError if base is None else VerificationError
         raise error(f"{ref}: {match.reason}; nothing signed")
     layout = enclave_layout(unsigned, ref, match.base)
-    measured = measure_image(engine, unsigned, layout, signed=False, ref=ref,
-                             progress=progress, max_bytes=max_bytes)
-    if release:
-        _enforce_release(measured.manifest, measured.name, release, measured.tree)
-    else:
-        _warn_about_debug(measured)
-    with phase(BASE):
-        outside = check_outside(engine, unsigned, measured.tree, measured.manifest, layout,
-                                match.base)
+    with BaseReading(engine, match.base) as base_reading:  # overlaps the image's reading
+        measured = measure_image(engine, unsigned, layout, signed=False, ref=ref,
+                                 progress=progress, max_bytes=max_bytes)
+        if release:
+            _enforce_release(measured.manifest, measured.name, release, measured.tree)
+        else:
+            _warn_about_debug(measured)
+        with phase(BASE):
+            outside = check_outside(engine, unsigned, measured.tree, measured.manifest, layout,
+                                    match.base, base_reading)
     if outside.problems:
         raise VerificationError(f"{ref}: outside the enclave, the image differs from the "
                                 f"pinned base {match.base.id}: " + "; ".join(outside.problems)

@@ -52,7 +52,7 @@ from ppml_image.errors import (
     VerificationError,
 )
 from ppml_image.images.enclave.measure import ImageMeasurement, measure_image
-from ppml_image.images.enclave.outside import check_outside
+from ppml_image.images.enclave.outside import BaseReading, check_outside
 from ppml_image.images.enclave.platform import check_platform, platform_named
 from ppml_image.images.enclave.record import pinned_values
 from ppml_image.images.engine.core import Engine, ImageInfo, connect
@@ -220,28 +220,32 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
         return result
     result.enclave = layout.name
     progress = Progress(f"verify {ref}", quiet=quiet)
-    try:
-        measured = measure_image(engine, info, layout, signed=True, ref=ref, progress=progress,
-                                 max_bytes=max_image_bytes)
-    except CONTENT_ERRORS as exc:
-        result.problems.append(str(exc))
-        return result
-    assert measured.sigstruct is not None
-    result.measured = measured
-    result.sigstruct = measured.sigstruct.view()
-    result.checks.append(f"{layout.sig}: SIGSTRUCT signature and Q1/Q2 (signer "
-                         f"{measured.sigstruct.mr_signer})")
-    _check_content(result, measured)
-    _check_masks(result, measured.sigstruct, allow_debug=allow_debug)
-    _check_policy(result, measured, allow_debug=allow_debug, allow_insecure=allow_insecure)
-    _check_labels(result, info.labels, measured, layout)
-    _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
-    if match.base is None:
-        _unpinned(result, match.reason, pinned=base is not None or record_base is not None,
-                  allowed=allow_unpinned_base)
-    else:
-        base_image = match.base
-        _check(result, lambda: _outside(result, engine, measured, base_image))
+    with contextlib.ExitStack() as stack:
+        # The pinned base is read alongside the image (see outside.BaseReading).
+        reading = (stack.enter_context(BaseReading(engine, match.base))
+                   if match.base is not None else None)
+        try:
+            measured = measure_image(engine, info, layout, signed=True, ref=ref,
+                                     progress=progress, max_bytes=max_image_bytes)
+        except CONTENT_ERRORS as exc:
+            result.problems.append(str(exc))
+            return result
+        assert measured.sigstruct is not None
+        result.measured = measured
+        result.sigstruct = measured.sigstruct.view()
+        result.checks.append(f"{layout.sig}: SIGSTRUCT signature and Q1/Q2 (signer "
+                             f"{measured.sigstruct.mr_signer})")
+        _check_content(result, measured)
+        _check_masks(result, measured.sigstruct, allow_debug=allow_debug)
+        _check_policy(result, measured, allow_debug=allow_debug, allow_insecure=allow_insecure)
+        _check_labels(result, info.labels, measured, layout)
+        _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
+        if match.base is None:
+            _unpinned(result, match.reason, pinned=base is not None or record_base is not None,
+                      allowed=allow_unpinned_base)
+        else:
+            base_image = match.base
+            _check(result, lambda: _outside(result, engine, measured, base_image, reading))
     progress.done("ok" if result.ok else f"{len(result.problems)} problem(s)")
     return result
 
@@ -309,9 +313,9 @@ def _unpinned(result: Verification, reason: str, *, pinned: bool, allowed: bool)
 
 
 def _outside(result: Verification, engine: Engine, measured: ImageMeasurement,
-             base: ImageInfo) -> None:
+             base: ImageInfo, reading: BaseReading | None) -> None:
     report = check_outside(engine, measured.info, measured.tree, measured.manifest,
-                           measured.layout, base)
+                           measured.layout, base, reading)
     if report.problems:
         result.problems += [f"outside the enclave: {p}" for p in report.problems]
     else:
