@@ -180,6 +180,9 @@ def _keep(reader: TarReader, digest: Any) -> bytes:
     return bytes(buffer)
 
 
+_PUT_SLICE = 0.01  # seconds: how soon a receiver with a full queue sees that it must stop
+
+
 class Cancelled(Exception):
     """An index that nobody needs any more was stopped (see ``cancel``)."""
 
@@ -224,10 +227,12 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
     stop = threading.Event()
 
     def offer(item: bytes | BaseException) -> bool:
-        """Queue *item* unless told to stop: a full queue is waited on in slices."""
+        """Queue *item* unless told to stop: a full queue is waited on in slices,
+        short ones (the queue is full only when the parser is behind, so a wake
+        costs nothing it needed), because the clean-up waits for this thread."""
         while not stop.is_set():
             try:
-                chunks.put(item, timeout=_signals.WAIT_SLICE)
+                chunks.put(item, timeout=_PUT_SLICE)
                 return True
             except queue.Full:
                 continue
@@ -273,8 +278,10 @@ def index_stream(stream: ByteStream, what: str, keep: dict[str, int] | None = No
         # that lock for ever: CI caught build-custom stuck so after a Ctrl-C.
         # The receiver sees `stop` within a slice; one blocked in the socket
         # ends when the caller removes the container, and it is a daemon
-        # thread, so an interrupted run never waits for it long.
-        receiver.join(timeout=1.0)
+        # thread, so an interrupted run never waits for it long. A signal may
+        # also come before the receiver started: then there is none to wait for.
+        if receiver.ident is not None:
+            receiver.join(timeout=1.0)
     return index
 
 
