@@ -38,13 +38,22 @@ softhsm:
 registry: docker
 	bash scripts/ensure-registry.sh >/dev/null
 
-# The default suite: everything but the full ML image.
+# Tests that need no engine run in parallel, one pytest-xdist worker per core
+# (PARALLEL= for one process). The engine tests share images built once per
+# session and time real signals and races, so they run in one process, after.
+PARALLEL ?= -n auto
+
+# The default suite: everything but the full ML image. Exit 5 is pytest's
+# "nothing selected" (PYTEST_ARGS naming only tests of the other half).
 test: $(STAMP) docker softhsm registry
-	$(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not docker" $(PARALLEL) --durations=25 \
+		$(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m "not slow and docker" --durations=25 $(PYTEST_ARGS) \
+		|| [ $$? -eq 5 ]
 
 # Only what needs no engine: the signing core.
 test-fast: $(STAMP) softhsm
-	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not docker" $(PARALLEL) $(PYTEST_ARGS)
 
 # Only the slow tests (the full image with Spark and the JDK).
 test-slow: $(STAMP) docker
