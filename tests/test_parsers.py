@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import struct
 
+import pytest
 import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -139,6 +140,19 @@ def test_bulk_eadd_equals_page_by_page(offset: int, count: int, flags: int) -> N
     bulk.digest = hashlib.sha256()
     bulk.add_unmeasured_run(offset, count, flags)
     assert bulk.value() == naive_unmeasured(offset, count, flags)
+
+
+@pytest.mark.parametrize("offset", [(1 << 40) - 5 * PAGE, (3 << 44) + 4093 * PAGE,
+                                    (1 << 32) - 4096 * PAGE])
+def test_bulk_eadd_block_refills(offset: int) -> None:
+    # High windows, where the high dword spans several bytes, and blocks that
+    # start at another index modulo 4,096 or run longer than the block before,
+    # where the repeated bytes 9-10 must be rewritten.
+    for count in (20_000, 4_099):
+        bulk = Measurement(1 << 48)
+        bulk.digest = hashlib.sha256()
+        bulk.add_unmeasured_run(offset, count, 0x201)
+        assert bulk.value() == naive_unmeasured(offset, count, 0x201)
 
 
 def test_bulk_eadd_across_blocks_and_4gib_windows() -> None:
