@@ -12,7 +12,7 @@
 4. The front door, whole processes as a user runs them (issue 11.9):
    `ppml-image --help`; `ppml-image sign` of a 256M enclave (target <= 0.25 s);
    `ppml-image sign` of a 64G enclave against one hashlib.sha256 call over
-   the same EADD bytes (target: ratio <= 1.5). Bytecode is compiled once into
+   the same EADD bytes (target: ratio <= 1.4, issue 20). Bytecode is compiled once into
    a temporary PYTHONPYCACHEPREFIX first, as an installed wheel has it.
 5. Attestation (issue 18): `ppml-image attest verify` of dcap-qvl's SGX sample
    quote against a record, whole process (target <= 0.3 s) and the
@@ -243,7 +243,7 @@ def bench_front_door() -> tuple[float, float]:
           f"ppml-image --help {help_seconds:.3f} s, sign 256M {sign['256M']:.3f} s "
           "(target <= 0.25 s)")
     print(f"sign 64G, whole process: {sign['64G']:.3f} s; one sha256 call over the same "
-          f"{eadd / 1e9:.2f} GB of EADD records {ref:.3f} s; ratio {ratio:.2f} (target <= 1.5)")
+          f"{eadd / 1e9:.2f} GB of EADD records {ref:.3f} s; ratio {ratio:.2f} (target <= 1.4)")
     return sign["256M"], ratio
 
 
@@ -315,7 +315,7 @@ def main() -> int:
     hsm = bench_hsm_signing()
     sign_256m, sign_64g = bench_front_door()
     attest = bench_attest()
-    ok = (mr <= 1.5 and hashing <= 1.0 and hsm < 10 and sign_256m <= 0.25 and sign_64g <= 1.5
+    ok = (mr <= 1.5 and hashing <= 1.0 and hsm < 10 and sign_256m <= 0.25 and sign_64g <= 1.4
           and attest <= 0.3)
     print("within targets" if ok else "OUTSIDE TARGETS")
     return 0 if ok else 1
