@@ -337,8 +337,8 @@ def measure_for_signing(engine: Engine, unsigned: ImageInfo, ref: str, *, date: 
         else:
             _warn_about_debug(measured)
         with phase(BASE):
-            outside = check_outside(engine, unsigned, measured.tree, measured.manifest, layout,
-                                    match.base, base_reading)
+            outside = check_outside(unsigned, measured.tree, measured.manifest, layout,
+                                    base_reading)
     if outside.problems:
         raise VerificationError(f"{ref}: outside the enclave, the image differs from the "
                                 f"pinned base {match.base.id}: " + "; ".join(outside.problems)

@@ -129,22 +129,15 @@ class BaseReading:
         return self._index
 
 
-def check_outside(engine: Engine, info: ImageInfo, tree: ImageTree, manifest: dict[str, Any],
-                  layout: EnclaveLayout, base: ImageInfo,
-                  reading: BaseReading | None = None) -> OutsideReport:
-    """Compare *info* (indexed in *tree*) with the pinned *base* (see the module docstring).
-
-    *reading*: the base's index being read already (else it is read now).
-    """
+def check_outside(info: ImageInfo, tree: ImageTree, manifest: dict[str, Any],
+                  layout: EnclaveLayout, reading: BaseReading) -> OutsideReport:
+    """Compare *info* (indexed in *tree*) with the pinned base whose index
+    *reading* reads alongside (see the module docstring)."""
+    base = reading.base
     report = OutsideReport(base)
     report.problems += config_differences(info, base)
     report.problems += _command_problems(layout)
-    if reading is not None:
-        assert reading.base.id == base.id
-        base_index = reading.index()
-    else:
-        with engine.open(base.id) as files:
-            base_index = imagefs.index_image(files)
+    base_index = reading.index()
     base_tree = ImageTree(base_index, None, f"base {base.id[:19]}")
     differences = content_differences(tree.index, base_index)
     report.changed_paths = len(differences)

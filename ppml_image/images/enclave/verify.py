@@ -240,12 +240,12 @@ def verify_image(ref: str, *, mr_enclave: str | None = None, mr_signer: str | No
         _check_policy(result, measured, allow_debug=allow_debug, allow_insecure=allow_insecure)
         _check_labels(result, info.labels, measured, layout)
         _check_expectations(result, measured.sigstruct, mr_enclave, mr_signer)
-        if match.base is None:
+        if reading is None:  # no pinned base
             _unpinned(result, match.reason, pinned=base is not None or record_base is not None,
                       allowed=allow_unpinned_base)
         else:
-            base_image = match.base
-            _check(result, lambda: _outside(result, engine, measured, base_image, reading))
+            base_reading = reading
+            _check(result, lambda: _outside(result, measured, base_reading))
     progress.done("ok" if result.ok else f"{len(result.problems)} problem(s)")
     return result
 
@@ -312,10 +312,9 @@ def _unpinned(result: Verification, reason: str, *, pinned: bool, allowed: bool)
                              "around the enclave may be anything")
 
 
-def _outside(result: Verification, engine: Engine, measured: ImageMeasurement,
-             base: ImageInfo, reading: BaseReading | None) -> None:
-    report = check_outside(engine, measured.info, measured.tree, measured.manifest,
-                           measured.layout, base, reading)
+def _outside(result: Verification, measured: ImageMeasurement, reading: BaseReading) -> None:
+    report = check_outside(measured.info, measured.tree, measured.manifest, measured.layout,
+                           reading)
     if report.problems:
         result.problems += [f"outside the enclave: {p}" for p in report.problems]
     else:
